@@ -1,0 +1,12 @@
+#!/usr/bin/env node
+// Entry point of the `portlb` command. The sources are TypeScript run by Node's own type
+// stripping, which needs Node 24 (the project's runtime).
+const [major] = process.versions.node.split('.').map(Number);
+if (major < 24) {
+  console.error(
+    `portlb needs Node 24 or newer (this is ${process.version}). ` +
+      'Run it through npm (`npm run portlb -- ...`, which uses the Node 24 that `npm install` fetched) or install Node 24.',
+  );
+  process.exit(2);
+}
+await import('../src/main.ts');

@@ -1,0 +1,102 @@
+// The kernel boundary for the data plane, in portlb's own types. The netlink client and
+// the fake both implement it and throw the same IpvsError codes; a future nftables data
+// plane would implement it too.
+import { IpvsError } from './errors.ts';
+import type {
+  DestinationKey,
+  IpvsInfo,
+  IpvsOperation,
+  IpvsStats,
+  IpvsSysctls,
+  RealServer,
+  RealServerState,
+  ServiceKey,
+  ServiceState,
+  VirtualService,
+} from './types.ts';
+
+export interface ListOptions {
+  /** Decode traffic counters too (costs time on large tables). */
+  stats?: boolean;
+}
+
+export interface ServiceListing {
+  service: VirtualService;
+  stats: IpvsStats | undefined;
+}
+
+export interface IpvsClient {
+  info(): Promise<IpvsInfo>;
+  listServices(options?: ListOptions): Promise<ServiceListing[]>;
+  /** Empty (not an error) for a service that does not exist, as the kernel answers. */
+  listDestinations(key: ServiceKey, options?: ListOptions): Promise<RealServerState[]>;
+  /** Every service with its destinations. Not an atomic snapshot (neither is the kernel's dump). */
+  getTable(options?: ListOptions): Promise<ServiceState[]>;
+  /**
+   * Applies operations in order, batched. Each one succeeds or fails on its own; the
+   * result has one entry per operation: undefined, or the IpvsError it got.
+   */
+  execute(
+    ops: readonly IpvsOperation[],
+    onProgress?: (done: number) => void,
+  ): Promise<(IpvsError | undefined)[]>;
+  addService(service: VirtualService): Promise<void>;
+  updateService(service: VirtualService): Promise<void>;
+  deleteService(key: ServiceKey): Promise<void>;
+  addDestination(key: ServiceKey, destination: RealServer): Promise<void>;
+  updateDestination(key: ServiceKey, destination: RealServer): Promise<void>;
+  deleteDestination(key: ServiceKey, destination: DestinationKey): Promise<void>;
+  getSysctls(): Promise<IpvsSysctls>;
+  setSysctls(values: Partial<IpvsSysctls>): Promise<void>;
+  close(): void;
+}
+
+/** The single-operation methods, for every implementation: one operation through execute. */
+export abstract class IpvsClientBase implements IpvsClient {
+  abstract info(): Promise<IpvsInfo>;
+  abstract listServices(options?: ListOptions): Promise<ServiceListing[]>;
+  abstract listDestinations(key: ServiceKey, options?: ListOptions): Promise<RealServerState[]>;
+  abstract execute(
+    ops: readonly IpvsOperation[],
+    onProgress?: (done: number) => void,
+  ): Promise<(IpvsError | undefined)[]>;
+  abstract getSysctls(): Promise<IpvsSysctls>;
+  abstract setSysctls(values: Partial<IpvsSysctls>): Promise<void>;
+  abstract close(): void;
+
+  async getTable(options?: ListOptions): Promise<ServiceState[]> {
+    const services = await this.listServices(options);
+    const table: ServiceState[] = [];
+    for (const { service, stats } of services) {
+      const destinations = await this.listDestinations(service.key, options);
+      table.push(stats ? { service, stats, destinations } : { service, destinations });
+    }
+    return table;
+  }
+
+  private async one(op: IpvsOperation): Promise<void> {
+    const [error] = await this.execute([op]);
+    if (error) throw error;
+  }
+
+  addService(service: VirtualService): Promise<void> {
+    return this.one({ op: 'add-service', service });
+  }
+  updateService(service: VirtualService): Promise<void> {
+    return this.one({ op: 'update-service', service });
+  }
+  deleteService(key: ServiceKey): Promise<void> {
+    return this.one({ op: 'delete-service', key });
+  }
+  addDestination(key: ServiceKey, destination: RealServer): Promise<void> {
+    return this.one({ op: 'add-destination', key, destination });
+  }
+  updateDestination(key: ServiceKey, destination: RealServer): Promise<void> {
+    return this.one({ op: 'update-destination', key, destination });
+  }
+  deleteDestination(key: ServiceKey, destination: DestinationKey): Promise<void> {
+    return this.one({ op: 'delete-destination', key, destination });
+  }
+}
+
+export { IpvsError };

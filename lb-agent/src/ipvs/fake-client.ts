@@ -1,0 +1,167 @@
+// An in-memory IPVS with the kernel's semantics (ip_vs_ctl.c, 6.1): the same checks in
+// the same order, answered with the same errno, mapped to the same IpvsError codes as
+// the netlink client. The conformance suite runs against both to keep them honest.
+import { IpvsClientBase, type ListOptions, type ServiceListing } from './client.ts';
+import { type IpvsError, ipvsErrorFor } from './errors.ts';
+import { normalizeOperation, normalizeRealServer, normalizeService } from './normalize.ts';
+import { MemorySysctls } from './sysctl.ts';
+import {
+  destinationId,
+  type IpvsInfo,
+  type IpvsOperation,
+  type IpvsSysctls,
+  type RealServer,
+  type RealServerState,
+  SCHEDULERS,
+  type ServiceKey,
+  serviceId,
+  type VirtualService,
+} from './types.ts';
+
+interface Entry {
+  service: VirtualService;
+  destinations: Map<string, RealServerState>;
+}
+
+const clone = <T>(v: T): T => structuredClone(v);
+
+export class FakeIpvsClient extends IpvsClientBase {
+  private readonly table = new Map<string, Entry>();
+  private readonly sysctls = new MemorySysctls();
+  private readonly schedulers: Set<string>;
+  /** Successful writes so far, for tests that assert a converged pass writes nothing. */
+  writes = 0;
+  closed = false;
+
+  constructor(options: { schedulers?: readonly string[] } = {}) {
+    super();
+    this.schedulers = new Set(options.schedulers ?? SCHEDULERS);
+  }
+
+  async info(): Promise<IpvsInfo> {
+    return { version: '1.2.1', connectionTableSize: 4096 };
+  }
+
+  async listServices(_options?: ListOptions): Promise<ServiceListing[]> {
+    return [...this.table.values()].map((e) => ({ service: clone(e.service), stats: undefined }));
+  }
+
+  async listDestinations(key: ServiceKey, _options?: ListOptions): Promise<RealServerState[]> {
+    const entry = this.table.get(serviceId(key));
+    return entry ? [...entry.destinations.values()].map(clone) : [];
+  }
+
+  async execute(
+    ops: readonly IpvsOperation[],
+    onProgress?: (done: number) => void,
+  ): Promise<(IpvsError | undefined)[]> {
+    const results = ops.map((op) => {
+      const errno = this.apply(op);
+      if (errno) return ipvsErrorFor(op, errno);
+      this.writes++;
+      return undefined;
+    });
+    onProgress?.(ops.length);
+    return results;
+  }
+
+  /** Test hook: the connection counters the kernel would report for a destination. */
+  setConnections(
+    key: ServiceKey,
+    dest: { address: string; port: number; family: RealServer['family'] },
+    active: number,
+    inactive = 0,
+  ): void {
+    const d = this.table.get(serviceId(key))?.destinations.get(destinationId(dest));
+    if (!d) throw new Error(`no destination ${destinationId(dest)} in ${serviceId(key)}`);
+    d.activeConnections = active;
+    d.inactiveConnections = inactive;
+  }
+
+  private checkService(s: VirtualService): string | undefined {
+    if (s.scheduler !== 'none' && !this.schedulers.has(s.scheduler)) return 'ENOENT';
+    if (s.key.family === 'ipv6') {
+      const prefix = s.persistence?.prefix ?? 128;
+      if (prefix < 1 || prefix > 128) return 'EINVAL';
+    }
+    return undefined;
+  }
+
+  private checkDestination(svc: VirtualService, d: RealServer): string | undefined {
+    if (d.family !== svc.key.family && d.forward !== 'tunnel') return 'EINVAL';
+    if (d.weight < 0) return 'ERANGE';
+    if (d.lowerThreshold > d.upperThreshold) return 'ERANGE';
+    if (d.forward === 'tunnel' && d.tunnelType === 'gue' && !d.tunnelPort) return 'EINVAL';
+    return undefined;
+  }
+
+  /** Returns the errno name the kernel would answer, or undefined on success. */
+  private apply(raw: IpvsOperation): string | undefined {
+    const op = normalizeOperation(raw);
+    if (op.op === 'add-service') {
+      if (this.table.has(serviceId(op.service.key))) return 'EEXIST';
+      const bad = this.checkService(op.service);
+      if (bad) return bad;
+      this.table.set(serviceId(op.service.key), {
+        service: normalizeService(op.service),
+        destinations: new Map(),
+      });
+      return undefined;
+    }
+    const key = op.op === 'update-service' ? op.service.key : op.key;
+    const entry = this.table.get(serviceId(key));
+    if (!entry) return 'ESRCH';
+    switch (op.op) {
+      case 'update-service': {
+        const bad = this.checkService(op.service);
+        if (bad) return bad;
+        entry.service = normalizeService(op.service);
+        return undefined;
+      }
+      case 'delete-service':
+        this.table.delete(serviceId(key));
+        return undefined;
+      case 'add-destination': {
+        const bad = this.checkDestination(entry.service, op.destination);
+        if (bad) return bad;
+        const id = destinationId(op.destination);
+        if (entry.destinations.has(id)) return 'EEXIST';
+        entry.destinations.set(id, {
+          ...normalizeRealServer(op.destination),
+          activeConnections: 0,
+          inactiveConnections: 0,
+          persistentConnections: 0,
+        });
+        return undefined;
+      }
+      case 'update-destination': {
+        const bad = this.checkDestination(entry.service, op.destination);
+        if (bad) return bad;
+        const current = entry.destinations.get(destinationId(op.destination));
+        if (!current) return 'ENOENT';
+        entry.destinations.set(destinationId(op.destination), {
+          ...normalizeRealServer(op.destination),
+          activeConnections: current.activeConnections,
+          inactiveConnections: current.inactiveConnections,
+          persistentConnections: current.persistentConnections,
+        });
+        return undefined;
+      }
+      case 'delete-destination':
+        if (!entry.destinations.delete(destinationId(op.destination))) return 'ENOENT';
+        return undefined;
+    }
+  }
+
+  getSysctls(): Promise<IpvsSysctls> {
+    return this.sysctls.read();
+  }
+
+  setSysctls(values: Partial<IpvsSysctls>): Promise<void> {
+    return this.sysctls.write(values);
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+}

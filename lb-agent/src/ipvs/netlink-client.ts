@@ -1,0 +1,164 @@
+import { GENL_HDRLEN, genlRequest, resolveFamily } from '../netlink/genl.ts';
+import {
+  KernelError,
+  NETLINK_GENERIC,
+  NetlinkSocket,
+  type NlRequest,
+  type SocketOptions,
+} from '../netlink/socket.ts';
+import type { NlWriter } from '../netlink/wire.ts';
+import { parseAttrs } from '../netlink/wire.ts';
+import { IpvsClientBase, type ListOptions, type ServiceListing } from './client.ts';
+import {
+  decodeDestination,
+  decodeInfo,
+  decodeService,
+  writeDestination,
+  writeService,
+  writeServiceKey,
+} from './codec.ts';
+import * as K from './constants.ts';
+import { describeOperation, IpvsError, ipvsErrorFor } from './errors.ts';
+import { ProcSysctls, type SysctlStore } from './sysctl.ts';
+import type { IpvsInfo, IpvsOperation, IpvsSysctls, RealServerState, ServiceKey } from './types.ts';
+
+export interface NetlinkIpvsOptions {
+  socket?: SocketOptions;
+  sysctls?: SysctlStore;
+}
+
+const COMMANDS: Record<IpvsOperation['op'], number> = {
+  'add-service': K.IPVS_CMD_NEW_SERVICE,
+  'update-service': K.IPVS_CMD_SET_SERVICE,
+  'delete-service': K.IPVS_CMD_DEL_SERVICE,
+  'add-destination': K.IPVS_CMD_NEW_DEST,
+  'update-destination': K.IPVS_CMD_SET_DEST,
+  'delete-destination': K.IPVS_CMD_DEL_DEST,
+};
+
+function writeOperation(w: NlWriter, op: IpvsOperation): void {
+  switch (op.op) {
+    case 'add-service':
+    case 'update-service':
+      writeService(w, op.service);
+      break;
+    case 'delete-service':
+      writeServiceKey(w, op.key);
+      break;
+    case 'add-destination':
+    case 'update-destination':
+      writeServiceKey(w, op.key);
+      writeDestination(w, op.destination, true);
+      break;
+    case 'delete-destination':
+      writeServiceKey(w, op.key);
+      writeDestination(w, op.destination, false);
+      break;
+  }
+}
+
+/** IpvsClient over Generic Netlink (family "IPVS"), in the caller's network namespace. */
+export class NetlinkIpvsClient extends IpvsClientBase {
+  private readonly socket: NetlinkSocket;
+  private readonly family: number;
+  private readonly sysctls: SysctlStore;
+
+  private constructor(socket: NetlinkSocket, family: number, sysctls: SysctlStore) {
+    super();
+    this.socket = socket;
+    this.family = family;
+    this.sysctls = sysctls;
+  }
+
+  /** Opens a socket and resolves the IPVS family (which makes the kernel load ip_vs if it can). */
+  static open(options: NetlinkIpvsOptions = {}): NetlinkIpvsClient {
+    const socket = new NetlinkSocket(NETLINK_GENERIC, options.socket);
+    try {
+      const family = resolveFamily(socket, K.IPVS_GENL_NAME);
+      if (family === undefined) {
+        throw new IpvsError(
+          'IPVS_UNAVAILABLE',
+          'the kernel has no IPVS (generic netlink family "IPVS" not found): load it with `modprobe ip_vs`; ' +
+            'in a container, the node must have the module loaded or /lib/modules mounted',
+        );
+      }
+      return new NetlinkIpvsClient(socket, family, options.sysctls ?? new ProcSysctls());
+    } catch (err) {
+      socket.close();
+      throw err;
+    }
+  }
+
+  private request(cmd: number, attrs: (w: NlWriter) => void): NlRequest {
+    return genlRequest(this.family, cmd, K.IPVS_GENL_VERSION, attrs);
+  }
+
+  private wrap(err: unknown, what: string): never {
+    if (err instanceof KernelError) {
+      throw new IpvsError('KERNEL_ERROR', `${what}: ${err.code}`, { cause: err, errno: err.code });
+    }
+    throw err;
+  }
+
+  async info(): Promise<IpvsInfo> {
+    try {
+      const [reply] = this.socket.request(
+        this.request(K.IPVS_CMD_GET_INFO, () => {}),
+        'IPVS get info',
+      );
+      if (!reply) throw new IpvsError('KERNEL_ERROR', 'IPVS get info: empty reply');
+      return decodeInfo(parseAttrs(reply.payload, GENL_HDRLEN));
+    } catch (err) {
+      return this.wrap(err, 'IPVS get info');
+    }
+  }
+
+  async listServices(options: ListOptions = {}): Promise<ServiceListing[]> {
+    let replies: ReturnType<NetlinkSocket['dump']>;
+    try {
+      replies = this.socket.dump(
+        this.request(K.IPVS_CMD_GET_SERVICE, () => {}),
+        'IPVS list services',
+      );
+    } catch (err) {
+      return this.wrap(err, 'IPVS list services');
+    }
+    return replies.map((r) => decodeService(parseAttrs(r.payload, GENL_HDRLEN), options.stats ?? false));
+  }
+
+  async listDestinations(key: ServiceKey, options: ListOptions = {}): Promise<RealServerState[]> {
+    let replies: ReturnType<NetlinkSocket['dump']>;
+    try {
+      replies = this.socket.dump(
+        this.request(K.IPVS_CMD_GET_DEST, (w) => writeServiceKey(w, key)),
+        'IPVS list destinations',
+      );
+    } catch (err) {
+      return this.wrap(err, 'IPVS list destinations');
+    }
+    return replies.map((r) =>
+      decodeDestination(parseAttrs(r.payload, GENL_HDRLEN), key.family, options.stats ?? false),
+    );
+  }
+
+  async execute(
+    ops: readonly IpvsOperation[],
+    onProgress?: (done: number) => void,
+  ): Promise<(IpvsError | undefined)[]> {
+    const requests = ops.map((op) => this.request(COMMANDS[op.op], (w) => writeOperation(w, op)));
+    const results = await this.socket.execute(requests, (i) => describeOperation(ops[i]!), onProgress);
+    return results.map((err, i) => (err ? ipvsErrorFor(ops[i]!, err.code, err) : undefined));
+  }
+
+  getSysctls(): Promise<IpvsSysctls> {
+    return this.sysctls.read();
+  }
+
+  setSysctls(values: Partial<IpvsSysctls>): Promise<void> {
+    return this.sysctls.write(values);
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}

@@ -1,0 +1,109 @@
+// One canonical form for services and destinations, whether they came from a file, the
+// desired-state computation or a kernel dump, so that a converged system compares equal
+// and a sync pass issues zero writes.
+import { canonicalIp } from '../net/ip.ts';
+import type { IpvsOperation, RealServer, SchedulerFlag, ServiceKey, VirtualService } from './types.ts';
+
+export function normalizeServiceKey(key: ServiceKey): ServiceKey {
+  if (key.kind === 'fwmark') return { kind: 'fwmark', family: key.family, fwmark: key.fwmark };
+  return {
+    kind: 'address',
+    family: key.family,
+    protocol: key.protocol,
+    address: canonicalIp(key.address) ?? key.address,
+    port: key.port,
+  };
+}
+
+export function normalizeService(s: VirtualService): VirtualService {
+  return {
+    key: normalizeServiceKey(s.key),
+    scheduler: s.scheduler,
+    schedulerFlags: [...new Set<SchedulerFlag>(s.schedulerFlags)].sort(),
+    onePacket: s.onePacket,
+    persistence: s.persistence ? { timeout: s.persistence.timeout, prefix: s.persistence.prefix } : undefined,
+    persistenceEngine: s.persistenceEngine || undefined,
+  };
+}
+
+/** Tunnel fields exist only for tunnel forwarding; the kernel reports ipip when none is set. */
+export function normalizeRealServer(d: RealServer): RealServer {
+  const out: RealServer = {
+    family: d.family,
+    address: canonicalIp(d.address) ?? d.address,
+    port: d.port,
+    forward: d.forward,
+    weight: d.weight,
+    upperThreshold: d.upperThreshold,
+    lowerThreshold: d.lowerThreshold,
+  };
+  if (d.forward === 'tunnel') {
+    out.tunnelType = d.tunnelType ?? 'ipip';
+    if (d.tunnelPort) out.tunnelPort = d.tunnelPort;
+    if (d.tunnelFlags) out.tunnelFlags = d.tunnelFlags;
+  }
+  return out;
+}
+
+const sameFlags = (a: readonly SchedulerFlag[], b: readonly SchedulerFlag[]): boolean =>
+  a.length === b.length
+    ? a.every((f) => b.includes(f))
+    : new Set(a).size === new Set(b).size && a.every((f) => b.includes(f));
+
+/** Whether two services (same key) differ in anything SET_SERVICE would change. Hot path: no copies. */
+export function serviceSettingsEqual(a: VirtualService, b: VirtualService): boolean {
+  return (
+    a.scheduler === b.scheduler &&
+    a.onePacket === b.onePacket &&
+    sameFlags(a.schedulerFlags, b.schedulerFlags) &&
+    a.persistence?.timeout === b.persistence?.timeout &&
+    a.persistence?.prefix === b.persistence?.prefix &&
+    (a.persistenceEngine || undefined) === (b.persistenceEngine || undefined)
+  );
+}
+
+/** Whether two destinations (same address and port) differ in anything SET_DEST would change. */
+export function realServerSettingsEqual(a: RealServer, b: RealServer): boolean {
+  if (
+    a.forward !== b.forward ||
+    a.weight !== b.weight ||
+    a.upperThreshold !== b.upperThreshold ||
+    a.lowerThreshold !== b.lowerThreshold
+  ) {
+    return false;
+  }
+  if (a.forward !== 'tunnel') return true;
+  return (
+    (a.tunnelType ?? 'ipip') === (b.tunnelType ?? 'ipip') &&
+    (a.tunnelPort ?? 0) === (b.tunnelPort ?? 0) &&
+    (a.tunnelFlags ?? 0) === (b.tunnelFlags ?? 0)
+  );
+}
+
+/** The same operation with canonical keys and fields. */
+export function normalizeOperation(op: IpvsOperation): IpvsOperation {
+  switch (op.op) {
+    case 'add-service':
+    case 'update-service':
+      return { op: op.op, service: normalizeService(op.service) };
+    case 'delete-service':
+      return { op: op.op, key: normalizeServiceKey(op.key) };
+    case 'add-destination':
+    case 'update-destination':
+      return {
+        op: op.op,
+        key: normalizeServiceKey(op.key),
+        destination: normalizeRealServer(op.destination),
+      };
+    case 'delete-destination':
+      return {
+        op: op.op,
+        key: normalizeServiceKey(op.key),
+        destination: {
+          family: op.destination.family,
+          address: canonicalIp(op.destination.address) ?? op.destination.address,
+          port: op.destination.port,
+        },
+      };
+  }
+}

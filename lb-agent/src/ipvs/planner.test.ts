@@ -1,0 +1,239 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { drainKey, type PlanInput, planIpvs, summarizePlan } from './planner.ts';
+import type {
+  AddressServiceKey,
+  RealServer,
+  RealServerState,
+  ServiceKey,
+  ServiceSpec,
+  ServiceState,
+  VirtualService,
+} from './types.ts';
+
+const key = (address: string, port = 80, protocol: 'tcp' | 'udp' = 'tcp'): AddressServiceKey => ({
+  kind: 'address',
+  family: address.includes(':') ? 'ipv6' : 'ipv4',
+  protocol,
+  address,
+  port,
+});
+const service = (k: ServiceKey, scheduler = 'rr', extra: Partial<VirtualService> = {}): VirtualService => ({
+  key: k,
+  scheduler,
+  schedulerFlags: [],
+  onePacket: false,
+  persistence: undefined,
+  persistenceEngine: undefined,
+  ...extra,
+});
+const real = (address: string, weight = 1, extra: Partial<RealServer> = {}): RealServer => ({
+  family: 'ipv4',
+  address,
+  port: 8080,
+  forward: 'nat',
+  weight,
+  upperThreshold: 0,
+  lowerThreshold: 0,
+  ...extra,
+});
+const state = (d: RealServer, active = 0, inactive = 0): RealServerState => ({
+  ...d,
+  activeConnections: active,
+  inactiveConnections: inactive,
+  persistentConnections: 0,
+});
+const owns = (k: ServiceKey) => k.kind === 'address' && k.address.startsWith('10.96.');
+
+function plan(desired: ServiceSpec[], actual: ServiceState[], extra: Partial<PlanInput> = {}) {
+  return planIpvs({
+    desired,
+    actual,
+    owns,
+    now: 1_000_000,
+    draining: new Map(),
+    drainTimeoutMs: 60_000,
+    ...extra,
+  });
+}
+
+describe('planIpvs', () => {
+  const vip = key('10.96.0.1');
+  const spec: ServiceSpec = { service: service(vip), destinations: [real('10.0.0.1'), real('10.0.0.2')] };
+
+  test('creates a missing service, then its destinations', () => {
+    const p = plan([spec], []);
+    assert.deepEqual(
+      p.operations.map((o) => o.op),
+      ['add-service', 'add-destination', 'add-destination'],
+    );
+  });
+
+  test('a converged table plans nothing, whatever spelling the desired state used', () => {
+    const actual: ServiceState[] = [
+      { service: service(vip), destinations: spec.destinations.map((d) => state(d)) },
+    ];
+    assert.equal(plan([spec], actual).operations.length, 0);
+    // Same service written with a non-canonical IPv6 address and unsorted flags.
+    const v6 = key('fd00:96::1');
+    const desired6: ServiceSpec = {
+      service: service({ ...v6, address: 'FD00:0096:0:0::1' }, 'mh', {
+        schedulerFlags: ['flag-2', 'flag-1'],
+      }),
+      destinations: [{ ...real('fd00::5'), family: 'ipv6', address: 'fd00:0::5' }],
+    };
+    const actual6: ServiceState[] = [
+      {
+        service: service(v6, 'mh', { schedulerFlags: ['flag-1', 'flag-2'] }),
+        destinations: [state({ ...real('fd00::5'), family: 'ipv6' })],
+      },
+    ];
+    assert.equal(plan([desired6], actual6, { owns: () => true }).operations.length, 0);
+  });
+
+  test('updates only what differs', () => {
+    const actual: ServiceState[] = [
+      { service: service(vip, 'wrr'), destinations: [state(real('10.0.0.1', 5)), state(real('10.0.0.2'))] },
+    ];
+    const p = plan([spec], actual);
+    assert.deepEqual(p.operations, [
+      { op: 'update-service', service: service(vip) },
+      { op: 'update-destination', key: vip, destination: real('10.0.0.1', 1) },
+    ]);
+  });
+
+  test('never plans a write to a service it does not own', () => {
+    const foreign = key('192.168.1.1');
+    const actual: ServiceState[] = [{ service: service(foreign), destinations: [state(real('10.0.0.9'))] }];
+    const p = plan([], actual);
+    assert.equal(p.operations.length, 0);
+    assert.equal(p.foreign, 1);
+    const refused = plan([{ service: service(foreign, 'mh'), destinations: [] }], actual);
+    assert.equal(refused.operations.length, 0);
+    assert.equal(refused.refused.length, 1);
+  });
+
+  test('deletes an owned service that is no longer desired', () => {
+    const actual: ServiceState[] = [{ service: service(key('10.96.0.9')), destinations: [] }];
+    assert.deepEqual(plan([], actual).operations, [{ op: 'delete-service', key: key('10.96.0.9') }]);
+  });
+
+  test('drains a removed TCP destination: weight 0 first, delete once idle', () => {
+    const gone = real('10.0.0.3');
+    const actual: ServiceState[] = [
+      { service: service(vip), destinations: [...spec.destinations.map((d) => state(d)), state(gone, 4, 2)] },
+    ];
+    const first = plan([spec], actual);
+    assert.deepEqual(first.operations, [
+      { op: 'update-destination', key: vip, destination: { ...gone, weight: 0 } },
+    ]);
+    const dk = drainKey(vip, gone);
+    assert.equal(first.draining.get(dk), 1_000_000);
+    assert.equal(first.drainingNow[0]?.activeConnections, 4);
+
+    // Still busy at weight 0: keep waiting, remember when the drain began.
+    const busy: ServiceState[] = [
+      {
+        service: service(vip),
+        destinations: [...spec.destinations.map((d) => state(d)), state({ ...gone, weight: 0 }, 1)],
+      },
+    ];
+    const second = plan([spec], busy, { now: 1_030_000, draining: first.draining });
+    assert.equal(second.operations.length, 0);
+    assert.equal(second.draining.get(dk), 1_000_000);
+
+    // Idle: delete.
+    const idle: ServiceState[] = [
+      {
+        service: service(vip),
+        destinations: [...spec.destinations.map((d) => state(d)), state({ ...gone, weight: 0 })],
+      },
+    ];
+    const third = plan([spec], idle, { now: 1_031_000, draining: second.draining });
+    assert.deepEqual(third.operations, [
+      {
+        op: 'delete-destination',
+        key: vip,
+        destination: { family: 'ipv4', address: '10.0.0.3', port: 8080 },
+      },
+    ]);
+    assert.equal(third.draining.size, 0);
+
+    // Busy past the timeout: delete anyway (the drain is bounded).
+    const late = plan([spec], busy, { now: 1_060_000, draining: first.draining });
+    assert.equal(late.operations[0]?.op, 'delete-destination');
+  });
+
+  test('an idle removed destination is deleted at once, and UDP ones never drain', () => {
+    const udpVip = key('10.96.0.2', 53, 'udp');
+    const actual: ServiceState[] = [
+      {
+        service: service(vip),
+        destinations: [...spec.destinations.map((d) => state(d)), state(real('10.0.0.3'))],
+      },
+      { service: service(udpVip), destinations: [state(real('10.0.0.4'), 3)] },
+    ];
+    const p = plan([spec, { service: service(udpVip), destinations: [] }], actual);
+    assert.deepEqual(
+      p.operations.map((o) => o.op),
+      ['delete-destination', 'delete-destination'],
+    );
+  });
+
+  test('drainTimeoutMs 0 deletes busy destinations at once', () => {
+    const actual: ServiceState[] = [
+      {
+        service: service(vip),
+        destinations: [...spec.destinations.map((d) => state(d)), state(real('10.0.0.3'), 9)],
+      },
+    ];
+    assert.deepEqual(
+      plan([spec], actual, { drainTimeoutMs: 0 }).operations.map((o) => o.op),
+      ['delete-destination'],
+    );
+  });
+
+  test('a destination that comes back during its drain is restored, not re-added', () => {
+    const back = real('10.0.0.2');
+    const actual: ServiceState[] = [
+      { service: service(vip), destinations: [state(real('10.0.0.1')), state({ ...back, weight: 0 }, 3)] },
+    ];
+    const draining = new Map([[drainKey(vip, back), 999_000]]);
+    const p = plan([spec], actual, { draining });
+    assert.deepEqual(p.operations, [{ op: 'update-destination', key: vip, destination: back }]);
+    assert.equal(p.draining.size, 0);
+  });
+
+  test('orders adds before updates before deletes, and summarizes', () => {
+    const actual: ServiceState[] = [
+      { service: service(key('10.96.0.9')), destinations: [] },
+      { service: service(vip, 'wrr'), destinations: [state(real('10.0.0.1'))] },
+    ];
+    const p = plan([spec], actual);
+    assert.deepEqual(
+      p.operations.map((o) => o.op),
+      ['add-destination', 'update-service', 'delete-service'],
+    );
+    assert.deepEqual(summarizePlan(p.operations), {
+      addServices: 0,
+      updateServices: 1,
+      deleteServices: 1,
+      addDestinations: 1,
+      updateDestinations: 0,
+      deleteDestinations: 0,
+    });
+  });
+
+  test('a converged table of 10,000 services x 10 destinations plans zero operations', () => {
+    const desired: ServiceSpec[] = [];
+    const actual: ServiceState[] = [];
+    for (let i = 0; i < 10_000; i++) {
+      const k = key(`10.96.${i >> 8}.${i & 255}`);
+      const dests = Array.from({ length: 10 }, (_, j) => real(`10.1.${i >> 8}.${j}`));
+      desired.push({ service: service(k), destinations: dests });
+      actual.push({ service: service(k), destinations: dests.map((d) => state(d)) });
+    }
+    const p = plan(desired, actual);
+    assert.equal(p.operations.length, 0);
+  });
+});

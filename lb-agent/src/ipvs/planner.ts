@@ -1,0 +1,187 @@
+// The IPVS diff: a pure function from (desired, actual, ownership, drain state, now) to an
+// explicit list of operations. It never plans a write to a service it does not own, and
+// it drains a removed TCP/SCTP destination (weight 0, delete once idle or after a bound)
+// instead of cutting its connections.
+import {
+  normalizeRealServer,
+  normalizeService,
+  realServerSettingsEqual,
+  serviceSettingsEqual,
+} from './normalize.ts';
+import {
+  type DestinationKey,
+  destinationId,
+  type IpvsOperation,
+  type RealServerState,
+  type ServiceKey,
+  type ServiceSpec,
+  type ServiceState,
+  serviceId,
+} from './types.ts';
+
+export type Ownership = (key: ServiceKey) => boolean;
+
+export interface PlanInput {
+  desired: readonly ServiceSpec[];
+  actual: readonly ServiceState[];
+  owns: Ownership;
+  /** Milliseconds, from the injected clock. */
+  now: number;
+  /** drainKey -> when its drain started (ms). */
+  draining: ReadonlyMap<string, number>;
+  /** How long a removed destination may drain; 0 removes at once. */
+  drainTimeoutMs: number;
+}
+
+export interface DrainStatus {
+  key: ServiceKey;
+  destination: DestinationKey;
+  since: number;
+  activeConnections: number;
+  inactiveConnections: number;
+}
+
+export interface IpvsPlan {
+  operations: IpvsOperation[];
+  /** The drain bookkeeping to keep for the next pass. */
+  draining: Map<string, number>;
+  /** Destinations still draining after this plan (weight 0, connections left). */
+  drainingNow: DrainStatus[];
+  /** Desired services refused because the ownership predicate does not cover them. */
+  refused: { key: ServiceKey; reason: string }[];
+  /** Services present in the kernel that we do not own and leave alone. */
+  foreign: number;
+}
+
+export const drainKey = (key: ServiceKey, dest: DestinationKey): string =>
+  `${serviceId(key)}|${destinationId(dest)}`;
+
+/** UDP has no connection to wait for: a removed UDP destination goes at once. */
+function needsDrain(key: ServiceKey): boolean {
+  return key.kind === 'fwmark' || key.protocol !== 'udp';
+}
+
+export function planIpvs(input: PlanInput): IpvsPlan {
+  const { owns, now, drainTimeoutMs } = input;
+  const adds: IpvsOperation[] = [];
+  const updates: IpvsOperation[] = [];
+  const drains: IpvsOperation[] = [];
+  const destDeletes: IpvsOperation[] = [];
+  const serviceDeletes: IpvsOperation[] = [];
+  const draining = new Map<string, number>();
+  const drainingNow: DrainStatus[] = [];
+  const refused: IpvsPlan['refused'] = [];
+  let foreign = 0;
+
+  const actualById = new Map<string, ServiceState>();
+  for (const state of input.actual) actualById.set(serviceId(state.service.key), state);
+  const desiredIds = new Set<string>();
+
+  const removeDestination = (key: ServiceKey, d: RealServerState): void => {
+    if (!needsDrain(key) || drainTimeoutMs <= 0) {
+      destDeletes.push({ op: 'delete-destination', key, destination: pickKey(d) });
+      return;
+    }
+    const dk = drainKey(key, d);
+    const since = input.draining.get(dk) ?? now;
+    const idle = d.activeConnections + d.inactiveConnections === 0;
+    if (idle || (d.weight === 0 && now - since >= drainTimeoutMs)) {
+      destDeletes.push({ op: 'delete-destination', key, destination: pickKey(d) });
+      return;
+    }
+    if (d.weight !== 0) {
+      // Quiesce first: no new connections, the established ones carry on.
+      drains.push({ op: 'update-destination', key, destination: { ...normalizeRealServer(d), weight: 0 } });
+    }
+    draining.set(dk, since);
+    drainingNow.push({
+      key,
+      destination: pickKey(d),
+      since,
+      activeConnections: d.activeConnections,
+      inactiveConnections: d.inactiveConnections,
+    });
+  };
+
+  for (const spec of input.desired) {
+    const service = normalizeService(spec.service);
+    const id = serviceId(service.key);
+    if (!owns(service.key)) {
+      refused.push({ key: service.key, reason: 'outside the owned VIP pools' });
+      continue;
+    }
+    desiredIds.add(id);
+    const current = actualById.get(id);
+    if (!current) {
+      adds.push({ op: 'add-service', service });
+      for (const d of spec.destinations) {
+        adds.push({ op: 'add-destination', key: service.key, destination: normalizeRealServer(d) });
+      }
+      continue;
+    }
+    if (!serviceSettingsEqual(current.service, service)) updates.push({ op: 'update-service', service });
+    const currentDests = new Map(current.destinations.map((d) => [destinationId(d), d]));
+    const wanted = new Set<string>();
+    for (const raw of spec.destinations) {
+      const d = normalizeRealServer(raw);
+      const did = destinationId(d);
+      wanted.add(did);
+      const have = currentDests.get(did);
+      if (!have) adds.push({ op: 'add-destination', key: service.key, destination: d });
+      else if (!realServerSettingsEqual(have, d)) {
+        updates.push({ op: 'update-destination', key: service.key, destination: d });
+      }
+    }
+    for (const [did, d] of currentDests) if (!wanted.has(did)) removeDestination(service.key, d);
+  }
+
+  for (const [id, state] of actualById) {
+    if (desiredIds.has(id)) continue;
+    if (!owns(state.service.key)) {
+      foreign++;
+      continue;
+    }
+    serviceDeletes.push({ op: 'delete-service', key: state.service.key });
+  }
+
+  return {
+    operations: [...adds, ...updates, ...drains, ...destDeletes, ...serviceDeletes],
+    draining,
+    drainingNow,
+    refused,
+    foreign,
+  };
+}
+
+function pickKey(d: DestinationKey): DestinationKey {
+  return { family: d.family, address: d.address, port: d.port };
+}
+
+export interface PlanSummary {
+  addServices: number;
+  updateServices: number;
+  deleteServices: number;
+  addDestinations: number;
+  updateDestinations: number;
+  deleteDestinations: number;
+}
+
+export function summarizePlan(ops: readonly IpvsOperation[]): PlanSummary {
+  const s: PlanSummary = {
+    addServices: 0,
+    updateServices: 0,
+    deleteServices: 0,
+    addDestinations: 0,
+    updateDestinations: 0,
+    deleteDestinations: 0,
+  };
+  for (const op of ops) {
+    if (op.op === 'add-service') s.addServices++;
+    else if (op.op === 'update-service') s.updateServices++;
+    else if (op.op === 'delete-service') s.deleteServices++;
+    else if (op.op === 'add-destination') s.addDestinations++;
+    else if (op.op === 'update-destination') s.updateDestinations++;
+    else s.deleteDestinations++;
+  }
+  return s;
+}

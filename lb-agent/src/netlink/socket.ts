@@ -1,0 +1,294 @@
+import { createRequire } from 'node:module';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { errnoName, PortlbError } from '../errors.ts';
+import {
+  NLM_F_ACK,
+  NLM_F_ACK_TLVS,
+  NLM_F_CAPPED,
+  NLM_F_DUMP,
+  NLM_F_DUMP_INTR,
+  NLM_F_REQUEST,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+  NLMSG_HDRLEN,
+  NLMSG_NOOP,
+  NLMSG_OVERRUN,
+  NLMSGERR_ATTR_MSG,
+  type NlMessage,
+  NlWriter,
+  parseAttrs,
+  parseMessages,
+  readString,
+} from './wire.ts';
+
+export const NETLINK_ROUTE = 0;
+export const NETLINK_GENERIC = 16;
+
+export type NetlinkErrorCode =
+  | 'NETLINK_ADDON_MISSING'
+  | 'NETLINK_SOCKET'
+  | 'NETLINK_TIMEOUT'
+  | 'NETLINK_PROTOCOL'
+  | 'NETLINK_DUMP_INTERRUPTED';
+
+/** A failure of the transport itself (not an answer from the kernel). */
+export class NetlinkError extends PortlbError<NetlinkErrorCode> {}
+
+/**
+ * The kernel refused one request. `code` is the errno name (EEXIST, ENOENT, ...), stable
+ * across kernels; `extAck` is the kernel's explanation where the subsystem gives one.
+ */
+export class KernelError extends PortlbError<string> {
+  readonly errno: number;
+  readonly extAck: string | undefined;
+  constructor(errno: number, context: string, extAck?: string) {
+    const name = errnoName(errno);
+    super(name, `${context}: ${name}${extAck ? ` (${extAck})` : ''}`);
+    this.errno = errno;
+    this.extAck = extAck;
+  }
+}
+
+interface Addon {
+  open(protocol: number, rcvbuf: number): { fd: number; portId: number };
+  send(fd: number, data: Buffer): number;
+  recv(fd: number, timeoutMs: number): Buffer | null;
+  close(fd: number): void;
+}
+
+let addon: Addon | undefined;
+function loadAddon(): Addon {
+  if (addon) return addon;
+  const require = createRequire(import.meta.url);
+  try {
+    addon = require('../../native/build/Release/portlb_netlink.node') as Addon;
+  } catch (err) {
+    throw new NetlinkError(
+      'NETLINK_ADDON_MISSING',
+      'the netlink addon is not built (lb-agent/native/build/Release/portlb_netlink.node): run `npm install` or `npm rebuild` on Linux',
+      { cause: err },
+    );
+  }
+  return addon;
+}
+
+/** One request in a batch; `body` writes what follows the netlink header. */
+export interface NlRequest {
+  type: number;
+  /** Extra flags beside NLM_F_REQUEST (and the ACK the socket adds). */
+  flags?: number;
+  body: (w: NlWriter) => void;
+}
+
+export interface SocketOptions {
+  /** How long to wait for the kernel's answer; it answers synchronously, so this only catches bugs. */
+  timeoutMs?: number;
+  /** Upper bound of one datagram; must stay below the socket's send buffer. */
+  maxBatchBytes?: number;
+  receiveBufferBytes?: number;
+}
+
+/** Interpreted NLMSG_ERROR payload: errno 0 is an ACK. */
+function parseError(msg: NlMessage): { errno: number; extAck: string | undefined } {
+  if (msg.payload.length < 4) throw new NetlinkError('NETLINK_PROTOCOL', 'truncated NLMSG_ERROR');
+  const errno = -msg.payload.readInt32LE(0);
+  let extAck: string | undefined;
+  if (errno !== 0 && msg.flags & NLM_F_ACK_TLVS && msg.payload.length >= 4 + NLMSG_HDRLEN) {
+    const origLen = msg.flags & NLM_F_CAPPED ? NLMSG_HDRLEN : msg.payload.readUInt32LE(4);
+    const tlvStart = 4 + ((origLen + 3) & ~3);
+    if (tlvStart <= msg.payload.length) {
+      extAck = readString(parseAttrs(msg.payload, tlvStart)[NLMSGERR_ATTR_MSG]);
+    }
+  }
+  return { errno, extAck };
+}
+
+/**
+ * A netlink socket speaking one protocol. Requests are batched: many messages per
+ * datagram, ACK requested on the last one only. The kernel handles them in order, so
+ * that ACK is a barrier, and any earlier failure has already come back as its own error.
+ */
+export class NetlinkSocket implements Disposable {
+  private readonly lib: Addon;
+  private fd: number;
+  readonly portId: number;
+  private seq: number;
+  private readonly timeoutMs: number;
+  private readonly maxBatchBytes: number;
+  private dumping = false;
+
+  constructor(protocol: number, options: SocketOptions = {}) {
+    this.lib = loadAddon();
+    try {
+      const { fd, portId } = this.lib.open(protocol, options.receiveBufferBytes ?? 8 * 1024 * 1024);
+      this.fd = fd;
+      this.portId = portId;
+    } catch (err) {
+      throw new NetlinkError('NETLINK_SOCKET', `cannot open netlink socket: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    this.seq = Math.floor(Math.random() * 0x7fffffff);
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+    this.maxBatchBytes = options.maxBatchBytes ?? 128 * 1024;
+  }
+
+  private nextSeq(): number {
+    this.seq = (this.seq + 1) >>> 0;
+    if (this.seq === 0) this.seq = 1;
+    return this.seq;
+  }
+
+  private receive(): NlMessage[] {
+    if (this.fd < 0) throw new NetlinkError('NETLINK_SOCKET', 'netlink socket is closed');
+    let datagram: Buffer | null;
+    try {
+      datagram = this.lib.recv(this.fd, this.timeoutMs);
+    } catch (err) {
+      throw new NetlinkError('NETLINK_SOCKET', `netlink receive failed: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    if (datagram === null) {
+      throw new NetlinkError('NETLINK_TIMEOUT', `no answer from the kernel within ${this.timeoutMs} ms`);
+    }
+    return parseMessages(datagram).filter((m) => m.type !== NLMSG_NOOP);
+  }
+
+  private send(data: Buffer): void {
+    if (this.fd < 0) throw new NetlinkError('NETLINK_SOCKET', 'netlink socket is closed');
+    try {
+      this.lib.send(this.fd, data);
+    } catch (err) {
+      throw new NetlinkError('NETLINK_SOCKET', `netlink send failed: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  /**
+   * Sends the requests in as few datagrams as fit, yielding to the event loop between
+   * datagrams. Returns one entry per request: undefined when it succeeded, or the kernel's
+   * error. `onProgress` sees the count done after each datagram.
+   */
+  async execute(
+    requests: readonly NlRequest[],
+    context: (index: number) => string,
+    onProgress?: (done: number) => void,
+  ): Promise<(KernelError | undefined)[]> {
+    const results: (KernelError | undefined)[] = new Array(requests.length).fill(undefined);
+    let index = 0;
+    while (index < requests.length) {
+      const w = new NlWriter(Math.min(this.maxBatchBytes + 4096, 1 << 20));
+      const indexBySeq = new Map<number, number>();
+      let lastSeq = 0;
+      let lastStart = 0;
+      do {
+        const req = requests[index]!;
+        lastSeq = this.nextSeq();
+        indexBySeq.set(lastSeq, index);
+        lastStart = w.beginMessage(req.type, NLM_F_REQUEST | (req.flags ?? 0), lastSeq, 0);
+        req.body(w);
+        w.endMessage(lastStart);
+        index++;
+      } while (index < requests.length && w.length < this.maxBatchBytes);
+      const datagram = w.finish();
+      // The ACK on the last message is the barrier for the whole datagram.
+      datagram.writeUInt16LE(datagram.readUInt16LE(lastStart + 6) | NLM_F_ACK, lastStart + 6);
+      this.send(datagram);
+      let acked = false;
+      while (!acked) {
+        for (const msg of this.receive()) {
+          const at = indexBySeq.get(msg.seq);
+          if (msg.type !== NLMSG_ERROR || at === undefined) continue;
+          const { errno, extAck } = parseError(msg);
+          if (errno !== 0) results[at] = new KernelError(errno, context(at), extAck);
+          if (msg.seq === lastSeq) acked = true;
+        }
+      }
+      onProgress?.(index);
+      if (index < requests.length) await yieldToEventLoop();
+    }
+    return results;
+  }
+
+  /** One request; throws the kernel's error; returns the reply messages (if any). */
+  request(req: NlRequest, context: string): NlMessage[] {
+    const w = new NlWriter(512);
+    const seq = this.nextSeq();
+    const start = w.beginMessage(req.type, NLM_F_REQUEST | NLM_F_ACK | (req.flags ?? 0), seq, 0);
+    req.body(w);
+    w.endMessage(start);
+    this.send(w.finish());
+    const replies: NlMessage[] = [];
+    for (;;) {
+      for (const msg of this.receive()) {
+        if (msg.seq !== seq) continue;
+        if (msg.type === NLMSG_ERROR) {
+          const { errno, extAck } = parseError(msg);
+          if (errno !== 0) throw new KernelError(errno, context, extAck);
+          return replies;
+        }
+        replies.push(msg);
+      }
+    }
+  }
+
+  /**
+   * A dump: all multipart replies until NLMSG_DONE. One dump at a time per socket (the
+   * kernel answers EBUSY to a second one).
+   */
+  dump(req: NlRequest, context: string): NlMessage[] {
+    if (this.dumping) throw new NetlinkError('NETLINK_PROTOCOL', `${context}: a dump is already running`);
+    this.dumping = true;
+    try {
+      const w = new NlWriter(512);
+      const seq = this.nextSeq();
+      const start = w.beginMessage(req.type, NLM_F_REQUEST | NLM_F_DUMP | (req.flags ?? 0), seq, 0);
+      req.body(w);
+      w.endMessage(start);
+      this.send(w.finish());
+      const replies: NlMessage[] = [];
+      let interrupted = false;
+      for (;;) {
+        for (const msg of this.receive()) {
+          if (msg.seq !== seq) continue;
+          if (msg.flags & NLM_F_DUMP_INTR) interrupted = true;
+          if (msg.type === NLMSG_DONE) {
+            if (msg.payload.length >= 4) {
+              const errno = -msg.payload.readInt32LE(0);
+              if (errno > 0) throw new KernelError(errno, context);
+            }
+            if (interrupted) {
+              throw new NetlinkError(
+                'NETLINK_DUMP_INTERRUPTED',
+                `${context}: the table changed during the dump`,
+              );
+            }
+            return replies;
+          }
+          if (msg.type === NLMSG_ERROR) {
+            const { errno, extAck } = parseError(msg);
+            if (errno !== 0) throw new KernelError(errno, context, extAck);
+            continue;
+          }
+          if (msg.type === NLMSG_OVERRUN) throw new NetlinkError('NETLINK_PROTOCOL', `${context}: overrun`);
+          replies.push(msg);
+        }
+      }
+    } finally {
+      this.dumping = false;
+    }
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    const fd = this.fd;
+    this.fd = -1;
+    this.lib.close(fd);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  NLA_F_NESTED,
+  NlWriter,
+  parseAttrList,
+  parseAttrs,
+  parseMessages,
+  readBe16,
+  readString,
+  readU16,
+  readU32,
+} from './wire.ts';
+
+describe('netlink wire format', () => {
+  test('attributes are padded to 4 bytes and lengths exclude the padding', () => {
+    const w = new NlWriter(8);
+    w.attrString(1, 'rr').attrU16(2, 0x1234).attrBe16(3, 80).attrU32(4, 0xdeadbeef);
+    const b = w.finish();
+    // "rr\0" -> len 7, padded to 8; u16 -> len 6, padded to 8.
+    assert.equal(b.toString('hex'), '070001007272000006000200341200000600030000500000080004' + '00efbeadde');
+    const a = parseAttrs(b);
+    assert.equal(readString(a[1]), 'rr');
+    assert.equal(readU16(a[2]), 0x1234);
+    assert.equal(readBe16(a[3]), 80);
+    assert.equal(readU32(a[4]), 0xdeadbeef);
+  });
+
+  test('nested attributes carry NLA_F_NESTED and their total length', () => {
+    const w = new NlWriter();
+    w.nest(1, (x) => x.attrU32(1, 7).nest(2, (y) => y.attrU16(3, 9)));
+    const b = w.finish();
+    assert.equal(b.readUInt16LE(2), 1 | NLA_F_NESTED);
+    assert.equal(b.readUInt16LE(0), b.length);
+    const outer = parseAttrs(parseAttrs(b)[1]!);
+    assert.equal(readU32(outer[1]), 7);
+    assert.equal(readU16(parseAttrs(outer[2]!)[3]), 9);
+  });
+
+  test('messages get their length patched and split back apart', () => {
+    const w = new NlWriter(16);
+    for (let i = 0; i < 3; i++) {
+      const start = w.beginMessage(0x1c, 1, 100 + i, 0);
+      w.u8(i).u8(1).u16(0).attrU32(1, i);
+      w.endMessage(start);
+    }
+    const msgs = parseMessages(w.finish());
+    assert.deepEqual(
+      msgs.map((m) => [m.type, m.flags, m.seq, m.payload.length]),
+      [
+        [0x1c, 1, 100, 12],
+        [0x1c, 1, 101, 12],
+        [0x1c, 1, 102, 12],
+      ],
+    );
+  });
+
+  test('malformed input throws instead of guessing', () => {
+    assert.throws(() => parseAttrs(Buffer.from([0x20, 0, 1, 0, 0, 0, 0, 0])), /malformed netlink attribute/);
+    assert.throws(
+      () => parseMessages(Buffer.from('ff00000000000000000000000000000000', 'hex')),
+      /malformed netlink message/,
+    );
+  });
+
+  test('repeated attributes: parseAttrs keeps the last, parseAttrList keeps all', () => {
+    const b = new NlWriter().attrU32(1, 1).attrU32(1, 2).finish();
+    assert.equal(readU32(parseAttrs(b)[1]), 2);
+    assert.deepEqual(
+      parseAttrList(b).map((a) => readU32(a.value)),
+      [1, 2],
+    );
+  });
+});

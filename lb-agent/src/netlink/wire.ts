@@ -1,0 +1,287 @@
+// Netlink framing: message headers and type-length-value attributes, in host byte order
+// (netlink's own fields are native-endian; the agent only runs on little-endian Linux).
+// Protocol payloads (IPVS, rtnetlink) build on these two primitives.
+
+export const NLMSG_HDRLEN = 16;
+export const NLA_HDRLEN = 4;
+export const NLA_F_NESTED = 0x8000;
+export const NLA_F_NET_BYTEORDER = 0x4000;
+const NLA_TYPE_MASK = ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER) & 0xffff;
+
+// linux/netlink.h
+export const NLMSG_NOOP = 1;
+export const NLMSG_ERROR = 2;
+export const NLMSG_DONE = 3;
+export const NLMSG_OVERRUN = 4;
+export const NLM_F_REQUEST = 0x1;
+export const NLM_F_MULTI = 0x2;
+export const NLM_F_ACK = 0x4;
+export const NLM_F_DUMP_INTR = 0x10;
+export const NLM_F_ROOT = 0x100;
+export const NLM_F_MATCH = 0x200;
+export const NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH;
+export const NLM_F_REPLACE = 0x100;
+export const NLM_F_EXCL = 0x200;
+export const NLM_F_CREATE = 0x400;
+// Flags of an NLMSG_ERROR message.
+export const NLM_F_CAPPED = 0x100;
+export const NLM_F_ACK_TLVS = 0x200;
+export const NLMSGERR_ATTR_MSG = 1;
+
+export const align4 = (n: number): number => (n + 3) & ~3;
+
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
+  throw new Error('portlb netlink codec supports little-endian hosts only');
+}
+
+/**
+ * Appends netlink messages and attributes to one growing buffer. Lengths are patched in
+ * when a message or a nested attribute is closed, so encoding allocates nothing per field.
+ */
+export class NlWriter {
+  private buf: Buffer;
+  private pos = 0;
+
+  constructor(initialSize = 4096) {
+    this.buf = Buffer.alloc(initialSize);
+  }
+
+  get length(): number {
+    return this.pos;
+  }
+
+  private reserve(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const next = Buffer.alloc(Math.max(this.buf.length * 2, this.pos + n));
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+  }
+
+  private pad(): void {
+    const aligned = align4(this.pos);
+    this.reserve(aligned - this.pos);
+    this.buf.fill(0, this.pos, aligned);
+    this.pos = aligned;
+  }
+
+  /** Opens a message; returns its start offset for endMessage. */
+  beginMessage(type: number, flags: number, seq: number, pid = 0): number {
+    this.pad();
+    const start = this.pos;
+    this.reserve(NLMSG_HDRLEN);
+    this.buf.writeUInt32LE(0, start);
+    this.buf.writeUInt16LE(type, start + 4);
+    this.buf.writeUInt16LE(flags, start + 6);
+    this.buf.writeUInt32LE(seq >>> 0, start + 8);
+    this.buf.writeUInt32LE(pid >>> 0, start + 12);
+    this.pos += NLMSG_HDRLEN;
+    return start;
+  }
+
+  endMessage(start: number): void {
+    this.pad();
+    this.buf.writeUInt32LE(this.pos - start, start);
+  }
+
+  u8(v: number): this {
+    this.reserve(1);
+    this.buf.writeUInt8(v, this.pos);
+    this.pos += 1;
+    return this;
+  }
+
+  u16(v: number): this {
+    this.reserve(2);
+    this.buf.writeUInt16LE(v, this.pos);
+    this.pos += 2;
+    return this;
+  }
+
+  u32(v: number): this {
+    this.reserve(4);
+    this.buf.writeUInt32LE(v >>> 0, this.pos);
+    this.pos += 4;
+    return this;
+  }
+
+  i32(v: number): this {
+    this.reserve(4);
+    this.buf.writeInt32LE(v, this.pos);
+    this.pos += 4;
+    return this;
+  }
+
+  bytes(b: Uint8Array): this {
+    this.reserve(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+    return this;
+  }
+
+  private attrHeader(type: number, payloadLength: number): void {
+    this.pad();
+    this.reserve(NLA_HDRLEN + payloadLength);
+    this.buf.writeUInt16LE(NLA_HDRLEN + payloadLength, this.pos);
+    this.buf.writeUInt16LE(type, this.pos + 2);
+    this.pos += NLA_HDRLEN;
+  }
+
+  attrU8(type: number, v: number): this {
+    this.attrHeader(type, 1);
+    return this.u8(v);
+  }
+
+  attrU16(type: number, v: number): this {
+    this.attrHeader(type, 2);
+    return this.u16(v);
+  }
+
+  /** A 16-bit value in network byte order (ports). */
+  attrBe16(type: number, v: number): this {
+    this.attrHeader(type, 2);
+    this.buf.writeUInt16BE(v, this.pos);
+    this.pos += 2;
+    return this;
+  }
+
+  attrU32(type: number, v: number): this {
+    this.attrHeader(type, 4);
+    return this.u32(v);
+  }
+
+  /** A 32-bit value in network byte order (IPv4 netmasks). */
+  attrBe32(type: number, v: number): this {
+    this.attrHeader(type, 4);
+    this.buf.writeUInt32BE(v >>> 0, this.pos);
+    this.pos += 4;
+    return this;
+  }
+
+  /** Two u32s, as struct ip_vs_flags {flags, mask} and similar pairs. */
+  attrU32Pair(type: number, a: number, b: number): this {
+    this.attrHeader(type, 8);
+    return this.u32(a).u32(b);
+  }
+
+  attrBytes(type: number, b: Uint8Array): this {
+    this.attrHeader(type, b.length);
+    return this.bytes(b);
+  }
+
+  /** A NUL-terminated string, as the kernel's NLA_NUL_STRING / NLA_STRING policies expect. */
+  attrString(type: number, s: string): this {
+    const encoded = Buffer.from(`${s}\0`, 'utf8');
+    return this.attrBytes(type, encoded);
+  }
+
+  attrFlag(type: number): this {
+    this.attrHeader(type, 0);
+    return this;
+  }
+
+  /** A nested attribute whose children `fill` writes. */
+  nest(type: number, fill: (w: this) => void): this {
+    this.pad();
+    const start = this.pos;
+    this.attrHeader(type | NLA_F_NESTED, 0);
+    fill(this);
+    this.buf.writeUInt16LE(this.pos - start, start);
+    return this;
+  }
+
+  /** The bytes written so far, as an independent copy. */
+  finish(): Buffer {
+    return Buffer.from(this.buf.subarray(0, this.pos));
+  }
+}
+
+/** One received netlink message: header fields and its payload as a view. */
+export interface NlMessage {
+  type: number;
+  flags: number;
+  seq: number;
+  pid: number;
+  payload: Buffer;
+}
+
+/** Splits a datagram into messages. Truncated trailing bytes are an error: never guess. */
+export function parseMessages(datagram: Buffer): NlMessage[] {
+  const out: NlMessage[] = [];
+  let off = 0;
+  while (off + NLMSG_HDRLEN <= datagram.length) {
+    const len = datagram.readUInt32LE(off);
+    if (len < NLMSG_HDRLEN || off + len > datagram.length) {
+      throw new Error(`malformed netlink message: length ${len} at offset ${off} of ${datagram.length}`);
+    }
+    out.push({
+      type: datagram.readUInt16LE(off + 4),
+      flags: datagram.readUInt16LE(off + 6),
+      seq: datagram.readUInt32LE(off + 8),
+      pid: datagram.readUInt32LE(off + 12),
+      payload: datagram.subarray(off + NLMSG_HDRLEN, off + len),
+    });
+    off += align4(len);
+  }
+  return out;
+}
+
+/**
+ * Attributes of a payload, indexed by type (flags masked off). A repeated type keeps the
+ * last occurrence, as the kernel's own parser does.
+ */
+export type Attrs = (Buffer | undefined)[];
+
+export function parseAttrs(buf: Buffer, start = 0, end = buf.length): Attrs {
+  const attrs: Attrs = [];
+  let off = start;
+  while (off + NLA_HDRLEN <= end) {
+    const len = buf.readUInt16LE(off);
+    if (len < NLA_HDRLEN || off + len > end) {
+      throw new Error(`malformed netlink attribute: length ${len} at offset ${off}`);
+    }
+    const type = buf.readUInt16LE(off + 2) & NLA_TYPE_MASK;
+    attrs[type] = buf.subarray(off + NLA_HDRLEN, off + len);
+    off += align4(len);
+  }
+  return attrs;
+}
+
+/** Every occurrence of each attribute, in order (for lists such as repeated nests). */
+export function parseAttrList(buf: Buffer): { type: number; value: Buffer }[] {
+  const out: { type: number; value: Buffer }[] = [];
+  let off = 0;
+  while (off + NLA_HDRLEN <= buf.length) {
+    const len = buf.readUInt16LE(off);
+    if (len < NLA_HDRLEN || off + len > buf.length) {
+      throw new Error(`malformed netlink attribute: length ${len} at offset ${off}`);
+    }
+    out.push({
+      type: buf.readUInt16LE(off + 2) & NLA_TYPE_MASK,
+      value: buf.subarray(off + NLA_HDRLEN, off + len),
+    });
+    off += align4(len);
+  }
+  return out;
+}
+
+export const readU8 = (b: Buffer | undefined): number | undefined =>
+  b && b.length >= 1 ? b.readUInt8(0) : undefined;
+export const readU16 = (b: Buffer | undefined): number | undefined =>
+  b && b.length >= 2 ? b.readUInt16LE(0) : undefined;
+export const readBe16 = (b: Buffer | undefined): number | undefined =>
+  b && b.length >= 2 ? b.readUInt16BE(0) : undefined;
+export const readU32 = (b: Buffer | undefined): number | undefined =>
+  b && b.length >= 4 ? b.readUInt32LE(0) : undefined;
+export const readI32 = (b: Buffer | undefined): number | undefined =>
+  b && b.length >= 4 ? b.readInt32LE(0) : undefined;
+export const readBe32 = (b: Buffer | undefined): number | undefined =>
+  b && b.length >= 4 ? b.readUInt32BE(0) : undefined;
+export const readU64 = (b: Buffer | undefined): bigint | undefined =>
+  b && b.length >= 8 ? b.readBigUInt64LE(0) : undefined;
+
+/** A NUL-terminated (or unterminated) string attribute. */
+export function readString(b: Buffer | undefined): string | undefined {
+  if (!b) return undefined;
+  const nul = b.indexOf(0);
+  return b.toString('utf8', 0, nul === -1 ? b.length : nul);
+}
