@@ -177,11 +177,15 @@ sleep 30
 EOF
 chmod +x "$run/init"
 
-# The guest console is this process's stdout; pass through only what the command printed.
+# The guest console is this process's stdout; pass through only what the command printed,
+# line by line (mawk buffers its input from a pipe unless told otherwise).
+filter=(awk)
+if awk -W version 2>&1 | grep -q mawk; then filter=(awk -W interactive); fi
 set +e
 timeout --kill-after=10 "$timeout_s" "$kernel" mem="$mem" root=/dev/root rootfstype=hostfs rootflags=/ rw \
   init="$run/init" con=null con0=null,fd:1 quiet loglevel=3 uml_dir="$run/uml" </dev/null 2>"$run/stderr" |
-  tr -d '\r' | awk -v s="$start_marker" -v e="$end_marker" '
+  "${filter[@]}" -v s="$start_marker" -v e="$end_marker" '
+    { sub(/\r$/, "") }
     $0 == s { on = 1; next }
     $0 == e { on = 0; next }
     on { print; fflush() }'

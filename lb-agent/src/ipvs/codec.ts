@@ -2,7 +2,7 @@
 // else: 16-byte address fields decoded by family, big-endian ports, IPv4 netmasks as a
 // big-endian mask but IPv6 ones as a prefix length, flags as {flags, mask} with the
 // kernel's HASHED bit masked out, stats in two layouts.
-import { ipFromKernelBytes, ipToKernelBytes, ipv4MaskToPrefix, prefixToIpv4Mask } from '../net/ip.ts';
+import { ipFromKernelBytes, ipv4MaskToPrefix, prefixToIpv4Mask, writeKernelAddress } from '../net/ip.ts';
 import {
   type Attrs,
   type NlWriter,
@@ -79,7 +79,7 @@ function writeServiceKeyAttrs(w: NlWriter, key: ServiceKey): void {
     w.attrU32(K.IPVS_SVC_ATTR_FWMARK, key.fwmark);
   } else {
     w.attrU16(K.IPVS_SVC_ATTR_PROTOCOL, PROTO_NUMBERS[key.protocol]);
-    w.attrBytes(K.IPVS_SVC_ATTR_ADDR, ipToKernelBytes(key.address, key.family));
+    w.attrInPlace(K.IPVS_SVC_ATTR_ADDR, 16, (b, o) => writeKernelAddress(b, o, key.address, key.family));
     w.attrBe16(K.IPVS_SVC_ATTR_PORT, key.port);
   }
 }
@@ -124,7 +124,7 @@ export function writeDestination(w: NlWriter, dest: RealServer | DestinationKey,
   w.nest(K.IPVS_CMD_ATTR_DEST, () => {
     // Always sent: a destination of the other family than its service needs it.
     w.attrU16(K.IPVS_DEST_ATTR_ADDR_FAMILY, AF_BY_FAMILY[dest.family]);
-    w.attrBytes(K.IPVS_DEST_ATTR_ADDR, ipToKernelBytes(dest.address, dest.family));
+    w.attrInPlace(K.IPVS_DEST_ATTR_ADDR, 16, (b, o) => writeKernelAddress(b, o, dest.address, dest.family));
     w.attrBe16(K.IPVS_DEST_ATTR_PORT, dest.port);
     if (full && 'forward' in dest) {
       w.attrU32(K.IPVS_DEST_ATTR_FWD_METHOD, FORWARD_BITS[dest.forward]);

@@ -1,8 +1,22 @@
 // One canonical form for services and destinations, whether they came from a file, the
 // desired-state computation or a kernel dump, so that a converged system compares equal
 // and a sync pass issues zero writes.
+
+import type { Family } from '../net/ip.ts';
 import { canonicalIp } from '../net/ip.ts';
-import type { IpvsOperation, RealServer, SchedulerFlag, ServiceKey, VirtualService } from './types.ts';
+import {
+  type DestinationKey,
+  destinationId,
+  type IpvsOperation,
+  type RealServer,
+  type SchedulerFlag,
+  type ServiceKey,
+  type VirtualService,
+} from './types.ts';
+
+/** Only IPv6 has more than one spelling (validated IPv4 text is already canonical). */
+const canonical = (address: string, family: Family): string =>
+  family === 'ipv4' ? address : (canonicalIp(address) ?? address);
 
 export function normalizeServiceKey(key: ServiceKey): ServiceKey {
   if (key.kind === 'fwmark') return { kind: 'fwmark', family: key.family, fwmark: key.fwmark };
@@ -10,9 +24,13 @@ export function normalizeServiceKey(key: ServiceKey): ServiceKey {
     kind: 'address',
     family: key.family,
     protocol: key.protocol,
-    address: canonicalIp(key.address) ?? key.address,
+    address: canonical(key.address, key.family),
     port: key.port,
   };
+}
+
+export function canonicalDestinationId(d: DestinationKey): string {
+  return destinationId(d.family === 'ipv4' ? d : { ...d, address: canonical(d.address, d.family) });
 }
 
 export function normalizeService(s: VirtualService): VirtualService {
@@ -30,7 +48,7 @@ export function normalizeService(s: VirtualService): VirtualService {
 export function normalizeRealServer(d: RealServer): RealServer {
   const out: RealServer = {
     family: d.family,
-    address: canonicalIp(d.address) ?? d.address,
+    address: canonical(d.address, d.family),
     port: d.port,
     forward: d.forward,
     weight: d.weight,

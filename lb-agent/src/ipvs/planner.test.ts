@@ -236,4 +236,24 @@ describe('planIpvs', () => {
     const p = plan(desired, actual);
     assert.equal(p.operations.length, 0);
   });
+
+  test('unchanged services are trusted (not compared) unless missing or draining', () => {
+    const drifted: ServiceState[] = [{ service: service(vip, 'wrr'), destinations: [] }];
+    assert.equal(plan([spec], drifted, { unchanged: () => true }).operations.length, 0);
+    assert.equal(plan([spec], [], { unchanged: () => true }).operations[0]?.op, 'add-service');
+    const gone = real('10.0.0.3');
+    const busy: ServiceState[] = [
+      {
+        service: service(vip),
+        destinations: [...spec.destinations.map((d) => state(d)), state({ ...gone, weight: 0 })],
+      },
+    ];
+    const draining = new Map([[drainKey(vip, gone), 999_000]]);
+    assert.equal(
+      plan([spec], busy, { unchanged: () => true, draining }).operations[0]?.op,
+      'delete-destination',
+    );
+    // Unchanged services still count as desired: nothing of theirs is deleted.
+    assert.equal(plan([spec], drifted, { unchanged: () => true }).operations.length, 0);
+  });
 });

@@ -57,10 +57,11 @@ export class NlWriter {
     this.buf = next;
   }
 
+  // The buffer is zeroed at allocation and only ever written forward, so padding and
+  // in-place attributes need no clearing (tiny Buffer.fill calls dominated encoding time).
   private pad(): void {
     const aligned = align4(this.pos);
     this.reserve(aligned - this.pos);
-    this.buf.fill(0, this.pos, aligned);
     this.pos = aligned;
   }
 
@@ -170,8 +171,21 @@ export class NlWriter {
 
   /** A NUL-terminated string, as the kernel's NLA_NUL_STRING / NLA_STRING policies expect. */
   attrString(type: number, s: string): this {
-    const encoded = Buffer.from(`${s}\0`, 'utf8');
-    return this.attrBytes(type, encoded);
+    let ascii = true;
+    for (let i = 0; i < s.length && ascii; i++) ascii = s.charCodeAt(i) < 0x80;
+    if (!ascii) return this.attrBytes(type, Buffer.from(`${s}\0`, 'utf8'));
+    this.attrHeader(type, s.length + 1);
+    for (let i = 0; i < s.length; i++) this.buf[this.pos + i] = s.charCodeAt(i);
+    this.pos += s.length + 1;
+    return this;
+  }
+
+  /** An attribute of `length` bytes that `fill` writes in place (no intermediate buffer). */
+  attrInPlace(type: number, length: number, fill: (buf: Buffer, offset: number) => void): this {
+    this.attrHeader(type, length);
+    fill(this.buf, this.pos);
+    this.pos += length;
+    return this;
   }
 
   attrFlag(type: number): this {

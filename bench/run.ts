@@ -1,0 +1,58 @@
+// `npm run bench -- [NAME ...] [-- options]`: runs the benchmarks (all by default). Each
+// prints ratios against a baseline measured in the same run and writes bench/results/NAME.json.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+
+const repo = path.resolve(import.meta.dirname, '..');
+const BENCHES: Record<string, { description: string; inKernel: boolean; file: string }> = {
+  ipvs: {
+    description: 'IPVS programming and dumps vs ipvsadm (UML kernel)',
+    inKernel: true,
+    file: 'bench/ipvs.ts',
+  },
+};
+
+const args = process.argv.slice(2);
+if (args.includes('--help') || args.includes('-h')) {
+  console.log(`Usage: npm run bench -- [NAME ...] [--bench-option ...]
+Benchmarks:
+${Object.entries(BENCHES)
+  .map(([n, b]) => `  ${n.padEnd(8)} ${b.description}`)
+  .join('\n')}
+Options after the names are passed to each benchmark (e.g. npm run bench -- ipvs --sizes 1000).`);
+  process.exit(0);
+}
+const names = args.filter((a) => !a.startsWith('-') && a in BENCHES);
+const options = args.filter((a) => !names.includes(a));
+const unknown = args.filter((a) => !a.startsWith('-') && !(a in BENCHES) && !options.some((o) => o === a));
+if (unknown.length) {
+  console.error(`bench: unknown benchmark ${unknown.join(', ')} (have: ${Object.keys(BENCHES).join(', ')})`);
+  process.exit(2);
+}
+let failed = false;
+for (const name of names.length ? names : Object.keys(BENCHES)) {
+  const b = BENCHES[name]!;
+  console.log(`\n===== bench ${name}: ${b.description}`);
+  const cmd = b.inKernel
+    ? [
+        'bash',
+        [
+          path.join(repo, 'scripts/uml-run.sh'),
+          '--timeout',
+          '3600',
+          '--mem',
+          '2048M',
+          '--',
+          process.execPath,
+          b.file,
+          ...options,
+        ],
+      ]
+    : [process.execPath, [b.file, ...options]];
+  const r = spawnSync(cmd[0] as string, cmd[1] as string[], { cwd: repo, stdio: 'inherit' });
+  if (r.status !== 0) {
+    console.error(`bench ${name} failed (exit ${r.status})`);
+    failed = true;
+  }
+}
+process.exit(failed ? 1 : 0);

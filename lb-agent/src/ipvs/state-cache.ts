@@ -1,0 +1,68 @@
+// What the kernel holds, as last read back and then patched with every operation that
+// reached it. Incremental passes plan against this instead of dumping 10,000 services;
+// a periodic full read-back (and any failure) replaces it with the kernel's own answer.
+import type { ApplyReport } from './apply.ts';
+import { normalizeRealServer } from './normalize.ts';
+import { destinationId, type IpvsOperation, type ServiceState, serviceId } from './types.ts';
+
+export class IpvsStateCache {
+  private services = new Map<string, ServiceState>();
+  /** When the cache last matched a full read-back (ms, from the caller's clock). */
+  verifiedAt = Number.NEGATIVE_INFINITY;
+
+  /** Replaces everything with a fresh read-back. */
+  reset(table: readonly ServiceState[], now: number): void {
+    this.services = new Map(table.map((s) => [serviceId(s.service.key), s]));
+    this.verifiedAt = now;
+  }
+
+  table(): ServiceState[] {
+    return [...this.services.values()];
+  }
+
+  get size(): number {
+    return this.services.size;
+  }
+
+  get(id: string): ServiceState | undefined {
+    return this.services.get(id);
+  }
+
+  /** Records the operations the kernel accepted (failed ones changed nothing). */
+  record(report: ApplyReport): void {
+    for (const op of report.applied) this.apply(op);
+  }
+
+  private apply(op: IpvsOperation): void {
+    switch (op.op) {
+      case 'add-service':
+        this.services.set(serviceId(op.service.key), { service: op.service, destinations: [] });
+        return;
+      case 'update-service': {
+        const s = this.services.get(serviceId(op.service.key));
+        if (s) this.services.set(serviceId(op.service.key), { ...s, service: op.service });
+        return;
+      }
+      case 'delete-service':
+        this.services.delete(serviceId(op.key));
+        return;
+    }
+    const id = serviceId(op.key);
+    const s = this.services.get(id);
+    if (!s) return;
+    const did = destinationId(op.destination);
+    const rest = s.destinations.filter((d) => destinationId(d) !== did);
+    if (op.op === 'delete-destination') {
+      this.services.set(id, { ...s, destinations: rest });
+      return;
+    }
+    const old = s.destinations.find((d) => destinationId(d) === did);
+    rest.push({
+      ...normalizeRealServer(op.destination),
+      activeConnections: old?.activeConnections ?? 0,
+      inactiveConnections: old?.inactiveConnections ?? 0,
+      persistentConnections: old?.persistentConnections ?? 0,
+    });
+    this.services.set(id, { ...s, destinations: rest });
+  }
+}
