@@ -113,7 +113,9 @@ const plan = (
 ) =>
   planIpvs({ desired, actual, owns: () => true, now: 0, draining: new Map(), drainTimeoutMs: 0, unchanged });
 
-sh('ip link add bench0 type dummy && ip link set bench0 up && ip addr add 10.202.0.1/24 dev bench0 && ip route add 10.201.0.0/16 dev bench0');
+sh(
+  'ip link add bench0 type dummy && ip link set bench0 up && ip addr add 10.202.0.1/24 dev bench0 && ip route add 10.201.0.0/16 dev bench0',
+);
 const results: Record<string, unknown>[] = [];
 
 for (const n of sizes) {

@@ -10,6 +10,11 @@ const BENCHES: Record<string, { description: string; inKernel: boolean; file: st
     inKernel: true,
     file: 'bench/ipvs.ts',
   },
+  bgp: {
+    description: 'BGP convergence: action -> router FIB (gobgpd + BIRD, host namespaces)',
+    inKernel: false,
+    file: 'bench/bgp.ts',
+  },
 };
 
 const args = process.argv.slice(2);

@@ -35,6 +35,7 @@ const PHASES: Phase[] = [
       ['gobgpd', 'gobgpd'],
       ['bird', 'bird2'],
       ['birdc', 'bird2'],
+      ['vtysh', 'frr'],
     ],
     inKernel: false,
     timeoutS: 600,

@@ -21,7 +21,7 @@ say() { [ "$quiet" = "--quiet" ] || echo "setup: $*"; }
 # and what builds the netlink addon.
 PACKAGES=(
   kmod iproute2 ipvsadm iptables nftables
-  gobgpd golang-github-osrg-gobgp-dev bird2
+  gobgpd golang-github-osrg-gobgp-dev bird2 frr
   make g++ python3 ca-certificates
 )
 missing=()

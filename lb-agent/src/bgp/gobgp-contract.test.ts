@@ -14,12 +14,18 @@ async function loadRoot(dir: string): Promise<protobuf.Root> {
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) =>
     target.startsWith('google/protobuf/') ? target : path.join(dir, path.basename(target));
-  await root.load(['gobgp.proto', 'attribute.proto'].map((f) => path.join(dir, f)), { keepCase: true });
+  await root.load(
+    ['gobgp.proto', 'attribute.proto'].map((f) => path.join(dir, f)),
+    { keepCase: true },
+  );
   root.resolveAll();
   return root;
 }
 
-function walk(ns: protobuf.NamespaceBase, out: protobuf.ReflectionObject[] = []): protobuf.ReflectionObject[] {
+function walk(
+  ns: protobuf.NamespaceBase,
+  out: protobuf.ReflectionObject[] = [],
+): protobuf.ReflectionObject[] {
   for (const child of ns.nestedArray) {
     out.push(child);
     if (child instanceof protobuf.Namespace) walk(child, out);
@@ -50,7 +56,11 @@ describe('GoBGP protos: ours are a faithful subset of upstream 3.10', async () =
           const t = theirs.fields[field.name];
           assert.ok(t, `${name}.${field.name} does not exist upstream`);
           assert.equal(field.id, t.id, `${name}.${field.name}: number`);
-          assert.equal(field.resolvedType?.fullName ?? field.type, t.resolvedType?.fullName ?? t.type, `${name}.${field.name}: type`);
+          assert.equal(
+            field.resolvedType?.fullName ?? field.type,
+            t.resolvedType?.fullName ?? t.type,
+            `${name}.${field.name}: type`,
+          );
           assert.equal(field.repeated, t.repeated, `${name}.${field.name}: repeated`);
           assert.equal(field.partOf?.name, t.partOf?.name, `${name}.${field.name}: oneof`);
         }
@@ -71,7 +81,11 @@ describe('GoBGP protos: ours are a faithful subset of upstream 3.10', async () =
           m.resolve();
           t.resolve();
           assert.equal(m.resolvedRequestType?.fullName, t.resolvedRequestType?.fullName, `${m.name} request`);
-          assert.equal(m.resolvedResponseType?.fullName, t.resolvedResponseType?.fullName, `${m.name} response`);
+          assert.equal(
+            m.resolvedResponseType?.fullName,
+            t.resolvedResponseType?.fullName,
+            `${m.name} response`,
+          );
           assert.equal(!!m.requestStream, !!t.requestStream, `${m.name} request stream`);
           assert.equal(!!m.responseStream, !!t.responseStream, `${m.name} response stream`);
         }

@@ -1,0 +1,231 @@
+// portlb's BGP types <-> GoBGP's wire messages (protos/gobgp, json form of Any).
+import { bigIntToIp, canonicalIp, parseCidr } from '../net/ip.ts';
+import { anyOf, anyType, type Wire } from './gobgp-api.ts';
+import type {
+  Advertisement,
+  BgpGlobal,
+  BgpPeerConfig,
+  Family,
+  Origin,
+  PeerStatus,
+  SessionState,
+} from './types.ts';
+import { communityFromNumber, communityToNumber } from './validate.ts';
+
+export const FAMILY_WIRE: Record<Family, Wire> = {
+  ipv4: { afi: 'AFI_IP', safi: 'SAFI_UNICAST' },
+  ipv6: { afi: 'AFI_IP6', safi: 'SAFI_UNICAST' },
+};
+const ORIGINS: Origin[] = ['igp', 'egp', 'incomplete'];
+/** gobgpd's "my address on this session" next hops. */
+const SELF_NEXT_HOP: Record<Family, string> = { ipv4: '0.0.0.0', ipv6: '::' };
+
+export function globalToWire(g: BgpGlobal): Wire {
+  return {
+    asn: g.asn,
+    router_id: g.routerId,
+    listen_port: g.listenPort,
+    listen_addresses: g.listenAddresses,
+  };
+}
+
+export function pathToWire(ad: Advertisement, ownAsn: number): Wire {
+  const cidr = parseCidr(ad.prefix)!;
+  const family = cidr.family;
+  const nlri = anyOf('IPAddressPrefix', {
+    prefix: bigIntToIp(cidr.network, family),
+    prefix_len: cidr.prefix,
+  });
+  const nextHop = ad.nextHop ?? SELF_NEXT_HOP[family];
+  const pattrs: Wire[] = [anyOf('OriginAttribute', { origin: ORIGINS.indexOf(ad.origin) })];
+  if (family === 'ipv4') pattrs.push(anyOf('NextHopAttribute', { next_hop: nextHop }));
+  else
+    pattrs.push(
+      anyOf('MpReachNLRIAttribute', { family: FAMILY_WIRE.ipv6, next_hops: [nextHop], nlris: [nlri] }),
+    );
+  if (ad.asPathPrepend > 0) {
+    pattrs.push(
+      anyOf('AsPathAttribute', {
+        segments: [{ type: 'AS_SEQUENCE', numbers: new Array(ad.asPathPrepend).fill(ownAsn) }],
+      }),
+    );
+  }
+  if (ad.communities.length) {
+    pattrs.push(anyOf('CommunitiesAttribute', { communities: ad.communities.map(communityToNumber) }));
+  }
+  if (ad.localPref !== undefined) pattrs.push(anyOf('LocalPrefAttribute', { local_pref: ad.localPref }));
+  if (ad.med !== undefined) pattrs.push(anyOf('MultiExitDiscAttribute', { med: ad.med }));
+  return { family: FAMILY_WIRE[family], nlri, pattrs };
+}
+
+/** A path of our own from ListPath back into an Advertisement. */
+export function pathFromWire(path: Wire, prefix: string): Advertisement {
+  const ad: Advertisement = {
+    prefix,
+    nextHop: undefined,
+    origin: 'igp',
+    communities: [],
+    localPref: undefined,
+    med: undefined,
+    asPathPrepend: 0,
+  };
+  for (const attr of (path.pattrs ?? []) as Wire[]) {
+    switch (anyType(attr)) {
+      case 'OriginAttribute':
+        ad.origin = ORIGINS[attr.origin as number] ?? 'igp';
+        break;
+      case 'NextHopAttribute':
+        ad.nextHop = attr.next_hop === '0.0.0.0' ? undefined : attr.next_hop;
+        break;
+      case 'MpReachNLRIAttribute': {
+        const nh = (attr.next_hops as string[] | undefined)?.[0];
+        ad.nextHop = !nh || nh === '::' || nh === '0.0.0.0' ? undefined : canonicalIp(nh);
+        break;
+      }
+      case 'AsPathAttribute':
+        ad.asPathPrepend = ((attr.segments ?? []) as Wire[]).reduce(
+          (n, s) => n + ((s.numbers as number[]) ?? []).length,
+          0,
+        );
+        break;
+      case 'CommunitiesAttribute':
+        ad.communities = ((attr.communities ?? []) as number[]).map(communityFromNumber).sort();
+        break;
+      case 'LocalPrefAttribute':
+        ad.localPref = attr.local_pref;
+        break;
+      case 'MultiExitDiscAttribute':
+        ad.med = attr.med;
+        break;
+    }
+  }
+  return ad;
+}
+
+/** Paths we originated (as opposed to learned from a peer) carry no neighbour. */
+export function isLocalPath(path: Wire): boolean {
+  return !path.neighbor_ip || path.neighbor_ip === '<nil>';
+}
+
+export function normalizeAdvertisement(ad: Advertisement): Advertisement {
+  const cidr = parseCidr(ad.prefix);
+  return {
+    prefix: cidr ? `${bigIntToIp(cidr.network, cidr.family)}/${cidr.prefix}` : ad.prefix,
+    nextHop: ad.nextHop === undefined ? undefined : canonicalIp(ad.nextHop),
+    origin: ad.origin,
+    communities: [...new Set(ad.communities)].sort(),
+    localPref: ad.localPref,
+    med: ad.med,
+    asPathPrepend: ad.asPathPrepend,
+  };
+}
+
+export function sameAdvertisement(a: Advertisement, b: Advertisement): boolean {
+  return JSON.stringify(normalizeAdvertisement(a)) === JSON.stringify(normalizeAdvertisement(b));
+}
+
+export function peerToWire(p: BgpPeerConfig): Wire {
+  return {
+    conf: {
+      neighbor_address: p.address,
+      peer_asn: p.asn,
+      auth_password: p.password ?? '',
+      description: p.description ?? '',
+    },
+    timers: {
+      // gobgpd waits connect_retry (default 120 s) between its own attempts; rejoin faster.
+      config: {
+        hold_time: String(p.holdTime),
+        keepalive_interval: String(p.keepaliveInterval),
+        connect_retry: '5',
+      },
+    },
+    transport: {
+      local_address: p.localAddress ?? '',
+      passive_mode: p.passive,
+      remote_port: p.port === 179 ? 0 : p.port,
+    },
+    ebgp_multihop:
+      p.ebgpMultihopTtl === undefined
+        ? { enabled: false, multihop_ttl: 0 }
+        : { enabled: true, multihop_ttl: p.ebgpMultihopTtl },
+    graceful_restart: p.gracefulRestart
+      ? { enabled: true, restart_time: p.gracefulRestart.restartTime, helper_only: false }
+      : { enabled: false, restart_time: 0, helper_only: false },
+    afi_safis: p.families.map((f) => ({
+      config: { family: FAMILY_WIRE[f], enabled: true },
+      mp_graceful_restart: { config: { enabled: !!p.gracefulRestart } },
+    })),
+  };
+}
+
+const familyOf = (w: Wire | undefined): Family | undefined =>
+  w?.afi === 'AFI_IP' ? 'ipv4' : w?.afi === 'AFI_IP6' ? 'ipv6' : undefined;
+
+/** The configuration a listed peer has, in our terms (to compare with what we want). */
+export function peerConfigFromWire(w: Wire): BgpPeerConfig {
+  const conf = w.conf ?? {};
+  const timers = w.timers?.config ?? {};
+  const gr = w.graceful_restart ?? {};
+  const local = w.transport?.local_address;
+  return {
+    address: canonicalIp(conf.neighbor_address) ?? conf.neighbor_address,
+    asn: conf.peer_asn,
+    port: w.transport?.remote_port || 179,
+    password: conf.auth_password || undefined,
+    holdTime: Number(timers.hold_time ?? 0),
+    keepaliveInterval: Number(timers.keepalive_interval ?? 0),
+    ebgpMultihopTtl: w.ebgp_multihop?.enabled ? w.ebgp_multihop.multihop_ttl : undefined,
+    gracefulRestart: gr.enabled ? { restartTime: gr.restart_time } : undefined,
+    families: ((w.afi_safis ?? []) as Wire[])
+      .filter((a) => a.config?.enabled)
+      .map((a) => familyOf(a.config?.family))
+      .filter((f): f is Family => !!f)
+      .sort(),
+    localAddress: !local || local === '0.0.0.0' || local === '::' ? undefined : local,
+    passive: !!w.transport?.passive_mode,
+    description: conf.description || undefined,
+  };
+}
+
+export function samePeerConfig(a: BgpPeerConfig, b: BgpPeerConfig): boolean {
+  const norm = (p: BgpPeerConfig) =>
+    JSON.stringify({
+      ...p,
+      address: canonicalIp(p.address) ?? p.address,
+      families: [...p.families].sort(),
+      password: p.password || undefined,
+      description: p.description || undefined,
+    });
+  return norm(a) === norm(b);
+}
+
+const SESSION_STATES: Record<string, SessionState> = {
+  UNKNOWN: 'unknown',
+  IDLE: 'idle',
+  CONNECT: 'connect',
+  ACTIVE: 'active',
+  OPENSENT: 'opensent',
+  OPENCONFIRM: 'openconfirm',
+  ESTABLISHED: 'established',
+};
+
+export const sessionStateFromWire = (s: unknown): SessionState => SESSION_STATES[String(s)] ?? 'unknown';
+
+/** Status of a listed peer. Deliberately has no password. */
+export function peerStatusFromWire(w: Wire): PeerStatus {
+  const state = sessionStateFromWire(w.state?.session_state);
+  const uptime = w.timers?.state?.uptime;
+  const sum = (k: string) =>
+    ((w.afi_safis ?? []) as Wire[]).reduce((n, a) => n + Number(a.state?.[k] ?? 0), 0);
+  return {
+    address: canonicalIp(w.conf?.neighbor_address) ?? w.conf?.neighbor_address,
+    asn: w.conf?.peer_asn,
+    state,
+    adminDown: w.state?.admin_state === 'DOWN' || !!w.conf?.admin_down,
+    establishedSince: state === 'established' && uptime?.seconds ? Number(uptime.seconds) * 1000 : undefined,
+    advertised: sum('advertised'),
+    received: sum('received'),
+    flops: w.state?.flops ?? 0,
+  };
+}

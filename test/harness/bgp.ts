@@ -1,0 +1,229 @@
+// Real BGP daemons for tests and the lab: gobgpd as an LB replica's speaker (API on a
+// unix socket, pprof off, no config file) and BIRD2 as the core router (ECMP into the
+// kernel FIB, L4 multipath hash, graceful-shutdown policy).
+import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Daemon, NetnsLab } from './netns.ts';
+import { waitFor } from './netns.ts';
+
+export interface Gobgpd {
+  daemon: Daemon;
+  socket: string;
+  target: string;
+}
+
+/** Starts gobgpd; pass the socket of a previous one to restart it as a sidecar would. */
+export async function startGobgpd(lab: NetnsLab, ns: string, socketPath?: string): Promise<Gobgpd> {
+  const label = `gobgpd-${ns}`;
+  const socket = socketPath ?? path.join(lab.dir, `${label}.sock`);
+  // A killed gobgpd leaves its socket file behind; a new one must not trip over it.
+  rmSync(socket, { force: true });
+  const daemon = lab.spawn(ns, label, 'gobgpd', [
+    `--api-hosts=unix://${socket}`,
+    '--pprof-disable',
+    '--log-plain',
+    '--log-level=info',
+  ]);
+  await waitFor(
+    `${label} API socket`,
+    () => existsSync(socket) || (daemon.child.exitCode !== null ? undefined : false),
+    {
+      timeoutMs: 10_000,
+    },
+  );
+  return { daemon, socket, target: `unix://${socket}` };
+}
+
+export interface BirdNeighbor {
+  name: string;
+  address: string;
+  asn: number;
+  password?: string;
+  /** The neighbour's address family channel: ipv4 or ipv6. */
+  family: 'ipv4' | 'ipv6';
+}
+
+export interface BirdOptions {
+  routerId: string;
+  asn: number;
+  neighbors: BirdNeighbor[];
+  /** Hold time offered to the neighbours (seconds). */
+  holdTime?: number;
+}
+
+/**
+ * BIRD2 as an ECMP core router: every replica's path to a VIP merged into one multipath
+ * kernel route; paths with GRACEFUL_SHUTDOWN (65535:0) get local-pref 0 (RFC 8326) so
+ * the router moves traffic off a replica before it withdraws; nothing is exported back.
+ */
+export function birdConfig(o: BirdOptions): string {
+  const neighbors = o.neighbors
+    .map(
+      (n) => `
+protocol bgp ${n.name} {
+  local as ${o.asn};
+  neighbor ${n.address} as ${n.asn};
+  hold time ${o.holdTime ?? 9};
+  keepalive time ${Math.max(1, Math.floor((o.holdTime ?? 9) / 3))};
+  connect delay time 1;
+  connect retry time 1;
+  error wait time 1, 5;
+  ${n.password ? `password "${n.password}";` : ''}
+  ${n.family} {
+    import filter gshut;
+    export none;
+  };
+}`,
+    )
+    .join('\n');
+  return `
+router id ${o.routerId};
+log stderr all;
+
+filter gshut {
+  if (65535, 0) ~ bgp_community then bgp_local_pref = 0;
+  accept;
+}
+
+protocol device { scan time 10; }
+
+protocol kernel kernel4 {
+  ipv4 { export all; };
+  merge paths on limit 16;
+}
+
+protocol kernel kernel6 {
+  ipv6 { export all; };
+  merge paths on limit 16;
+}
+${neighbors}
+`;
+}
+
+export interface Bird {
+  daemon: Daemon;
+  socket: string;
+}
+
+export async function startBird(
+  lab: NetnsLab,
+  ns: string,
+  options: BirdOptions,
+  label = `bird-${ns}`,
+): Promise<Bird> {
+  const conf = path.join(lab.dir, `${label}.conf`);
+  const socket = path.join(lab.dir, `${label}.ctl`);
+  writeFileSync(conf, birdConfig(options));
+  // ECMP hashing on ports too, or every flow between two hosts lands on one replica.
+  lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.fib_multipath_hash_policy=1']);
+  lab.exec(ns, 'sysctl', ['-qw', 'net.ipv6.fib_multipath_hash_policy=1']);
+  lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  lab.exec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.all.forwarding=1']);
+  const daemon = lab.spawn(ns, label, 'bird', ['-f', '-c', conf, '-s', socket]);
+  await waitFor(
+    `${label} control socket`,
+    () => existsSync(socket) || (daemon.child.exitCode !== null ? undefined : false),
+    {
+      timeoutMs: 10_000,
+    },
+  );
+  return { daemon, socket };
+}
+
+export function birdc(lab: NetnsLab, ns: string, bird: Bird, command: string): string {
+  return lab.exec(ns, 'birdc', ['-s', bird.socket, ...command.split(' ')]);
+}
+
+/** BIRD's view of one BGP protocol: "Established", "Active", "Connect", ... */
+export function birdProtocolState(lab: NetnsLab, ns: string, bird: Bird, name: string): string {
+  const out = birdc(lab, ns, bird, `show protocols ${name}`);
+  const line = out.split('\n').find((l) => l.startsWith(name));
+  return line?.trim().split(/\s+/)[5] ?? 'unknown';
+}
+
+export interface Frr {
+  zebra: Daemon;
+  bgpd: Daemon;
+  vtyDir: string;
+}
+
+/**
+ * FRR 8.4 as the core router: zebra + bgpd in the namespace, running as the frr user
+ * with their sockets in a directory of this lab. Same behaviour as the BIRD recipe:
+ * multipath, graceful-shutdown route map, nothing exported back (docs/routers.md).
+ */
+export async function startFrr(lab: NetnsLab, ns: string, o: BirdOptions): Promise<Frr> {
+  const dir = path.join(lab.dir, `frr-${ns}`);
+  mkdirSync(dir, { mode: 0o777 });
+  chmodSync(dir, 0o777);
+  chmodSync(lab.dir, 0o755);
+  const neighbors = o.neighbors
+    .map(
+      (n) =>
+        ` neighbor ${n.address} peer-group PORTLB${n.password ? `\n neighbor ${n.address} password ${n.password}` : ''}`,
+    )
+    .join('\n');
+  const conf = `frr defaults datacenter
+hostname ${ns}
+no zebra nexthop kernel enable
+router bgp ${o.asn}
+ bgp router-id ${o.routerId}
+ no bgp ebgp-requires-policy
+ neighbor PORTLB peer-group
+ neighbor PORTLB remote-as ${o.neighbors[0]?.asn ?? 65001}
+ neighbor PORTLB timers ${Math.max(1, Math.floor((o.holdTime ?? 9) / 3))} ${o.holdTime ?? 9}
+ neighbor PORTLB timers connect 1
+${neighbors}
+ address-family ipv4 unicast
+  maximum-paths 16
+  neighbor PORTLB route-map PORTLB-IN in
+  neighbor PORTLB route-map DENY-ALL out
+ exit-address-family
+!
+bgp community-list standard GSHUT permit 65535:0
+route-map PORTLB-IN permit 10
+ match community GSHUT
+ set local-preference 0
+route-map PORTLB-IN permit 20
+route-map DENY-ALL deny 10
+`;
+  const file = path.join(dir, 'frr.conf');
+  writeFileSync(file, conf);
+  lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.fib_multipath_hash_policy=1']);
+  lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  const common = [
+    '-f',
+    file,
+    '-z',
+    path.join(dir, 'zserv.api'),
+    '--vty_socket',
+    dir,
+    '-u',
+    'frr',
+    '-g',
+    'frr',
+  ];
+  const zebra = lab.spawn(ns, `zebra-${ns}`, '/usr/lib/frr/zebra', [
+    ...common,
+    '-i',
+    path.join(dir, 'zebra.pid'),
+  ]);
+  await waitFor(
+    'zebra',
+    () => existsSync(path.join(dir, 'zserv.api')) || (zebra.child.exitCode !== null ? undefined : false),
+  );
+  const bgpd = lab.spawn(ns, `bgpd-${ns}`, '/usr/lib/frr/bgpd', [
+    ...common,
+    '-i',
+    path.join(dir, 'bgpd.pid'),
+  ]);
+  await waitFor(
+    'bgpd',
+    () => existsSync(path.join(dir, 'bgpd.vty')) || (bgpd.child.exitCode !== null ? undefined : false),
+  );
+  return { zebra, bgpd, vtyDir: dir };
+}
+
+export function vtysh(lab: NetnsLab, ns: string, frr: Frr, command: string): string {
+  return lab.exec(ns, 'vtysh', ['--vty_socket', frr.vtyDir, '-c', command]);
+}

@@ -1,0 +1,162 @@
+// Network namespaces, veth links and daemons for tests and the lab. Everything a lab
+// creates carries its own prefix and is removed by cleanup(), even after a failure.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export function run(cmd: string, args: string[], input?: string): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], input });
+  } catch (err) {
+    const e = err as { stderr?: string; stdout?: string; message: string };
+    throw new Error(`${cmd} ${args.join(' ')} failed: ${e.stderr || e.stdout || e.message}`);
+  }
+}
+
+export interface Daemon {
+  name: string;
+  ns: string;
+  child: ChildProcess;
+  logFile: string;
+  exited: Promise<number | null>;
+}
+
+/** Polls until `check` returns a value that is not undefined/false, or fails after timeoutMs. */
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  { timeoutMs = 15_000, intervalMs = 50 } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`,
+      );
+    }
+    await sleep(intervalMs);
+  }
+}
+
+export class NetnsLab {
+  readonly prefix: string;
+  readonly dir: string;
+  private readonly namespaces: string[] = [];
+  private readonly daemons: Daemon[] = [];
+
+  constructor(prefix = `pl${process.pid % 100000}`) {
+    this.prefix = prefix;
+    this.dir = mkdtempSync(path.join(tmpdir(), `${prefix}-`));
+  }
+
+  ns(name: string): string {
+    return `${this.prefix}${name}`;
+  }
+
+  addNamespace(name: string, sysctls: Record<string, string> = {}): string {
+    const ns = this.ns(name);
+    run('ip', ['netns', 'add', ns]);
+    this.namespaces.push(ns);
+    this.exec(name, 'ip', ['link', 'set', 'lo', 'up']);
+    for (const [k, v] of Object.entries(sysctls)) this.exec(name, 'sysctl', ['-qw', `${k}=${v}`]);
+    return ns;
+  }
+
+  exec(name: string, cmd: string, args: string[], input?: string): string {
+    return run('ip', ['netns', 'exec', this.ns(name), cmd, ...args], input);
+  }
+
+  /** A veth pair between two namespaces, with addresses (CIDR notation) on each end. */
+  link(a: string, ifA: string, addrsA: string[], b: string, ifB: string, addrsB: string[]): void {
+    run('ip', [
+      'link',
+      'add',
+      ifA,
+      'netns',
+      this.ns(a),
+      'type',
+      'veth',
+      'peer',
+      'name',
+      ifB,
+      'netns',
+      this.ns(b),
+    ]);
+    for (const [name, ifc, addrs] of [
+      [a, ifA, addrsA],
+      [b, ifB, addrsB],
+    ] as const) {
+      for (const addr of addrs) {
+        this.exec(name, 'ip', ['addr', 'add', addr, 'dev', ifc, ...(addr.includes(':') ? ['nodad'] : [])]);
+      }
+      this.exec(name, 'ip', ['link', 'set', ifc, 'up']);
+    }
+  }
+
+  /** Starts a long-running process inside a namespace; its output goes to a log file. */
+  spawn(name: string, label: string, cmd: string, args: string[]): Daemon {
+    const logFile = path.join(this.dir, `${label}.log`);
+    const out = createWriteStream(logFile, { flags: 'a' });
+    const child = spawn('ip', ['netns', 'exec', this.ns(name), cmd, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout?.pipe(out);
+    child.stderr?.pipe(out);
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const d: Daemon = { name: label, ns: name, child, logFile, exited };
+    this.daemons.push(d);
+    return d;
+  }
+
+  async kill(d: Daemon, signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 5000): Promise<void> {
+    if (d.child.exitCode !== null || d.child.signalCode !== null) return;
+    d.child.kill(signal);
+    const done = await Promise.race([d.exited.then(() => true), sleep(timeoutMs).then(() => false)]);
+    if (!done) {
+      d.child.kill('SIGKILL');
+      await d.exited;
+    }
+  }
+
+  log(d: Daemon): string {
+    try {
+      return readFileSync(d.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.all(this.daemons.map((d) => this.kill(d, 'SIGKILL', 2000).catch(() => {})));
+    for (const ns of this.namespaces.reverse()) {
+      try {
+        run('ip', ['netns', 'del', ns]);
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Next hops of the route to `prefix` in a namespace's kernel FIB (sorted; empty when none). */
+export function fibNextHops(lab: NetnsLab, ns: string, prefix: string): string[] {
+  const v6 = prefix.includes(':');
+  const out = lab.exec(ns, 'ip', [...(v6 ? ['-6'] : []), '-j', 'route', 'show', 'exact', prefix]);
+  const routes = JSON.parse(out || '[]') as { gateway?: string; nexthops?: { gateway: string }[] }[];
+  const hops: string[] = [];
+  for (const r of routes) {
+    if (r.nexthops) hops.push(...r.nexthops.map((n) => n.gateway));
+    else if (r.gateway) hops.push(r.gateway);
+  }
+  return hops.sort();
+}
