@@ -15,6 +15,11 @@ const BENCHES: Record<string, { description: string; inKernel: boolean; file: st
     inKernel: false,
     file: 'bench/bgp.ts',
   },
+  k8s: {
+    description: 'Kubernetes: 10k Services x 10 endpoints -> desired state (fake API, real client)',
+    inKernel: false,
+    file: 'bench/k8s.ts',
+  },
 };
 
 const args = process.argv.slice(2);

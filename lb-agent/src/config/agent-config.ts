@@ -1,0 +1,266 @@
+// The agent's configuration file (YAML), documented option by option in
+// docs/configuration.md. Parsed once at start, validated completely (every problem names
+// the option and the value), then frozen. Nothing touches the kernel before this passes.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { FORWARDING } from '../ipvs/services-file.ts';
+import { SCHEDULERS } from '../ipvs/types.ts';
+import { ipFamily } from '../net/ip.ts';
+import { type AddressBlock, blocksOverlap, parseAddressBlock } from '../net/pool.ts';
+import { ConfigError, formatPath, parseWith } from './validate.ts';
+
+const int = (min: number, max: number, what = 'an integer') =>
+  z
+    .number({ error: `must be ${what} from ${min} to ${max}` })
+    .int({ error: `must be ${what} from ${min} to ${max}` })
+    .min(min, { error: `must be ${what} from ${min} to ${max}` })
+    .max(max, { error: `must be ${what} from ${min} to ${max}` });
+const ip = z
+  .string({ error: 'must be an IP address' })
+  .refine((s) => ipFamily(s) !== undefined, { error: 'is not an IP address' });
+const duration = (min: number, max: number) => int(min, max, 'a number of seconds');
+
+const poolSchema = z
+  .object({
+    name: z
+      .string({ error: 'must be a name' })
+      .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, { error: 'must be a DNS label (a-z, 0-9, -)' }),
+    addresses: z
+      .array(z.string(), { error: 'must be a list of CIDRs, ranges or addresses' })
+      .min(1, { error: 'must not be empty' }),
+    /** Whether Services that ask for no pool or address get addresses from this one. */
+    autoAssign: z.boolean().default(true),
+  })
+  .strict();
+
+const peerSchema = z
+  .object({
+    address: ip,
+    asn: int(1, 4294967295, 'an AS number'),
+    port: int(1, 65535, 'a port').default(179),
+    /** File holding the TCP MD5 password (a mounted Secret); never inline. */
+    passwordFile: z.string().optional(),
+    holdTime: z
+      .union([z.literal(0), int(3, 65535, 'a number of seconds')], {
+        error: 'must be 0 or from 3 to 65535 seconds',
+      })
+      .default(9),
+    keepaliveInterval: int(0, 21845, 'a number of seconds').optional(),
+    ebgpMultihopTtl: int(1, 255).optional(),
+    gracefulRestartTime: int(1, 4095, 'a number of seconds').optional(),
+    families: z.array(z.enum(['ipv4', 'ipv6'], { error: 'must be ipv4 or ipv6' })).optional(),
+    localAddress: ip.optional(),
+    passive: z.boolean().default(false),
+    description: z.string().optional(),
+  })
+  .strict();
+
+const communityList = z.array(
+  z
+    .string()
+    .regex(/^\d{1,5}:\d{1,5}$/, { error: 'must be "asn:value"' })
+    .refine((c) => c.split(':').every((p) => Number(p) <= 65535), { error: 'both parts must be 0..65535' }),
+);
+
+const schema = z
+  .object({
+    mode: z
+      .enum(['kubernetes', 'standalone'], { error: 'must be kubernetes or standalone' })
+      .default('kubernetes'),
+    nodeName: z.string().optional(),
+    kubernetes: z
+      .object({
+        loadBalancerClass: z.string().min(1).default('portlb.io/portlb'),
+        /** Also serve LoadBalancer Services that name no class (portlb as the cluster's default). */
+        serveServicesWithoutClass: z.boolean().default(false),
+        leaderElection: z
+          .object({
+            enabled: z.boolean().default(true),
+            namespace: z.string().default('portlb-system'),
+            leaseName: z.string().default('portlb-controller'),
+            leaseDurationSeconds: duration(2, 3600).default(15),
+            renewDeadlineSeconds: duration(1, 3600).default(10),
+            retryPeriodSeconds: duration(1, 600).default(2),
+          })
+          .strict()
+          .default({
+            enabled: true,
+            namespace: 'portlb-system',
+            leaseName: 'portlb-controller',
+            leaseDurationSeconds: 15,
+            renewDeadlineSeconds: 10,
+            retryPeriodSeconds: 2,
+          }),
+        kubeconfig: z.string().optional(),
+      })
+      .strict()
+      .default({
+        loadBalancerClass: 'portlb.io/portlb',
+        serveServicesWithoutClass: false,
+        leaderElection: {
+          enabled: true,
+          namespace: 'portlb-system',
+          leaseName: 'portlb-controller',
+          leaseDurationSeconds: 15,
+          renewDeadlineSeconds: 10,
+          retryPeriodSeconds: 2,
+        },
+      }),
+    standalone: z.object({ servicesFile: z.string() }).strict().optional(),
+    pools: z.array(poolSchema).default([]),
+    defaults: z
+      .object({
+        scheduler: z
+          .enum(SCHEDULERS, { error: `must be a scheduler: ${SCHEDULERS.join(', ')}` })
+          .default('mh'),
+        forwarding: z.enum(FORWARDING, { error: `must be one of ${FORWARDING.join(', ')}` }).default('nat'),
+        drainTimeoutSeconds: duration(0, 86400).default(60),
+      })
+      .strict()
+      .default({ scheduler: 'mh', forwarding: 'nat', drainTimeoutSeconds: 60 }),
+    bgp: z
+      .object({
+        asn: int(1, 4294967295, 'an AS number'),
+        routerId: ip.optional(),
+        listenPort: z
+          .union([z.literal(-1), int(1, 65535, 'a port')], { error: 'must be -1 (no listener) or a port' })
+          .default(-1),
+        listenAddresses: z.array(ip).default([]),
+        speakerSocket: z.string().default('unix:///run/portlb/gobgp.sock'),
+        peers: z.array(peerSchema).default([]),
+        communities: communityList.default([]),
+        gracefulShutdownSeconds: duration(0, 600).default(10),
+      })
+      .strict()
+      .optional(),
+    ipvs: z
+      .object({
+        sysctlPath: z.string().default('/proc/sys/net/ipv4/vs'),
+        vipInterface: z
+          .string()
+          .regex(/^[a-zA-Z0-9_.-]{1,15}$/, { error: 'must be an interface name (1-15 characters)' })
+          .default('portlb0'),
+        snat: z
+          .enum(['auto', 'nftables', 'iptables', 'none'], {
+            error: 'must be auto, nftables, iptables or none',
+          })
+          .default('auto'),
+      })
+      .strict()
+      .default({ sysctlPath: '/proc/sys/net/ipv4/vs', vipInterface: 'portlb0', snat: 'auto' }),
+    http: z
+      .object({ listen: z.string().default('0.0.0.0:9180') })
+      .strict()
+      .default({ listen: '0.0.0.0:9180' }),
+    sync: z
+      .object({
+        minIntervalMs: int(0, 60_000).default(200),
+        resyncSeconds: duration(1, 86_400).default(60),
+        retryMaxSeconds: duration(1, 3600).default(30),
+      })
+      .strict()
+      .default({ minIntervalMs: 200, resyncSeconds: 60, retryMaxSeconds: 30 }),
+  })
+  .strict();
+
+export type RawAgentConfig = z.output<typeof schema>;
+
+export interface Pool {
+  name: string;
+  blocks: AddressBlock[];
+  autoAssign: boolean;
+}
+
+export interface AgentConfig extends Omit<RawAgentConfig, 'pools'> {
+  pools: Pool[];
+}
+
+/** Checks that need several options at once; every problem is collected. */
+function crossCheck(raw: RawAgentConfig, source: string): AgentConfig {
+  const problems: string[] = [];
+  const pools: Pool[] = [];
+  const names = new Set<string>();
+  raw.pools.forEach((p, i) => {
+    if (names.has(p.name))
+      problems.push(`${formatPath(['pools', i, 'name'])}: duplicate pool name "${p.name}"`);
+    names.add(p.name);
+    const blocks: AddressBlock[] = [];
+    p.addresses.forEach((text, j) => {
+      const block = parseAddressBlock(text);
+      if (typeof block === 'string') {
+        problems.push(`${formatPath(['pools', i, 'addresses', j])}: ${block}`);
+        return;
+      }
+      for (const other of pools) {
+        const clash = other.blocks.find((b) => blocksOverlap(b, block));
+        if (clash)
+          problems.push(
+            `${formatPath(['pools', i, 'addresses', j])}: "${text}" overlaps "${clash.text}" of pool ${other.name}`,
+          );
+      }
+      blocks.push(block);
+    });
+    pools.push({ name: p.name, blocks, autoAssign: p.autoAssign });
+  });
+  if (raw.mode === 'standalone' && !raw.standalone)
+    problems.push('standalone: required with mode: standalone (standalone.servicesFile)');
+  if (raw.mode === 'kubernetes' && !pools.length)
+    problems.push('pools: at least one pool is needed to give Services addresses');
+  const le = raw.kubernetes.leaderElection;
+  if (le.renewDeadlineSeconds >= le.leaseDurationSeconds) {
+    problems.push(
+      `kubernetes.leaderElection.renewDeadlineSeconds: must be below leaseDurationSeconds (${le.leaseDurationSeconds}) (got ${le.renewDeadlineSeconds})`,
+    );
+  }
+  if (le.retryPeriodSeconds >= le.renewDeadlineSeconds) {
+    problems.push(
+      `kubernetes.leaderElection.retryPeriodSeconds: must be below renewDeadlineSeconds (${le.renewDeadlineSeconds}) (got ${le.retryPeriodSeconds})`,
+    );
+  }
+  raw.bgp?.peers.forEach((p, i) => {
+    if (p.keepaliveInterval !== undefined && p.holdTime > 0 && p.keepaliveInterval >= p.holdTime) {
+      problems.push(
+        `${formatPath(['bgp', 'peers', i, 'keepaliveInterval'])}: must be below holdTime ${p.holdTime} (got ${p.keepaliveInterval})`,
+      );
+    }
+    if (p.passwordFile !== undefined) {
+      try {
+        readFileSync(p.passwordFile);
+      } catch (err) {
+        problems.push(
+          `${formatPath(['bgp', 'peers', i, 'passwordFile'])}: cannot read ${JSON.stringify(p.passwordFile)}: ${(err as NodeJS.ErrnoException).code}`,
+        );
+      }
+    }
+  });
+  if (raw.bgp && !raw.bgp.speakerSocket.startsWith('unix://')) {
+    problems.push(
+      `bgp.speakerSocket: must be a unix socket (unix:///path): gobgpd's API is never put on a network port (got ${JSON.stringify(raw.bgp.speakerSocket)})`,
+    );
+  }
+  if (!/^(\[[0-9a-fA-F:]+\]|[0-9.]+|[a-zA-Z0-9.-]+)?:\d{1,5}$/.test(raw.http.listen)) {
+    problems.push(
+      `http.listen: must be host:port, e.g. 0.0.0.0:9180 (got ${JSON.stringify(raw.http.listen)})`,
+    );
+  }
+  if (problems.length) throw new ConfigError('CONFIG_INVALID', source, problems);
+  return deepFreeze({ ...raw, pools });
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+export function parseAgentConfig(data: unknown, source: string): AgentConfig {
+  return crossCheck(parseWith(schema, data ?? {}, source), source);
+}
+
+/** Reads a peer's MD5 password from its file (trailing newline trimmed). */
+export function readPassword(file: string | undefined): string | undefined {
+  if (file === undefined) return undefined;
+  return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+}

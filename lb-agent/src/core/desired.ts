@@ -1,0 +1,234 @@
+// Desired state as a pure function of a snapshot: which IPVS services with which real
+// servers, which VIP addresses, which announcements, and a reason for everything left
+// out. No I/O, no clock: the same snapshot always gives the same answer.
+import type { RealServer, ServiceSpec } from '../ipvs/types.ts';
+import { serviceId } from '../ipvs/types.ts';
+import { type Family, ipFamily } from '../net/ip.ts';
+import type { Endpoint, NodeInfo, PortIntent, ServiceIntent, Skip, WithholdReason } from './types.ts';
+
+export interface DesiredConfig {
+  /** The ownership predicate: addresses inside portlb's pools. */
+  owns: (address: string) => boolean;
+}
+
+export interface DesiredVirtualService {
+  owner: string;
+  vip: string;
+  spec: ServiceSpec;
+  /** NAT to backends anywhere needs the LB's source address on the way in. */
+  snat: boolean;
+  /** Real servers with weight > 0. */
+  usable: number;
+}
+
+export interface DesiredVip {
+  address: string;
+  family: Family;
+  owners: string[];
+  /** Whether this node should announce it (the reconciler also requires it programmed). */
+  announce: boolean;
+  withheld: WithholdReason | undefined;
+}
+
+export interface DesiredState {
+  virtualServices: DesiredVirtualService[];
+  vips: DesiredVip[];
+  skipped: Skip[];
+  warnings: { service: string; message: string }[];
+}
+
+/**
+ * kube-proxy's choice: ready endpoints; when there are none, the serving ones that are
+ * terminating (so connections drain to pods on their way out instead of failing).
+ */
+export function selectEndpoints(endpoints: readonly Endpoint[]): Endpoint[] {
+  const ready = endpoints.filter((e) => e.ready);
+  if (ready.length) return ready;
+  return endpoints.filter((e) => e.serving && e.terminating);
+}
+
+function realServers(intent: ServiceIntent, port: PortIntent, family: Family, node: NodeInfo): RealServer[] {
+  let candidates = port.endpoints.filter((e) => e.family === family);
+  // Local: only this node's pods, which route their replies back through us (no SNAT).
+  if (intent.trafficPolicy === 'Local') candidates = candidates.filter((e) => e.nodeName === node.name);
+  return selectEndpoints(candidates).map((e) => ({
+    family: e.family,
+    address: e.address,
+    port: e.port,
+    forward: intent.forwarding,
+    weight: intent.weights?.get(`${e.address}|${e.port}`) ?? 1,
+    upperThreshold: 0,
+    lowerThreshold: 0,
+    ...(intent.forwarding === 'tunnel' ? { tunnelType: 'ipip' as const } : {}),
+  }));
+}
+
+/** What one service contributes; depends only on the intent and the node. */
+interface IntentResult {
+  virtualServices: DesiredVirtualService[];
+  vips: { address: string; family: Family; usable: boolean; onlyRemote: boolean }[];
+  warnings: string[];
+}
+
+function desiredForIntent(intent: ServiceIntent, node: NodeInfo): IntentResult {
+  const out: IntentResult = { virtualServices: [], vips: [], warnings: [...intent.warnings] };
+  for (const vip of intent.vips) {
+    const family = ipFamily(vip)!;
+    let usable = 0;
+    let onlyRemote = false;
+    for (const port of intent.ports) {
+      const destinations = realServers(intent, port, family, node);
+      if (intent.forwarding !== 'nat') {
+        for (const d of destinations) {
+          if (d.port !== port.port) {
+            out.warnings.push(
+              `${intent.forwarding} forwarding cannot change ports: backend ${d.address} listens on ${d.port}, the service on ${port.port}; traffic arrives on ${port.port}`,
+            );
+          }
+        }
+      }
+      const spec: ServiceSpec = {
+        service: {
+          key: { kind: 'address', family, protocol: port.protocol, address: vip, port: port.port },
+          scheduler: intent.scheduler,
+          schedulerFlags: intent.schedulerFlags,
+          onePacket: false,
+          persistence: intent.persistence && {
+            timeout: intent.persistence.timeout,
+            prefix: Math.min(intent.persistence.prefix ?? 128, family === 'ipv4' ? 32 : 128),
+          },
+          persistenceEngine: undefined,
+        },
+        destinations,
+      };
+      const n = destinations.filter((d) => d.weight > 0).length;
+      usable += n;
+      if (intent.trafficPolicy === 'Local' && n === 0) {
+        onlyRemote ||= selectEndpoints(port.endpoints.filter((e) => e.family === family)).length > 0;
+      }
+      out.virtualServices.push({
+        owner: intent.id,
+        vip,
+        spec,
+        snat: intent.forwarding === 'nat' && intent.trafficPolicy === 'Cluster',
+        usable: n,
+      });
+    }
+    out.vips.push({ address: vip, family, usable: usable > 0, onlyRemote: onlyRemote && usable === 0 });
+  }
+  return out;
+}
+
+/**
+ * Memo of per-service results for one node: a caller that hands in the same (unchanged)
+ * intent objects pass after pass gets them back without recomputation. Results are the
+ * same with or without it.
+ */
+export class DesiredMemo {
+  private nodeKey = '';
+  private results = new WeakMap<ServiceIntent, IntentResult>();
+
+  forNode(node: NodeInfo): WeakMap<ServiceIntent, IntentResult> {
+    const key = `${node.name}|${node.excluded}|${node.ready}`;
+    if (key !== this.nodeKey) {
+      this.nodeKey = key;
+      this.results = new WeakMap();
+    }
+    return this.results;
+  }
+}
+
+export function computeDesired(
+  snapshot: { services: readonly ServiceIntent[] },
+  node: NodeInfo,
+  config: DesiredConfig,
+  memo?: DesiredMemo,
+): DesiredState {
+  const virtualServices: DesiredVirtualService[] = [];
+  const skipped: Skip[] = [];
+  const warnings: DesiredState['warnings'] = [];
+  const vipOwners = new Map<
+    string,
+    { family: Family; owners: string[]; usable: boolean; onlyRemote: boolean; announceable: boolean }
+  >();
+  const taken = new Map<string, string>();
+  const cache = memo?.forNode(node);
+
+  const intents = [...snapshot.services].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  for (const intent of intents) {
+    const badVip = intent.vips.find((v) => !ipFamily(v));
+    if (badVip !== undefined) {
+      skipped.push({
+        service: intent.id,
+        reason: 'InvalidAddress',
+        detail: `${JSON.stringify(badVip)} is not an IP address`,
+      });
+      continue;
+    }
+    const outside = intent.vips.filter((v) => !config.owns(v));
+    if (outside.length) {
+      skipped.push({
+        service: intent.id,
+        reason: 'AddressOutsidePools',
+        detail: `${outside.join(', ')} outside portlb's pools: not ours to program`,
+      });
+      continue;
+    }
+    if (!intent.ports.length) {
+      skipped.push({ service: intent.id, reason: 'NoPorts', detail: 'the service has no ports' });
+      continue;
+    }
+    // Two services on one VIP may not claim the same port and protocol: the first (by name) keeps it.
+    const claims = intent.vips.flatMap((vip) => intent.ports.map((p) => `${vip}|${p.protocol}|${p.port}`));
+    const clash = claims.find((c) => taken.has(c));
+    if (clash) {
+      const [vip, protocol, port] = clash.split('|');
+      skipped.push({
+        service: intent.id,
+        reason: 'PortConflict',
+        detail: `${protocol}/${port} on ${vip} is already used by ${taken.get(clash)}`,
+      });
+      continue;
+    }
+    for (const c of claims) taken.set(c, intent.id);
+
+    let result = cache?.get(intent);
+    if (!result) {
+      result = desiredForIntent(intent, node);
+      cache?.set(intent, result);
+    }
+    for (const w of result.warnings) warnings.push({ service: intent.id, message: w });
+    virtualServices.push(...result.virtualServices);
+    for (const v of result.vips) {
+      const entry = vipOwners.get(v.address) ?? {
+        family: v.family,
+        owners: [],
+        usable: false,
+        onlyRemote: false,
+        announceable: false,
+      };
+      entry.owners.push(intent.id);
+      entry.usable ||= v.usable;
+      entry.onlyRemote ||= v.onlyRemote;
+      entry.announceable ||= intent.announce;
+      vipOwners.set(v.address, entry);
+    }
+  }
+
+  const vips: DesiredVip[] = [...vipOwners].map(([address, e]) => {
+    let withheld: WithholdReason | undefined;
+    if (node.excluded) withheld = 'NodeExcluded';
+    else if (!node.ready) withheld = 'NodeNotReady';
+    else if (!e.announceable) withheld = 'AnnounceDisabled';
+    else if (!e.usable) withheld = e.onlyRemote ? 'NoLocalEndpoints' : 'NoReadyBackends';
+    return { address, family: e.family, owners: e.owners, announce: withheld === undefined, withheld };
+  });
+  return { virtualServices, vips, skipped, warnings };
+}
+
+/** The IPVS part of a desired state, for the planner. */
+export function ipvsSpecs(state: DesiredState): ServiceSpec[] {
+  return state.virtualServices.map((v) => v.spec);
+}
+
+export const virtualServiceId = (v: DesiredVirtualService): string => serviceId(v.spec.service.key);

@@ -1,0 +1,157 @@
+// Per-Service settings through annotations, with validated values. A bad value makes the
+// Service skipped with a reason that names the annotation and the value: never a guess.
+import type { Forwarding } from '../core/types.ts';
+import { SCHEDULERS, type SchedulerFlag } from '../ipvs/types.ts';
+import { canonicalIp, ipFamily } from '../net/ip.ts';
+
+export const ANNOTATION_PREFIX = 'portlb.io/';
+export const ANNOTATIONS = {
+  scheduler: 'portlb.io/scheduler',
+  schedulerFlags: 'portlb.io/scheduler-flags',
+  forwarding: 'portlb.io/forwarding',
+  persistenceTimeout: 'portlb.io/persistence-timeout',
+  persistenceNetmask: 'portlb.io/persistence-netmask',
+  addressPool: 'portlb.io/address-pool',
+  loadBalancerIPs: 'portlb.io/load-balancer-ips',
+  allowSharedIP: 'portlb.io/allow-shared-ip',
+} as const;
+
+const KNOWN = new Set<string>(Object.values(ANNOTATIONS));
+const FORWARDINGS: Forwarding[] = ['nat', 'tunnel', 'dr'];
+const FLAG_ALIASES: Record<string, { flag: SchedulerFlag; scheduler?: string }> = {
+  'mh-fallback': { flag: 'flag-1', scheduler: 'mh' },
+  'mh-port': { flag: 'flag-2', scheduler: 'mh' },
+  'sh-fallback': { flag: 'flag-1', scheduler: 'sh' },
+  'sh-port': { flag: 'flag-2', scheduler: 'sh' },
+  'flag-1': { flag: 'flag-1' },
+  'flag-2': { flag: 'flag-2' },
+  'flag-3': { flag: 'flag-3' },
+};
+
+export interface ServiceSettings {
+  scheduler: string | undefined;
+  schedulerFlags: SchedulerFlag[] | undefined;
+  forwarding: Forwarding | undefined;
+  /** Seconds; 0 turns persistence off even when sessionAffinity asks for it. */
+  persistenceTimeout: number | undefined;
+  persistenceNetmask: number | undefined;
+  addressPool: string | undefined;
+  requestedIPs: string[] | undefined;
+  sharingKey: string | undefined;
+}
+
+export type SettingsResult = { ok: true; settings: ServiceSettings } | { ok: false; problem: string };
+
+const bad = (name: string, value: string, why: string): SettingsResult => ({
+  ok: false,
+  problem: `${name}: ${why} (got ${JSON.stringify(value)})`,
+});
+
+/** Parses every portlb.io/ annotation; the first bad one makes the whole result a problem. */
+export function parseAnnotations(
+  annotations: Record<string, string> | undefined,
+  defaultScheduler: string,
+): SettingsResult {
+  const a = annotations ?? {};
+  for (const key of Object.keys(a)) {
+    if (key.startsWith(ANNOTATION_PREFIX) && !KNOWN.has(key)) {
+      return bad(key, a[key] ?? '', `unknown annotation (known: ${[...KNOWN].join(', ')})`);
+    }
+  }
+  const s: ServiceSettings = {
+    scheduler: undefined,
+    schedulerFlags: undefined,
+    forwarding: undefined,
+    persistenceTimeout: undefined,
+    persistenceNetmask: undefined,
+    addressPool: undefined,
+    requestedIPs: undefined,
+    sharingKey: undefined,
+  };
+  const get = (k: string) => {
+    const v = a[k];
+    return typeof v === 'string' ? v.trim() : undefined;
+  };
+
+  const sched = get(ANNOTATIONS.scheduler);
+  if (sched !== undefined) {
+    if (!(SCHEDULERS as readonly string[]).includes(sched)) {
+      return bad(ANNOTATIONS.scheduler, sched, `must be one of ${SCHEDULERS.join(', ')}`);
+    }
+    s.scheduler = sched;
+  }
+  const flags = get(ANNOTATIONS.schedulerFlags);
+  if (flags !== undefined) {
+    const effective = s.scheduler ?? defaultScheduler;
+    const out = new Set<SchedulerFlag>();
+    for (const name of flags
+      .split(',')
+      .map((f) => f.trim())
+      .filter(Boolean)) {
+      const alias = FLAG_ALIASES[name];
+      if (!alias)
+        return bad(
+          ANNOTATIONS.schedulerFlags,
+          flags,
+          `unknown flag ${name} (known: ${Object.keys(FLAG_ALIASES).join(', ')})`,
+        );
+      if (alias.scheduler && alias.scheduler !== effective) {
+        return bad(
+          ANNOTATIONS.schedulerFlags,
+          flags,
+          `${name} needs scheduler ${alias.scheduler}, the service uses ${effective}`,
+        );
+      }
+      out.add(alias.flag);
+    }
+    s.schedulerFlags = [...out].sort();
+  }
+  const fwd = get(ANNOTATIONS.forwarding);
+  if (fwd !== undefined) {
+    if (!(FORWARDINGS as string[]).includes(fwd))
+      return bad(ANNOTATIONS.forwarding, fwd, 'must be nat, tunnel or dr');
+    s.forwarding = fwd as Forwarding;
+  }
+  const timeout = get(ANNOTATIONS.persistenceTimeout);
+  if (timeout !== undefined) {
+    if (!/^\d{1,10}$/.test(timeout) || Number(timeout) > 2147483647) {
+      return bad(ANNOTATIONS.persistenceTimeout, timeout, 'must be a number of seconds (0 = off)');
+    }
+    s.persistenceTimeout = Number(timeout);
+  }
+  const netmask = get(ANNOTATIONS.persistenceNetmask);
+  if (netmask !== undefined) {
+    if (!/^\d{1,3}$/.test(netmask) || Number(netmask) < 1 || Number(netmask) > 128) {
+      return bad(ANNOTATIONS.persistenceNetmask, netmask, 'must be a prefix length from 1 to 128');
+    }
+    s.persistenceNetmask = Number(netmask);
+  }
+  const pool = get(ANNOTATIONS.addressPool);
+  if (pool !== undefined) {
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(pool))
+      return bad(ANNOTATIONS.addressPool, pool, 'must be a pool name');
+    s.addressPool = pool;
+  }
+  const ips = get(ANNOTATIONS.loadBalancerIPs);
+  if (ips !== undefined) {
+    const list = ips
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
+    const wrong = list.find((x) => !ipFamily(x));
+    if (wrong !== undefined || !list.length)
+      return bad(ANNOTATIONS.loadBalancerIPs, ips, 'must be a comma-separated list of IP addresses');
+    const families = list.map((x) => ipFamily(x));
+    if (new Set(families).size !== families.length) {
+      return bad(ANNOTATIONS.loadBalancerIPs, ips, 'at most one address per family');
+    }
+    s.requestedIPs = list.map((x) => canonicalIp(x)!);
+  }
+  const key = get(ANNOTATIONS.allowSharedIP);
+  if (key !== undefined) {
+    if (!key || key.length > 253)
+      return bad(ANNOTATIONS.allowSharedIP, key, 'must be a non-empty sharing key');
+    s.sharingKey = key;
+  }
+  return { ok: true, settings: s };
+}

@@ -1,0 +1,567 @@
+// A fake Kubernetes API server at the HTTP level, for driving the real
+// @kubernetes/client-node (informers, status writes, leases, events) in tests.
+//
+// What it does like the real one: list with a collection resourceVersion; streaming
+// watch from a resourceVersion, replaying history then live events; 410 Gone once the
+// history is compacted, either as an HTTP status or as an ERROR event (both happen in
+// real clusters); bookmarks when asked; label and field selectors; the status
+// subresource (main updates keep status, /status updates only status); 409 Conflict on a
+// stale resourceVersion or an existing name; merge and JSON patches. It can go away and
+// come back on the same port.
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { KubeConfig } from '@kubernetes/client-node';
+
+// biome-ignore lint/suspicious/noExplicitAny: Kubernetes objects are free-form JSON here.
+export type Obj = Record<string, any>;
+
+interface ResourceType {
+  group: string;
+  version: string;
+  plural: string;
+  kind: string;
+  namespaced: boolean;
+  hasStatus: boolean;
+}
+
+export const RESOURCES: Record<string, ResourceType> = {
+  services: {
+    group: '',
+    version: 'v1',
+    plural: 'services',
+    kind: 'Service',
+    namespaced: true,
+    hasStatus: true,
+  },
+  endpointslices: {
+    group: 'discovery.k8s.io',
+    version: 'v1',
+    plural: 'endpointslices',
+    kind: 'EndpointSlice',
+    namespaced: true,
+    hasStatus: false,
+  },
+  nodes: { group: '', version: 'v1', plural: 'nodes', kind: 'Node', namespaced: false, hasStatus: true },
+  leases: {
+    group: 'coordination.k8s.io',
+    version: 'v1',
+    plural: 'leases',
+    kind: 'Lease',
+    namespaced: true,
+    hasStatus: false,
+  },
+  events: { group: '', version: 'v1', plural: 'events', kind: 'Event', namespaced: true, hasStatus: false },
+};
+
+const apiVersion = (r: ResourceType) => (r.group ? `${r.group}/${r.version}` : r.version);
+
+interface WatchEvent {
+  rv: number;
+  resource: string;
+  type: 'ADDED' | 'MODIFIED' | 'DELETED';
+  object: Obj;
+}
+
+interface Watcher {
+  resource: string;
+  namespace: string | undefined;
+  matches: (o: Obj) => boolean;
+  res: ServerResponse;
+  bookmarks: boolean;
+}
+
+export interface FakeKubeApiOptions {
+  /** How an expired watch is told: HTTP 410, or a 200 stream with an ERROR event. */
+  goneAs?: 'status' | 'event';
+  /** Send bookmarks every N ms even to watches that did not ask (the client must cope). */
+  unsolicitedBookmarksMs?: number;
+}
+
+const clone = <T>(o: T): T => structuredClone(o);
+
+export function parseLabelSelector(
+  sel: string | null,
+): (labels: Record<string, string> | undefined) => boolean {
+  if (!sel) return () => true;
+  const reqs = sel
+    .split(/,(?![^(]*\))/)
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((r) => {
+      let m = /^([^!=\s]+)\s*(==|=|!=)\s*(.*)$/.exec(r);
+      if (m) {
+        const [, k, op, v] = m;
+        return (l: Record<string, string>) => (op === '!=' ? l[k!] !== v : l[k!] === v);
+      }
+      m = /^([^\s]+)\s+(in|notin)\s+\((.*)\)$/.exec(r);
+      if (m) {
+        const [, k, op, vs] = m;
+        const set = new Set(vs!.split(',').map((x) => x.trim()));
+        return (l: Record<string, string>) =>
+          op === 'in' ? set.has(l[k!] ?? '\0') : !set.has(l[k!] ?? '\0');
+      }
+      if (r.startsWith('!')) return (l: Record<string, string>) => !Object.hasOwn(l, r.slice(1));
+      return (l: Record<string, string>) => Object.hasOwn(l, r);
+    });
+  return (labels) => reqs.every((f) => f(labels ?? {}));
+}
+
+export function parseFieldSelector(sel: string | null): (o: Obj) => boolean {
+  if (!sel) return () => true;
+  const reqs = sel.split(',').map((r) => {
+    const m = /^([\w.]+)\s*(==|=|!=)\s*(.*)$/.exec(r.trim());
+    if (!m) throw new Error(`bad field selector ${r}`);
+    const [, path, op, v] = m;
+    const get = (o: Obj) => path!.split('.').reduce<unknown>((x, k) => (x as Obj | undefined)?.[k], o);
+    return (o: Obj) => (op === '!=' ? String(get(o) ?? '') !== v : String(get(o) ?? '') === v);
+  });
+  return (o) => reqs.every((f) => f(o));
+}
+
+/** RFC 7386 merge patch. */
+function mergePatch(target: unknown, patch: unknown): unknown {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+  const out: Obj =
+    target && typeof target === 'object' && !Array.isArray(target) ? { ...(target as Obj) } : {};
+  for (const [k, v] of Object.entries(patch as Obj)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+/** RFC 6902 JSON patch (add, replace, remove, test). */
+function jsonPatch(target: Obj, ops: Obj[]): Obj {
+  const doc = clone(target);
+  for (const op of ops) {
+    const parts = String(op.path)
+      .split('/')
+      .slice(1)
+      .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+    const last = parts.pop()!;
+    const parent = parts.reduce<Obj>((x, k) => (x[k] ??= {}), doc);
+    if (op.op === 'test' && JSON.stringify(parent[last]) !== JSON.stringify(op.value))
+      throw new Error('test failed');
+    const isList = Array.isArray(parent);
+    const list = parent as unknown as unknown[];
+    const map = parent as Obj;
+    if (op.op === 'remove') {
+      if (isList) list.splice(Number(last), 1);
+      else delete map[last];
+    } else if (op.op === 'add' || op.op === 'replace') {
+      if (isList && op.op === 'add') list.splice(last === '-' ? list.length : Number(last), 0, op.value);
+      else map[last] = op.value;
+    }
+  }
+  return doc;
+}
+
+export class FakeKubeApi {
+  private server: Server | undefined;
+  private sockets = new Set<Socket>();
+  private store = new Map<string, Map<string, Obj>>();
+  private history: WatchEvent[] = [];
+  private oldestRv = 0;
+  private rv = 1000;
+  private watchers = new Set<Watcher>();
+  private bookmarkTimer: NodeJS.Timeout | undefined;
+  port = 0;
+  readonly options: FakeKubeApiOptions;
+  /** Counts of requests by "METHOD path-without-query", for assertions. */
+  readonly requests = new Map<string, number>();
+
+  constructor(options: FakeKubeApiOptions = {}) {
+    this.options = options;
+    for (const r of Object.keys(RESOURCES)) this.store.set(r, new Map());
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<string> {
+    const server = createServer((req, res) => {
+      this.handle(req, res).catch((err) => this.status(res, 500, 'InternalError', String(err)));
+    });
+    server.on('connection', (s) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
+    this.port = (server.address() as { port: number }).port;
+    this.server = server;
+    if (this.options.unsolicitedBookmarksMs) {
+      this.bookmarkTimer = setInterval(() => this.sendBookmarks(true), this.options.unsolicitedBookmarksMs);
+    }
+    return this.url;
+  }
+
+  /** The API server goes away: listener closed, every connection (watches too) cut. */
+  async stop(): Promise<void> {
+    clearInterval(this.bookmarkTimer);
+    for (const w of this.watchers) w.res.destroy();
+    this.watchers.clear();
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.server = undefined;
+  }
+
+  kubeconfig(): KubeConfig {
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: 'fake', server: this.url, skipTLSVerify: true }],
+      users: [{ name: 'agent', token: 'fake-token' }],
+      contexts: [{ name: 'fake', cluster: 'fake', user: 'agent' }],
+      currentContext: 'fake',
+    });
+    return kc;
+  }
+
+  /** A kubeconfig file's text for the same server (for processes). */
+  kubeconfigYaml(): string {
+    return `apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster: { server: "${this.url}", insecure-skip-tls-verify: true }
+users:
+- name: agent
+  user: { token: fake-token }
+contexts:
+- name: fake
+  context: { cluster: fake, user: agent }
+current-context: fake
+`;
+  }
+
+  // ---- state, as the test (or a controller) changes it ------------------------------
+
+  private key(ns: string | undefined, name: string): string {
+    return `${ns ?? ''}/${name}`;
+  }
+
+  list(resource: string, namespace?: string): Obj[] {
+    return [...this.store.get(resource)!.values()]
+      .filter((o) => !namespace || o.metadata?.namespace === namespace)
+      .map(clone);
+  }
+
+  get(resource: string, namespace: string | undefined, name: string): Obj | undefined {
+    const o = this.store.get(resource)!.get(this.key(namespace, name));
+    return o && clone(o);
+  }
+
+  private record(resource: string, type: WatchEvent['type'], object: Obj): void {
+    const ev: WatchEvent = {
+      rv: Number(object.metadata.resourceVersion),
+      resource,
+      type,
+      object: clone(object),
+    };
+    this.history.push(ev);
+    for (const w of this.watchers) {
+      if (w.resource !== resource) continue;
+      if (w.namespace && object.metadata?.namespace !== w.namespace) continue;
+      if (!w.matches(object)) continue;
+      this.write(w, { type, object: this.withKind(resource, object) });
+    }
+  }
+
+  private withKind(resource: string, o: Obj): Obj {
+    const r = RESOURCES[resource]!;
+    return { kind: r.kind, apiVersion: apiVersion(r), ...clone(o) };
+  }
+
+  create(resource: string, obj: Obj): Obj {
+    const o = clone(obj);
+    const r = RESOURCES[resource]!;
+    o.metadata ??= {};
+    if (!r.namespaced) delete o.metadata.namespace;
+    else o.metadata.namespace ??= 'default';
+    const k = this.key(o.metadata.namespace, o.metadata.name);
+    const table = this.store.get(resource)!;
+    if (table.has(k))
+      throw new HttpError(409, 'AlreadyExists', `${resource} "${o.metadata.name}" already exists`);
+    o.metadata.uid ??= randomUUID();
+    o.metadata.creationTimestamp ??= new Date().toISOString();
+    o.metadata.resourceVersion = String(++this.rv);
+    delete o.kind;
+    delete o.apiVersion;
+    table.set(k, o);
+    this.record(resource, 'ADDED', o);
+    return clone(o);
+  }
+
+  /** Replaces an object; a resourceVersion in `obj` must match (409 otherwise). */
+  update(resource: string, obj: Obj, opts: { subresource?: 'status' } = {}): Obj {
+    const table = this.store.get(resource)!;
+    const r = RESOURCES[resource]!;
+    const ns = r.namespaced ? (obj.metadata?.namespace ?? 'default') : undefined;
+    const k = this.key(ns, obj.metadata?.name);
+    const cur = table.get(k);
+    if (!cur) throw new HttpError(404, 'NotFound', `${resource} "${obj.metadata?.name}" not found`);
+    const want = obj.metadata?.resourceVersion;
+    if (want && want !== cur.metadata.resourceVersion) {
+      throw new HttpError(
+        409,
+        'Conflict',
+        `Operation cannot be fulfilled on ${resource} "${cur.metadata.name}": the object has been modified; please apply your changes to the latest version and try again`,
+      );
+    }
+    let next: Obj;
+    if (opts.subresource === 'status') next = { ...clone(cur), status: clone(obj.status) };
+    else {
+      next = clone(obj);
+      delete next.kind;
+      delete next.apiVersion;
+      if (r.hasStatus) next.status = clone(cur.status);
+    }
+    next.metadata = {
+      ...next.metadata,
+      uid: cur.metadata.uid,
+      creationTimestamp: cur.metadata.creationTimestamp,
+      namespace: cur.metadata.namespace,
+      resourceVersion: String(++this.rv),
+    };
+    if (!r.namespaced) delete next.metadata.namespace;
+    table.set(k, next);
+    this.record(resource, 'MODIFIED', next);
+    return clone(next);
+  }
+
+  /** Test-side convenience: change an object with a function, status included. */
+  mutate(resource: string, namespace: string | undefined, name: string, fn: (o: Obj) => void): Obj {
+    const cur = this.get(resource, namespace, name);
+    if (!cur) throw new Error(`${resource} ${namespace}/${name} not found`);
+    fn(cur);
+    delete cur.metadata.resourceVersion;
+    const r = RESOURCES[resource]!;
+    if (r.hasStatus) this.update(resource, { ...cur }, { subresource: 'status' });
+    return this.update(resource, cur);
+  }
+
+  remove(resource: string, namespace: string | undefined, name: string): void {
+    const table = this.store.get(resource)!;
+    const k = this.key(RESOURCES[resource]!.namespaced ? (namespace ?? 'default') : undefined, name);
+    const cur = table.get(k);
+    if (!cur) throw new HttpError(404, 'NotFound', `${resource} "${name}" not found`);
+    table.delete(k);
+    const gone = { ...cur, metadata: { ...cur.metadata, resourceVersion: String(++this.rv) } };
+    this.record(resource, 'DELETED', gone);
+  }
+
+  /** Forgets the watch history: any watch from an older resourceVersion gets 410 Gone. */
+  compact(): void {
+    this.history = [];
+    this.oldestRv = this.rv;
+  }
+
+  /** Ends every open watch cleanly (as the API server does at its timeout). */
+  endWatches(): void {
+    for (const w of this.watchers) w.res.end();
+    this.watchers.clear();
+  }
+
+  /** Sends an ERROR 410 event to every watch, then ends them. */
+  expireWatches(): void {
+    for (const w of this.watchers) {
+      this.write(w, { type: 'ERROR', object: this.goneStatus() });
+      w.res.end();
+    }
+    this.watchers.clear();
+  }
+
+  get watchCount(): number {
+    return this.watchers.size;
+  }
+
+  // ---- HTTP ---------------------------------------------------------------------------
+
+  private goneStatus(): Obj {
+    return {
+      kind: 'Status',
+      apiVersion: 'v1',
+      metadata: {},
+      status: 'Failure',
+      message: 'too old resource version',
+      reason: 'Expired',
+      code: 410,
+    };
+  }
+
+  private status(res: ServerResponse, code: number, reason: string, message: string): void {
+    if (res.headersSent) return void res.end();
+    res.writeHead(code, { 'content-type': 'application/json' });
+    res.end(
+      JSON.stringify({
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Failure',
+        message,
+        reason,
+        code,
+      }),
+    );
+  }
+
+  private json(res: ServerResponse, code: number, body: unknown): void {
+    res.writeHead(code, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  }
+
+  private write(w: Watcher, ev: Obj): void {
+    w.res.write(`${JSON.stringify(ev)}\n`);
+  }
+
+  private sendBookmarks(unsolicited = false): void {
+    for (const w of this.watchers) {
+      if (!w.bookmarks && !unsolicited) continue;
+      const r = RESOURCES[w.resource]!;
+      this.write(w, {
+        type: 'BOOKMARK',
+        object: { kind: r.kind, apiVersion: apiVersion(r), metadata: { resourceVersion: String(this.rv) } },
+      });
+    }
+  }
+
+  private route(
+    path: string,
+  ): { resource: string; namespace?: string; name?: string; subresource?: string } | undefined {
+    const m =
+      /^\/api\/v1(?:\/namespaces\/([^/]+))?\/([a-z]+)(?:\/([^/]+))?(?:\/(status))?$/.exec(path) ??
+      /^\/apis\/[^/]+\/v1(?:\/namespaces\/([^/]+))?\/([a-z]+)(?:\/([^/]+))?(?:\/(status))?$/.exec(path);
+    if (!m || !RESOURCES[m[2]!]) return undefined;
+    return { resource: m[2]!, namespace: m[1], name: m[3], subresource: m[4] };
+  }
+
+  private async body(req: IncomingMessage): Promise<Obj> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8');
+    return text ? (JSON.parse(text) as Obj) : {};
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    this.requests.set(
+      `${req.method} ${url.pathname}`,
+      (this.requests.get(`${req.method} ${url.pathname}`) ?? 0) + 1,
+    );
+    const r = this.route(url.pathname);
+    if (!r) return this.status(res, 404, 'NotFound', `no route for ${url.pathname}`);
+    const type = RESOURCES[r.resource]!;
+    try {
+      if (req.method === 'GET' && !r.name) return this.handleList(req, res, url, r.resource, r.namespace);
+      if (req.method === 'GET') {
+        const o = this.get(r.resource, r.namespace, r.name!);
+        if (!o) return this.status(res, 404, 'NotFound', `${r.resource} "${r.name}" not found`);
+        return this.json(res, 200, this.withKind(r.resource, o));
+      }
+      if (req.method === 'POST') {
+        const body = await this.body(req);
+        if (r.namespace) body.metadata = { ...body.metadata, namespace: r.namespace };
+        if (!body.metadata?.name && body.metadata?.generateName)
+          body.metadata.name = `${body.metadata.generateName}${randomUUID().slice(0, 5)}`;
+        return this.json(res, 201, this.withKind(r.resource, this.create(r.resource, body)));
+      }
+      if (req.method === 'PUT') {
+        const body = await this.body(req);
+        body.metadata = {
+          ...body.metadata,
+          name: r.name,
+          ...(type.namespaced ? { namespace: r.namespace } : {}),
+        };
+        const sub = r.subresource === 'status' ? { subresource: 'status' as const } : {};
+        return this.json(res, 200, this.withKind(r.resource, this.update(r.resource, body, sub)));
+      }
+      if (req.method === 'PATCH') {
+        const patch = await this.body(req);
+        const cur = this.get(r.resource, r.namespace, r.name!);
+        if (!cur) return this.status(res, 404, 'NotFound', `${r.resource} "${r.name}" not found`);
+        const ctype = String(req.headers['content-type'] ?? '');
+        const next = ctype.includes('json-patch')
+          ? jsonPatch(cur, patch as unknown as Obj[])
+          : (mergePatch(cur, patch) as Obj);
+        if (!ctype.includes('json-patch') && !patch.metadata?.resourceVersion)
+          delete next.metadata.resourceVersion;
+        const sub = r.subresource === 'status' ? { subresource: 'status' as const } : {};
+        return this.json(res, 200, this.withKind(r.resource, this.update(r.resource, next, sub)));
+      }
+      if (req.method === 'DELETE') {
+        this.remove(r.resource, r.namespace, r.name!);
+        return this.json(res, 200, { kind: 'Status', apiVersion: 'v1', status: 'Success' });
+      }
+      return this.status(res, 405, 'MethodNotAllowed', `${req.method} not supported`);
+    } catch (err) {
+      if (err instanceof HttpError) return this.status(res, err.code, err.reason, err.message);
+      throw err;
+    }
+  }
+
+  private handleList(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    resource: string,
+    namespace: string | undefined,
+  ): void {
+    const labels = parseLabelSelector(url.searchParams.get('labelSelector'));
+    const fields = parseFieldSelector(url.searchParams.get('fieldSelector'));
+    const matches = (o: Obj) => labels(o.metadata?.labels) && fields(o);
+    const type = RESOURCES[resource]!;
+    if (url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1') {
+      const from = Number(url.searchParams.get('resourceVersion') ?? '0');
+      if (from && from < this.oldestRv) {
+        if ((this.options.goneAs ?? 'status') === 'status')
+          return this.status(res, 410, 'Expired', 'too old resource version');
+        res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+        res.end(`${JSON.stringify({ type: 'ERROR', object: this.goneStatus() })}\n`);
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+      const w: Watcher = {
+        resource,
+        namespace,
+        matches,
+        res,
+        bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true',
+      };
+      for (const ev of this.history) {
+        if (ev.rv <= from || ev.resource !== resource) continue;
+        if (namespace && ev.object.metadata?.namespace !== namespace) continue;
+        if (matches(ev.object)) this.write(w, { type: ev.type, object: this.withKind(resource, ev.object) });
+      }
+      if (w.bookmarks)
+        this.write(w, {
+          type: 'BOOKMARK',
+          object: {
+            kind: type.kind,
+            apiVersion: apiVersion(type),
+            metadata: { resourceVersion: String(this.rv) },
+          },
+        });
+      this.watchers.add(w);
+      req.on('close', () => this.watchers.delete(w));
+      return;
+    }
+    const items = this.list(resource, namespace).filter(matches);
+    this.json(res, 200, {
+      kind: `${type.kind}List`,
+      apiVersion: apiVersion(type),
+      metadata: { resourceVersion: String(this.rv) },
+      items,
+    });
+  }
+}
+
+export class HttpError extends Error {
+  readonly code: number;
+  readonly reason: string;
+  constructor(code: number, reason: string, message: string) {
+    super(message);
+    this.code = code;
+    this.reason = reason;
+  }
+}

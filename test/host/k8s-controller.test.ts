@@ -1,0 +1,263 @@
+// The Kubernetes side against a fake API server at the HTTP level, through the real
+// @kubernetes/client-node: informers (list, watch, 410 relist, the server going away),
+// leader election over Leases, allocation with status writes and Events.
+import assert from 'node:assert/strict';
+import { after, afterEach, describe, test } from 'node:test';
+import { parseAgentConfig } from '../../lb-agent/src/config/agent-config.ts';
+import { KubernetesController, type KubernetesSync } from '../../lb-agent/src/k8s/controller.ts';
+import { FakeKubeApi, type Obj } from '../harness/fake-kube-api.ts';
+import { waitFor } from '../harness/netns.ts';
+
+const CLASS = 'portlb.io/portlb';
+
+function config(addresses = ['203.0.113.0/28']) {
+  return parseAgentConfig(
+    {
+      pools: [{ name: 'default', addresses }],
+      kubernetes: {
+        leaderElection: { leaseDurationSeconds: 3, renewDeadlineSeconds: 2, retryPeriodSeconds: 1 },
+      },
+    },
+    'test',
+  );
+}
+
+let created = 0;
+const service = (name: string, extra: Obj = {}): Obj => ({
+  // Distinct creation times: the older Service wins conflicts, so order must be explicit.
+  metadata: {
+    name,
+    namespace: 'default',
+    creationTimestamp: new Date(Date.UTC(2026, 0, 1, 0, 0, created++)).toISOString(),
+    ...(extra.metadata ?? {}),
+  },
+  spec: {
+    type: 'LoadBalancer',
+    loadBalancerClass: CLASS,
+    ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    ...(extra.spec ?? {}),
+  },
+  status: {},
+});
+const slice = (svc: string, endpoints: Obj[], name = `${svc}-1`): Obj => ({
+  metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': svc } },
+  addressType: 'IPv4',
+  ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  endpoints,
+});
+const ep = (ip: string, conditions: Obj = { ready: true }) => ({
+  addresses: [ip],
+  conditions,
+  nodeName: 'edge-1',
+});
+const node = (name: string): Obj => ({
+  metadata: { name },
+  status: { conditions: [{ type: 'Ready', status: 'True' }] },
+});
+
+const ingressOf = (api: FakeKubeApi, name: string) =>
+  (api.get('services', 'default', name)?.status?.loadBalancer?.ingress ?? []) as {
+    ip: string;
+    ipMode?: string;
+  }[];
+const eventsOf = (api: FakeKubeApi, name: string) =>
+  api
+    .list('events', 'default')
+    .filter((e) => e.involvedObject?.name === name)
+    .map((e) => `${e.type} ${e.reason}`);
+const backends = (s: KubernetesSync) =>
+  s.desired.virtualServices.flatMap((v) => v.spec.destinations.map((d) => `${d.address}:${d.port}`)).sort();
+
+describe('Kubernetes controller against a fake API server', () => {
+  const controllers: KubernetesController[] = [];
+  const apis: FakeKubeApi[] = [];
+  afterEach(async () => {
+    await Promise.all(controllers.splice(0).map((c) => c.stop()));
+    await Promise.all(apis.splice(0).map((a) => a.stop()));
+  });
+  after(() => {});
+
+  async function setup(
+    opts: { goneAs?: 'status' | 'event'; pools?: string[]; identity?: string; api?: FakeKubeApi } = {},
+  ) {
+    let api = opts.api;
+    if (!api) {
+      api = new FakeKubeApi({ goneAs: opts.goneAs, unsolicitedBookmarksMs: 200 });
+      await api.start();
+      apis.push(api);
+      api.create('nodes', node('edge-1'));
+    }
+    let changes = 0;
+    const ctl = new KubernetesController({
+      kubeconfig: api.kubeconfig(),
+      config: config(opts.pools),
+      nodeName: 'edge-1',
+      identity: opts.identity,
+      onChange: () => changes++,
+      informerBackoffMs: { initial: 50, max: 400 },
+    });
+    controllers.push(ctl);
+    ctl.start();
+    await waitFor('informers synced', () => ctl.synced());
+    return { api, ctl, changes: () => changes };
+  }
+
+  const syncUntil = (
+    ctl: KubernetesController,
+    what: string,
+    pred: (s: KubernetesSync) => boolean,
+    timeoutMs = 10_000,
+  ) =>
+    waitFor(
+      what,
+      async () => {
+        const s = await ctl.sync();
+        return pred(s) ? s : undefined;
+      },
+      { timeoutMs, intervalMs: 100 },
+    );
+
+  test('add: the leader assigns an address (ipMode Proxy), every replica programs the backends', async () => {
+    const { api, ctl } = await setup();
+    await waitFor('leader', () => ctl.isLeader());
+    api.create('services', service('web'));
+    api.create('endpointslices', slice('web', [ep('10.0.0.1'), ep('10.0.0.2')]));
+    const s = await syncUntil(ctl, 'programmed', (x) => backends(x).length === 2);
+    assert.deepEqual(ingressOf(api, 'web'), [{ ip: '203.0.113.1', ipMode: 'Proxy' }]);
+    assert.deepEqual(backends(s), ['10.0.0.1:8080', '10.0.0.2:8080']);
+    assert.equal(s.desired.vips[0]?.announce, true);
+    assert.ok(eventsOf(api, 'web').includes('Normal AddressAssigned'));
+    // Converged: another pass writes no status.
+    const writes = ctl.writer.statusWrites;
+    await ctl.sync();
+    await ctl.sync();
+    assert.equal(ctl.writer.statusWrites, writes);
+  });
+
+  test('update: endpoints turning terminating, then gone; delete: status and desired state follow', async () => {
+    const { api, ctl } = await setup();
+    await waitFor('leader', () => ctl.isLeader());
+    api.create('services', service('web'));
+    api.create('endpointslices', slice('web', [ep('10.0.0.1'), ep('10.0.0.2')]));
+    await syncUntil(ctl, 'two backends', (x) => backends(x).length === 2);
+    api.mutate('endpointslices', 'default', 'web-1', (o) => {
+      o.endpoints = [
+        ep('10.0.0.1', { ready: false, serving: true, terminating: true }),
+        ep('10.0.0.2', { ready: false, serving: true, terminating: true }),
+      ];
+    });
+    const draining = await syncUntil(
+      ctl,
+      'serving-terminating fallback',
+      (x) => backends(x).length === 2 && x.desired.vips[0]?.announce === true,
+    );
+    assert.ok(draining);
+    api.mutate('endpointslices', 'default', 'web-1', (o) => {
+      o.endpoints = [ep('10.0.0.3')];
+    });
+    await syncUntil(ctl, 'ready one preferred', (x) => backends(x).join() === '10.0.0.3:8080');
+    api.mutate('endpointslices', 'default', 'web-1', (o) => {
+      o.endpoints = [ep('10.0.0.3', { ready: false, serving: false })];
+    });
+    const none = await syncUntil(ctl, 'no backends', (x) => backends(x).length === 0);
+    assert.equal(none.desired.vips[0]?.withheld, 'NoReadyBackends');
+    // Type change: no longer ours -> the leader clears the status it wrote.
+    api.mutate('services', 'default', 'web', (o) => {
+      o.spec.type = 'ClusterIP';
+    });
+    await syncUntil(ctl, 'status cleared', () => ingressOf(api, 'web').length === 0);
+    api.remove('services', 'default', 'web');
+    const gone = await syncUntil(ctl, 'nothing desired', (x) => x.desired.virtualServices.length === 0);
+    assert.deepEqual(gone.desired.vips, []);
+  });
+
+  for (const goneAs of ['status', 'event'] as const) {
+    test(`410 Gone (${goneAs}): the informer relists and sees what changed meanwhile`, async () => {
+      const { api, ctl } = await setup({ goneAs });
+      api.create('services', service('a', { metadata: {} }));
+      api.create('endpointslices', slice('a', [ep('10.0.0.1')]));
+      await syncUntil(ctl, 'a allocated', () => ingressOf(api, 'a').length === 1);
+      const lists = api.requests.get('GET /api/v1/services') ?? 0;
+      // History is compacted and every watch is cut: resuming from the old version must fail with 410.
+      api.compact();
+      if (goneAs === 'event') api.expireWatches();
+      else api.endWatches();
+      api.create('services', service('b'));
+      api.create('endpointslices', slice('b', [ep('10.0.0.9')]));
+      const s = await syncUntil(ctl, 'b seen after relist', (x) => backends(x).includes('10.0.0.9:8080'));
+      assert.ok((api.requests.get('GET /api/v1/services') ?? 0) > lists, 'a new list was made');
+      assert.ok(backends(s).includes('10.0.0.1:8080'), 'a kept');
+    });
+  }
+
+  test('the API server goes away: the last state is kept; it comes back: the agent recovers', async () => {
+    const { api, ctl } = await setup();
+    api.create('services', service('web'));
+    api.create('endpointslices', slice('web', [ep('10.0.0.1')]));
+    const before = await syncUntil(ctl, 'programmed', (x) => backends(x).length === 1);
+    await api.stop();
+    await waitFor('disconnect noticed', () => !ctl.connected());
+    const during = await ctl.sync();
+    assert.deepEqual(backends(during), backends(before), 'the last known state, not an empty one');
+    // Changes while the agent cannot see them...
+    api.mutate('endpointslices', 'default', 'web-1', (o) => {
+      o.endpoints = [ep('10.0.0.1'), ep('10.0.0.5')];
+    });
+    await api.start();
+    const after = await syncUntil(ctl, 'recovered', (x) => backends(x).length === 2, 15_000);
+    assert.deepEqual(backends(after), ['10.0.0.1:8080', '10.0.0.5:8080']);
+    await waitFor('connected again', () => ctl.connected());
+    assert.ok(ctl.services.restarts > 0);
+  });
+
+  test('two replicas race for the Lease: one writer at a time, and a handover when it leaves', async () => {
+    const first = await setup({ identity: 'replica-a' });
+    const second = await setup({ identity: 'replica-b', api: first.api });
+    await waitFor('a leader', () => first.ctl.isLeader() || second.ctl.isLeader());
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal([first.ctl, second.ctl].filter((c) => c.isLeader()).length, 1, 'exactly one leader');
+    const [leader, follower] = first.ctl.isLeader() ? [first.ctl, second.ctl] : [second.ctl, first.ctl];
+    first.api.create('services', service('web'));
+    await waitFor('the leader allocates', async () => {
+      await leader.sync();
+      return ingressOf(first.api, 'web').length === 1;
+    });
+    await syncUntil(follower, 'the follower sees the address', (x) => x.desired.vips.length === 1);
+    assert.equal(follower.writer.statusWrites, 0, 'the follower never writes');
+    const lease = first.api.get('leases', 'portlb-system', 'portlb-controller');
+    assert.equal(lease?.spec.holderIdentity, first.ctl.isLeader() ? 'replica-a' : 'replica-b');
+    await leader.stop();
+    await waitFor('handover', () => follower.isLeader(), { timeoutMs: 5000 });
+    first.api.create('services', service('api'));
+    await syncUntil(follower, 'new leader allocates', () => ingressOf(first.api, 'api').length === 1);
+    assert.ok(follower.writer.statusWrites > 0);
+  });
+
+  test('VIP conflict and an exhausted pool are reported as Events, never silently', async () => {
+    const { api, ctl } = await setup({ pools: ['203.0.113.0/30'] });
+    await waitFor('leader', () => ctl.isLeader());
+    api.create(
+      'services',
+      service('old', { metadata: { annotations: { 'portlb.io/load-balancer-ips': '203.0.113.2' } } }),
+    );
+    await syncUntil(ctl, 'old has it', () => ingressOf(api, 'old').length === 1);
+    api.create(
+      'services',
+      service('young', { metadata: { annotations: { 'portlb.io/load-balancer-ips': '203.0.113.2' } } }),
+    );
+    api.create('services', service('next'));
+    api.create('services', service('late'));
+    await syncUntil(
+      ctl,
+      'events',
+      () =>
+        eventsOf(api, 'young').includes('Warning AddressConflict') &&
+        eventsOf(api, 'late').includes('Warning PoolExhausted'),
+    );
+    assert.deepEqual(ingressOf(api, 'young'), []);
+    assert.deepEqual(ingressOf(api, 'next'), [{ ip: '203.0.113.1', ipMode: 'Proxy' }]);
+    assert.deepEqual(ingressOf(api, 'late'), []);
+    const msg = api.list('events', 'default').find((e) => e.reason === 'PoolExhausted')?.message;
+    assert.match(msg, /no free ipv4 address in pool default/);
+  });
+});
