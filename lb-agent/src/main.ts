@@ -11,6 +11,8 @@ const HELP = `Usage: portlb <command> [options]
 portlb: a portable Layer-4 load balancer for Kubernetes (IPVS + BGP/ECMP).
 
 Commands:
+  agent                run lb-agent (--config FILE)
+  status               what the agent on this node does (services, backends, VIPs, BGP)
   ipvs list            list the kernel's IPVS services
   ipvs apply FILE      make IPVS match a declarative services file
 
@@ -29,6 +31,10 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'ipvs':
       return ipvsCommand(rest);
+    case 'agent':
+      return (await import('./cli/agent-command.ts')).agentCommand(rest);
+    case 'status':
+      return (await import('./cli/status-command.ts')).statusCommand(rest);
     default:
       throw new UsageError(`unknown command '${command}' (see portlb --help)`);
   }

@@ -60,6 +60,8 @@ const backendSchema = z
     forwarding: forwarding.optional(),
     tunnelType: z.enum(['ipip', 'gue', 'gre'], { error: 'must be one of ipip, gue, gre' }).optional(),
     tunnelPort: int(1, 65535, 'a port').optional(),
+    /** false: the backend is kept out (drained), as an unready endpoint is in Kubernetes. */
+    ready: z.boolean({ error: 'must be true or false' }).default(true),
   })
   .strict();
 
@@ -84,6 +86,8 @@ const serviceSchema = z
       .strict()
       .optional(),
     forwarding: forwarding.optional(),
+    /** Agent (standalone mode): whether this VIP may be announced over BGP. */
+    announce: z.boolean({ error: 'must be true or false' }).default(true),
     backends: z.array(backendSchema).default([]),
   })
   .strict();
@@ -109,6 +113,9 @@ export interface ServiceDefinition extends ServiceSpec {
   name: string | undefined;
   /** Position in the file, for messages. */
   index: number;
+  announce: boolean;
+  /** Backends marked ready: false, left out of `destinations` (so they drain). */
+  notReady: RealServer[];
 }
 
 export interface ServicesFile {
@@ -215,6 +222,7 @@ export function buildServicesFile(raw: RawServicesFile, source: string): Service
       } else persistence = { timeout: s.persistence.timeout, prefix };
     }
     const destinations: RealServer[] = [];
+    const notReady: RealServer[] = [];
     const destSeen = new Set<string>();
     s.backends.forEach((b, j) => {
       const bfamily = ipFamily(b.address)!;
@@ -254,7 +262,7 @@ export function buildServicesFile(raw: RawServicesFile, source: string): Service
       const did = destinationId(dest);
       if (destSeen.has(did)) problems.push(`${at('services', i, 'backends', j)}: duplicate backend ${did}`);
       destSeen.add(did);
-      destinations.push(dest);
+      (b.ready ? destinations : notReady).push(dest);
     });
     if (key) {
       const id = serviceId(key);
@@ -267,6 +275,8 @@ export function buildServicesFile(raw: RawServicesFile, source: string): Service
       services.push({
         name: s.name,
         index: i,
+        announce: s.announce,
+        notReady,
         service: {
           key,
           scheduler: sched,

@@ -28,6 +28,12 @@ export class IpvsStateCache {
     return this.services.get(id);
   }
 
+  /** Replaces one service's destinations with a fresh read (connection counts for drains). */
+  setDestinations(id: string, destinations: ServiceState['destinations']): void {
+    const s = this.services.get(id);
+    if (s) this.services.set(id, { ...s, destinations });
+  }
+
   /** Records the operations the kernel accepted (failed ones changed nothing). */
   record(report: ApplyReport): void {
     for (const op of report.applied) this.apply(op);

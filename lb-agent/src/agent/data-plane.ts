@@ -1,0 +1,210 @@
+// Applies desired state to this node: IPVS sysctls, VIP addresses, IPVS services (the
+// pure planner's diff, drained removals, against a state cache refreshed by full
+// read-backs), and SNAT rules. Every step continues past failures and reports what
+// really reached the kernel; nothing outside portlb's pools is ever changed.
+import type { DesiredState } from '../core/desired.ts';
+import { errorCode } from '../errors.ts';
+import { applyOperations } from '../ipvs/apply.ts';
+import type { IpvsClient } from '../ipvs/client.ts';
+import { type DrainStatus, planIpvs } from '../ipvs/planner.ts';
+import { IpvsStateCache } from '../ipvs/state-cache.ts';
+import type { IpvsOperation, IpvsSysctls, ServiceKey, ServiceSpec, ServiceState } from '../ipvs/types.ts';
+import { serviceId } from '../ipvs/types.ts';
+import type { Clock } from '../util/clock.ts';
+import { type Logger, silentLogger } from '../util/log.ts';
+import type { SnatManager, SnatRule } from './snat.ts';
+import type { AddressManager, AddressSyncResult } from './vips.ts';
+
+export interface DataPlaneOptions {
+  ipvs: IpvsClient;
+  addresses: AddressManager;
+  snat: SnatManager;
+  /** Pools: the only addresses portlb programs or removes. */
+  owns: (address: string) => boolean;
+  drainTimeoutMs: number;
+  clock: Clock;
+  logger?: Logger;
+}
+
+export interface PassFailure {
+  step: 'sysctl' | 'vips' | 'ipvs' | 'snat' | 'read';
+  code: string;
+  message: string;
+}
+
+export interface DataPlaneReport {
+  full: boolean;
+  /** IPVS operations that reached the kernel, by kind. */
+  applied: Record<IpvsOperation['op'], number>;
+  failures: PassFailure[];
+  /** Desired IPVS services that match the kernel after this pass. */
+  programmed: Set<string>;
+  /** Real servers with weight > 0 in the kernel, per service id. */
+  usable: Map<string, number>;
+  draining: DrainStatus[];
+  vips: AddressSyncResult;
+  snatChanged: boolean;
+  foreign: number;
+}
+
+const emptyApplied = (): DataPlaneReport['applied'] => ({
+  'add-service': 0,
+  'update-service': 0,
+  'delete-service': 0,
+  'add-destination': 0,
+  'update-destination': 0,
+  'delete-destination': 0,
+});
+
+/** The sysctls a desired state needs (DESIGN.md decisions 6 and 9, kube-proxy's choices). */
+export function wantedSysctls(desired: DesiredState): Partial<IpvsSysctls> {
+  const anyMh = desired.virtualServices.some((v) => v.spec.service.scheduler === 'mh');
+  return {
+    // NAT-mode SNAT needs conntrack entries for IPVS connections.
+    ...(desired.virtualServices.some((v) => v.snat) ? { conntrack: 1 } : {}),
+    // A flow whose backend is gone is reset at once instead of black-holed.
+    expire_nodest_conn: 1,
+    expire_quiescent_template: 1,
+    // With mh, a replica accepts a flow that started on another one (ECMP changes).
+    ...(anyMh ? { sloppy_tcp: 1, sloppy_sctp: 1 } : {}),
+  };
+}
+
+export class DataPlane {
+  private readonly o: DataPlaneOptions;
+  private readonly log: Logger;
+  private readonly cache = new IpvsStateCache();
+  private loaded = false;
+  private draining = new Map<string, number>();
+  private lastSpecs = new Map<string, ServiceSpec>();
+  private lastProgrammed = new Set<string>();
+
+  constructor(options: DataPlaneOptions) {
+    this.o = options;
+    this.log = options.logger ?? silentLogger;
+  }
+
+  private ownsService = (key: ServiceKey): boolean => key.kind === 'address' && this.o.owns(key.address);
+
+  /** The kernel table as this node believes it is (for status and metrics). */
+  table(): ServiceState[] {
+    return this.cache.table();
+  }
+
+  async apply(desired: DesiredState, fullRequested: boolean): Promise<DataPlaneReport> {
+    const full = fullRequested || !this.loaded;
+    const now = this.o.clock.now();
+    const report: DataPlaneReport = {
+      full,
+      applied: emptyApplied(),
+      failures: [],
+      programmed: new Set(),
+      usable: new Map(),
+      draining: [],
+      vips: { added: [], removed: [], failed: [] },
+      snatChanged: false,
+      foreign: 0,
+    };
+    const fail = (step: PassFailure['step'], err: unknown) =>
+      report.failures.push({ step, code: errorCode(err), message: (err as Error).message ?? String(err) });
+
+    // 1. Read back (adopting whatever a previous run left), or refresh what is draining.
+    try {
+      if (full) {
+        this.cache.reset(await this.o.ipvs.getTable(), now);
+        this.loaded = true;
+        this.o.snat.invalidate();
+      } else {
+        for (const id of new Set([...this.draining.keys()].map((k) => k.slice(0, k.indexOf('|'))))) {
+          const state = this.cache.get(id);
+          if (state) this.cache.setDestinations(id, await this.o.ipvs.listDestinations(state.service.key));
+        }
+      }
+    } catch (err) {
+      fail('read', err);
+      return report;
+    }
+
+    // 2. Sysctls, only where they differ.
+    try {
+      const want = wantedSysctls(desired);
+      const have = await this.o.ipvs.getSysctls();
+      const change = Object.fromEntries(
+        Object.entries(want).filter(([k, v]) => have[k as keyof IpvsSysctls] !== v),
+      ) as Partial<IpvsSysctls>;
+      if (Object.keys(change).length) {
+        await this.o.ipvs.setSysctls(change);
+        this.log.info({ sysctls: change }, 'set IPVS sysctls');
+      }
+    } catch (err) {
+      fail('sysctl', err);
+    }
+
+    // 3. VIP addresses: present before the IPVS services they serve.
+    try {
+      report.vips = await this.o.addresses.sync(
+        desired.vips.map((v) => v.address),
+        this.o.owns,
+      );
+      for (const f of report.vips.failed)
+        report.failures.push({ step: 'vips', code: f.code, message: `${f.address}: ${f.message}` });
+    } catch (err) {
+      fail('vips', err);
+    }
+
+    // 4. IPVS: the pure diff, applied per object.
+    const specs = desired.virtualServices.map((v) => v.spec);
+    const specIds = specs.map((s) => serviceId(s.service.key));
+    const plan = planIpvs({
+      desired: specs,
+      actual: this.cache.table(),
+      owns: this.ownsService,
+      now,
+      draining: this.draining,
+      drainTimeoutMs: this.o.drainTimeoutMs,
+      unchanged: full
+        ? undefined
+        : (spec) => {
+            const id = serviceId(spec.service.key);
+            return this.lastSpecs.get(id) === spec && this.lastProgrammed.has(id);
+          },
+    });
+    report.foreign = plan.foreign;
+    const result = await applyOperations(this.o.ipvs, plan.operations);
+    this.cache.record(result);
+    this.draining = plan.draining;
+    report.draining = plan.drainingNow;
+    for (const op of result.applied) report.applied[op.op]++;
+    const failedServices = new Set<string>();
+    for (const f of result.failed) {
+      const key = f.op.op === 'add-service' || f.op.op === 'update-service' ? f.op.service.key : f.op.key;
+      failedServices.add(serviceId(key));
+      report.failures.push({ step: 'ipvs', code: f.error.code, message: f.error.message });
+    }
+    for (const r of plan.refused) {
+      report.failures.push({ step: 'ipvs', code: 'NOT_OWNED', message: `${serviceId(r.key)}: ${r.reason}` });
+    }
+    for (const id of specIds) {
+      if (!failedServices.has(id) && this.cache.get(id)) report.programmed.add(id);
+      report.usable.set(id, this.cache.get(id)?.destinations.filter((d) => d.weight > 0).length ?? 0);
+    }
+    this.lastSpecs = new Map(specs.map((s, i) => [specIds[i]!, s]));
+    this.lastProgrammed = report.programmed;
+
+    // 5. SNAT for NAT-mode services reaching backends anywhere.
+    const rules: SnatRule[] = desired.virtualServices
+      .filter((v) => v.snat && v.spec.service.key.kind === 'address')
+      .map((v) => {
+        const k = v.spec.service.key as Extract<ServiceKey, { kind: 'address' }>;
+        return { vip: k.address, family: k.family, port: k.port, protocol: k.protocol };
+      });
+    try {
+      report.snatChanged = await this.o.snat.apply(rules);
+    } catch (err) {
+      fail('snat', err);
+    }
+    // After a refused IPVS write the cache may be wrong: the next pass reads the kernel back.
+    if (report.failures.some((f) => f.step === 'ipvs')) this.loaded = false;
+    return report;
+  }
+}

@@ -1,0 +1,123 @@
+// Prometheus metrics of one agent (prom-client, its own registry).
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly syncDuration = new Histogram({
+    name: 'portlb_sync_duration_seconds',
+    help: 'Duration of one sync pass (desired state, data plane, announcements)',
+    labelNames: ['result', 'kind'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly syncs = new Counter({
+    name: 'portlb_syncs_total',
+    help: 'Sync passes by result',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  readonly errors = new Counter({
+    name: 'portlb_errors_total',
+    help: 'Errors by stable code and step',
+    labelNames: ['code', 'step'],
+    registers: [this.registry],
+  });
+  readonly ipvsOperations = new Counter({
+    name: 'portlb_ipvs_operations_total',
+    help: 'IPVS writes that reached the kernel',
+    labelNames: ['op'],
+    registers: [this.registry],
+  });
+  readonly ipvsServices = new Gauge({
+    name: 'portlb_ipvs_services',
+    help: 'IPVS virtual services portlb programs',
+    registers: [this.registry],
+  });
+  readonly ipvsDestinations = new Gauge({
+    name: 'portlb_ipvs_destinations',
+    help: 'Real servers of those services',
+    registers: [this.registry],
+  });
+  readonly draining = new Gauge({
+    name: 'portlb_ipvs_draining_destinations',
+    help: 'Real servers at weight 0 waiting for their connections to end',
+    registers: [this.registry],
+  });
+  readonly serviceConnections = new Gauge({
+    name: 'portlb_ipvs_service_connections_total',
+    help: 'Connections scheduled by a virtual service (kernel counter)',
+    labelNames: ['service'],
+    registers: [this.registry],
+  });
+  readonly serviceBytesIn = new Gauge({
+    name: 'portlb_ipvs_service_bytes_in_total',
+    help: 'Bytes in through a virtual service (kernel counter)',
+    labelNames: ['service'],
+    registers: [this.registry],
+  });
+  readonly serviceBytesOut = new Gauge({
+    name: 'portlb_ipvs_service_bytes_out_total',
+    help: 'Bytes out through a virtual service (kernel counter)',
+    labelNames: ['service'],
+    registers: [this.registry],
+  });
+  readonly activeConnections = new Gauge({
+    name: 'portlb_ipvs_active_connections',
+    help: 'Active connections per virtual service',
+    labelNames: ['service'],
+    registers: [this.registry],
+  });
+  readonly vips = new Gauge({
+    name: 'portlb_vips',
+    help: 'VIP addresses on this node',
+    registers: [this.registry],
+  });
+  readonly announced = new Gauge({
+    name: 'portlb_announced_vips',
+    help: 'VIPs this node announces',
+    registers: [this.registry],
+  });
+  readonly withheld = new Gauge({
+    name: 'portlb_withheld_vips',
+    help: 'VIPs not announced, by reason',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  readonly skipped = new Gauge({
+    name: 'portlb_skipped_services',
+    help: 'Services left out, by reason',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  readonly peerUp = new Gauge({
+    name: 'portlb_bgp_peer_established',
+    help: 'BGP session established (1) or not (0)',
+    labelNames: ['peer', 'state'],
+    registers: [this.registry],
+  });
+  readonly speakerConnected = new Gauge({
+    name: 'portlb_bgp_speaker_connected',
+    help: 'gobgpd reachable and provisioned',
+    registers: [this.registry],
+  });
+  readonly speakerProvisions = new Counter({
+    name: 'portlb_bgp_speaker_provisions_total',
+    help: 'Times the speaker was (re)provisioned from desired state',
+    registers: [this.registry],
+  });
+  readonly sourceSynced = new Gauge({
+    name: 'portlb_source_synced',
+    help: 'Desired-state source synced (informers listed / file read)',
+    registers: [this.registry],
+  });
+  readonly leader = new Gauge({
+    name: 'portlb_leader',
+    help: 'This replica writes Service status (1) or not (0)',
+    registers: [this.registry],
+  });
+  readonly configReloadErrors = new Counter({
+    name: 'portlb_config_reload_errors_total',
+    help: 'Rejected reloads of the services file (the running state was kept)',
+    registers: [this.registry],
+  });
+}

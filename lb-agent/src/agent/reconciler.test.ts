@@ -1,0 +1,272 @@
+// The agent's sync loop with fakes for every boundary (kernel, addresses, SNAT, speaker)
+// and an injected clock: no sleeps, no kernel.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { FakeBgpSpeaker } from '../bgp/fake-speaker.ts';
+import { computeDesired, type DesiredState } from '../core/desired.ts';
+import type { Endpoint, ServiceIntent } from '../core/types.ts';
+import { FakeIpvsClient } from '../ipvs/fake-client.ts';
+import { type AddressBlock, blockContains, parseAddressBlock } from '../net/pool.ts';
+import { ManualClock } from '../util/clock.ts';
+import { DataPlane } from './data-plane.ts';
+import { type DesiredSource, Reconciler } from './reconciler.ts';
+import { FakeSnat } from './snat.ts';
+import { FakeAddressManager } from './vips.ts';
+
+const pool = parseAddressBlock('203.0.113.0/24') as AddressBlock;
+const owns = (a: string) => blockContains(pool, a);
+
+const ep = (address: string, ready = true): Endpoint => ({
+  address,
+  family: 'ipv4',
+  port: 8080,
+  ready,
+  serving: ready,
+  terminating: false,
+  nodeName: undefined,
+});
+const intent = (
+  id: string,
+  vip: string,
+  endpoints: Endpoint[],
+  extra: Partial<ServiceIntent> = {},
+): ServiceIntent => ({
+  id,
+  vips: [vip],
+  ports: [{ name: '', protocol: 'tcp', port: 80, endpoints }],
+  scheduler: 'mh',
+  schedulerFlags: [],
+  forwarding: 'nat',
+  persistence: undefined,
+  trafficPolicy: 'Cluster',
+  announce: true,
+  warnings: [],
+  ...extra,
+});
+
+class TestSource implements DesiredSource {
+  readonly kind = 'standalone' as const;
+  intents: ServiceIntent[] = [];
+  changed: () => void = () => {};
+  desiredCalls = 0;
+  start(changed: () => void) {
+    this.changed = changed;
+  }
+  async stop() {}
+  synced() {
+    return true;
+  }
+  healthy() {
+    return true;
+  }
+  async desired(): Promise<DesiredState> {
+    this.desiredCalls++;
+    return computeDesired({ services: this.intents }, { name: 'n1', excluded: false, ready: true }, { owns });
+  }
+}
+
+async function rig() {
+  const clock = new ManualClock();
+  const ipvs = new FakeIpvsClient();
+  const addresses = new FakeAddressManager();
+  const snat = new FakeSnat();
+  const speaker = new FakeBgpSpeaker();
+  await speaker.setGlobal({ asn: 65001, routerId: '192.0.2.1', listenPort: -1, listenAddresses: [] });
+  const source = new TestSource();
+  const dataPlane = new DataPlane({ ipvs, addresses, snat, owns, drainTimeoutMs: 30_000, clock });
+  const r = new Reconciler({
+    source,
+    dataPlane,
+    speaker,
+    clock,
+    announce: { communities: ['64512:1'], shutdownPrepend: 2 },
+    minIntervalMs: 200,
+    resyncMs: 60_000,
+    retryMaxMs: 5_000,
+  });
+  // Moves the clock until no pass is running or queued (passes wait out the minimum interval).
+  const settle = async () => {
+    for (let i = 0; i < 50 && r.busy(); i++) await clock.advance(250);
+    await r.idle();
+  };
+  const pass = async (full = false) => {
+    r.trigger(full);
+    await settle();
+  };
+  return { clock, ipvs, addresses, snat, speaker, source, r, pass, settle };
+}
+
+describe('reconciler + data plane (fakes)', () => {
+  test('programs IPVS, VIP, SNAT, sysctls, then announces; a converged pass writes nothing', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1'), ep('10.0.0.2')])];
+    t.r.start();
+    await t.settle();
+    const table = await t.ipvs.getTable();
+    assert.equal(table.length, 1);
+    assert.equal(table[0]!.destinations.length, 2);
+    assert.deepEqual([...t.addresses.addresses], ['203.0.113.10']);
+    assert.deepEqual(t.snat.rules, [{ vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' }]);
+    assert.deepEqual(
+      await t.ipvs.getSysctls().then((s) => [s.conntrack, s.sloppy_tcp, s.expire_nodest_conn]),
+      [1, 1, 1],
+    );
+    assert.deepEqual(
+      [...t.speaker.announced().values()].map((a) => [a.prefix, a.communities]),
+      [['203.0.113.10/32', ['64512:1']]],
+    );
+    assert.equal(t.r.last?.ok, true);
+    const writes = [t.ipvs.writes, t.addresses.changes, t.snat.writes, t.speaker.log.length];
+    await t.pass();
+    await t.pass(true);
+    assert.deepEqual([t.ipvs.writes, t.addresses.changes, t.snat.writes, t.speaker.log.length], writes);
+  });
+
+  test('adopts what the kernel already holds: a restart writes nothing', async () => {
+    const first = await rig();
+    first.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    first.r.start();
+    await first.clock.advance(250);
+    await first.r.idle();
+    // A new agent on the same kernel and addresses.
+    const clock = new ManualClock();
+    const dp = new DataPlane({
+      ipvs: first.ipvs,
+      addresses: first.addresses,
+      snat: new FakeSnat(),
+      owns,
+      drainTimeoutMs: 1,
+      clock,
+    });
+    const before = first.ipvs.writes;
+    const r = new Reconciler({
+      source: first.source,
+      dataPlane: dp,
+      speaker: first.speaker,
+      clock,
+      announce: { communities: [], shutdownPrepend: 2 },
+      minIntervalMs: 0,
+      resyncMs: 60_000,
+      retryMaxMs: 1000,
+    });
+    r.start();
+    for (let i = 0; i < 10 && r.busy(); i++) await clock.advance(250);
+    await r.idle();
+    assert.equal(first.ipvs.writes, before);
+  });
+
+  test('health gating: no usable backend, no announcement; one appears, announced', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1', false)])];
+    t.r.start();
+    await t.settle();
+    assert.equal(t.speaker.announced().size, 0);
+    assert.deepEqual(t.r.last?.withheld, [{ address: '203.0.113.10', reason: 'NoReadyBackends' }]);
+    assert.deepEqual([...t.addresses.addresses], ['203.0.113.10'], 'programmed anyway');
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    await t.pass();
+    assert.equal(t.speaker.announced().size, 1);
+  });
+
+  test('a kernel refusal is reported, the VIP not announced, and a full retry scheduled', async () => {
+    const t = await rig();
+    t.source.intents = [
+      intent('bad', '203.0.113.20', [ep('10.0.0.1')], { scheduler: 'nosuch' }),
+      intent('good', '203.0.113.21', [ep('10.0.0.2')]),
+    ];
+    t.r.start();
+    await t.settle();
+    assert.equal(t.r.last?.ok, false);
+    assert.deepEqual(
+      t.r.last?.report.failures.map((f) => f.code),
+      ['SCHEDULER_NOT_FOUND', 'SERVICE_NOT_FOUND'],
+    );
+    assert.deepEqual([...t.speaker.announced().keys()], ['203.0.113.21/32']);
+    const passes = t.r.passes;
+    await t.clock.advance(1000);
+    await t.settle();
+    assert.ok(t.r.passes > passes, 'retried');
+  });
+
+  test('a removed backend drains: weight 0, then deleted when idle; a bounded wait otherwise', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1'), ep('10.0.0.2')])];
+    t.r.start();
+    await t.settle();
+    const key = (await t.ipvs.getTable())[0]!.service.key;
+    t.ipvs.setConnections(key, { family: 'ipv4', address: '10.0.0.2', port: 8080 }, 3);
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    await t.pass(true);
+    const weights = async () =>
+      (await t.ipvs.listDestinations(key)).map((d) => `${d.address}=${d.weight}`).sort();
+    assert.deepEqual(await weights(), ['10.0.0.1=1', '10.0.0.2=0']);
+    await t.pass();
+    assert.deepEqual(await weights(), ['10.0.0.1=1', '10.0.0.2=0'], 'still busy');
+    t.ipvs.setConnections(key, { family: 'ipv4', address: '10.0.0.2', port: 8080 }, 0);
+    await t.pass();
+    assert.deepEqual(await weights(), ['10.0.0.1=1']);
+  });
+
+  test('never touches what it does not own; removes what it owns and no longer wants', async () => {
+    const t = await rig();
+    const foreign = {
+      kind: 'address' as const,
+      family: 'ipv4' as const,
+      protocol: 'tcp' as const,
+      address: '10.96.0.1',
+      port: 443,
+    };
+    await t.ipvs.addService({
+      key: foreign,
+      scheduler: 'rr',
+      schedulerFlags: [],
+      onePacket: false,
+      persistence: undefined,
+      persistenceEngine: undefined,
+    });
+    t.addresses.addresses.add('192.168.1.1');
+    t.addresses.addresses.add('203.0.113.99');
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    t.r.start();
+    await t.settle();
+    assert.deepEqual(
+      (await t.ipvs.getTable()).map((s) => s.service.key.kind === 'address' && s.service.key.address).sort(),
+      ['10.96.0.1', '203.0.113.10'],
+    );
+    assert.deepEqual([...t.addresses.addresses].sort(), ['192.168.1.1', '203.0.113.10']);
+    t.source.intents = [];
+    await t.pass();
+    assert.deepEqual(
+      (await t.ipvs.getTable()).map((s) => s.service.key.kind === 'address' && s.service.key.address),
+      ['10.96.0.1'],
+    );
+    assert.equal(t.speaker.announced().size, 0);
+  });
+
+  test('triggers coalesce: a burst of changes makes one pass', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    t.r.start();
+    await t.settle();
+    const calls = t.source.desiredCalls;
+    for (let i = 0; i < 50; i++) t.source.changed();
+    await t.settle();
+    assert.ok(t.source.desiredCalls - calls <= 2, `${t.source.desiredCalls - calls} passes for 50 triggers`);
+  });
+
+  test('graceful shutdown: GRACEFUL_SHUTDOWN and a longer AS path first, then the withdraw', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    t.r.start();
+    await t.settle();
+    const shutdown = t.r.beginShutdown();
+    await t.settle();
+    await shutdown;
+    const ad = [...t.speaker.announced().values()][0]!;
+    assert.deepEqual(ad.communities, ['64512:1', '65535:0']);
+    assert.equal(ad.asPathPrepend, 2);
+    await t.r.close({ withdraw: true });
+    assert.equal(t.speaker.announced().size, 0);
+    assert.equal((await t.ipvs.getTable()).length, 1, 'IPVS stays for the next start');
+  });
+});

@@ -1,0 +1,258 @@
+// The sync loop: one serialized, coalescing pass at a time (p-queue, concurrency 1, at
+// most one queued), a minimum interval between passes, a periodic full resync (kernel
+// read-back), and retry with backoff after a failed pass. Events only ask for a pass;
+// nothing is applied before the source has synced.
+import PQueue from 'p-queue';
+import type { Advertisement, BgpSpeaker } from '../bgp/types.ts';
+import type { DesiredState } from '../core/desired.ts';
+import { describeError, errorCode } from '../errors.ts';
+import { backoffDelay, type Clock } from '../util/clock.ts';
+import { type Logger, silentLogger } from '../util/log.ts';
+import { type AnnounceOptions, announcements, type Withheld } from './announcer.ts';
+import type { DataPlane, DataPlaneReport } from './data-plane.ts';
+import type { AgentMetrics } from './metrics.ts';
+
+/** Where desired state comes from: Kubernetes or a services file. */
+export interface DesiredSource {
+  readonly kind: 'kubernetes' | 'standalone';
+  /** Starts watching; `changed` asks the loop for a pass. */
+  start(changed: () => void): void;
+  stop(): Promise<void>;
+  /** Has a complete first view (nothing is applied before). */
+  synced(): boolean;
+  /** Currently connected to its origin (a lost API server keeps the last view). */
+  healthy(): boolean;
+  desired(): Promise<DesiredState>;
+  /** Told what this node announces after a pass (Kubernetes Events). */
+  announced?(vips: readonly { address: string; owners: readonly string[] }[]): Promise<void>;
+  isLeader?(): boolean;
+}
+
+export interface ReconcilerOptions {
+  source: DesiredSource;
+  dataPlane: DataPlane;
+  speaker: BgpSpeaker | undefined;
+  announce: Omit<AnnounceOptions, 'shuttingDown'>;
+  clock: Clock;
+  logger?: Logger;
+  metrics?: AgentMetrics;
+  minIntervalMs: number;
+  resyncMs: number;
+  retryMaxMs: number;
+}
+
+export interface PassResult {
+  at: number;
+  durationMs: number;
+  ok: boolean;
+  full: boolean;
+  desired: DesiredState;
+  report: DataPlaneReport;
+  ads: Advertisement[];
+  withheld: Withheld[];
+  speakerError: string | undefined;
+}
+
+export class Reconciler {
+  private readonly o: ReconcilerOptions;
+  private readonly log: Logger;
+  private readonly queue = new PQueue({ concurrency: 1 });
+  private pendingFull = false;
+  private lastEnd = Number.NEGATIVE_INFINITY;
+  private failures = 0;
+  private shuttingDown = false;
+  private stopped = false;
+  private readonly stop = new AbortController();
+  private announced: Advertisement[] = [];
+  last: PassResult | undefined;
+  lastSuccessAt: number | undefined;
+  passes = 0;
+
+  constructor(options: ReconcilerOptions) {
+    this.o = options;
+    this.log = options.logger ?? silentLogger;
+  }
+
+  start(): void {
+    this.o.source.start(() => this.trigger());
+    this.trigger(true);
+    void this.resyncLoop();
+  }
+
+  /** Asks for a pass; while one is queued, further asks join it. */
+  trigger(full = false): void {
+    if (this.stopped) return;
+    this.pendingFull ||= full;
+    if (this.queue.size > 0) return;
+    void this.queue.add(() => this.run());
+  }
+
+  /** A pass is running or queued. */
+  busy(): boolean {
+    return this.queue.size > 0 || this.queue.pending > 0;
+  }
+
+  /** Resolves when every queued pass has run. */
+  idle(): Promise<void> {
+    return this.queue.onIdle();
+  }
+
+  private async resyncLoop(): Promise<void> {
+    while (!this.stop.signal.aborted) {
+      try {
+        await this.o.clock.sleep(this.o.resyncMs, this.stop.signal);
+      } catch {
+        return;
+      }
+      this.trigger(true);
+    }
+  }
+
+  private async run(): Promise<void> {
+    const wait = this.lastEnd + this.o.minIntervalMs - this.o.clock.now();
+    if (wait > 0) await this.o.clock.sleep(wait, this.stop.signal).catch(() => {});
+    if (this.stopped) return;
+    const full = this.pendingFull;
+    this.pendingFull = false;
+    try {
+      await this.pass(full);
+    } finally {
+      this.lastEnd = this.o.clock.now();
+    }
+  }
+
+  /** One pass: desired state, withdraw what must go, data plane, announce. */
+  private async pass(full: boolean): Promise<void> {
+    const { source, dataPlane, speaker, metrics } = this.o;
+    this.o.metrics?.sourceSynced.set(source.synced() ? 1 : 0);
+    if (!source.synced()) {
+      this.log.debug('source not synced yet; nothing applied');
+      return;
+    }
+    const started = this.o.clock.now();
+    const t0 = performance.now();
+    let desired: DesiredState;
+    try {
+      desired = await source.desired();
+    } catch (err) {
+      this.failed(err, 'source');
+      return;
+    }
+    // Withdraw first what is no longer announceable, so no route points at a VIP we are
+    // about to remove.
+    let speakerError: string | undefined;
+    const stillOk = new Set(desired.vips.filter((v) => v.announce).map((v) => v.address));
+    const keep = this.announced.filter((a) => stillOk.has(a.prefix.slice(0, a.prefix.lastIndexOf('/'))));
+    if (speaker && keep.length !== this.announced.length) {
+      try {
+        await speaker.setAdvertisements(keep);
+        this.announced = keep;
+      } catch (err) {
+        speakerError = describeError(err);
+      }
+    }
+    const report = await dataPlane.apply(desired, full);
+    const { ads, withheld } = announcements(desired, report, {
+      ...this.o.announce,
+      shuttingDown: this.shuttingDown,
+    });
+    if (speaker) {
+      try {
+        await speaker.setAdvertisements(ads);
+        this.announced = ads;
+      } catch (err) {
+        speakerError ??= describeError(err);
+        if (metrics) metrics.errors.inc({ code: errorCode(err), step: 'bgp' });
+      }
+    } else {
+      this.announced = ads;
+    }
+    const ok = report.failures.length === 0;
+    const result: PassResult = {
+      at: started,
+      durationMs: performance.now() - t0,
+      ok,
+      full: report.full,
+      desired,
+      report,
+      ads,
+      withheld,
+      speakerError,
+    };
+    this.last = result;
+    this.passes++;
+    this.record(result);
+    if (source.announced) {
+      const announcedSet = new Set(ads.map((a) => a.prefix.slice(0, a.prefix.lastIndexOf('/'))));
+      await source.announced(desired.vips.filter((v) => announcedSet.has(v.address))).catch(() => {});
+    }
+    if (ok) {
+      this.failures = 0;
+      this.lastSuccessAt = this.o.clock.now();
+    } else {
+      for (const f of report.failures) this.log.warn({ step: f.step, code: f.code }, f.message);
+      this.scheduleRetry();
+    }
+  }
+
+  private failed(err: unknown, step: string): void {
+    this.log.warn({ err: describeError(err), step }, 'sync pass failed');
+    this.o.metrics?.errors.inc({ code: errorCode(err), step });
+    this.o.metrics?.syncs.inc({ result: 'error' });
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    const delay = backoffDelay(this.failures++, 500, this.o.retryMaxMs);
+    this.o.clock
+      .sleep(delay, this.stop.signal)
+      .then(() => this.trigger(true))
+      .catch(() => {});
+  }
+
+  private record(r: PassResult): void {
+    const m = this.o.metrics;
+    if (!m) return;
+    m.syncDuration.observe(
+      { result: r.ok ? 'ok' : 'error', kind: r.full ? 'full' : 'incremental' },
+      r.durationMs / 1000,
+    );
+    m.syncs.inc({ result: r.ok ? 'ok' : 'error' });
+    for (const [op, n] of Object.entries(r.report.applied)) if (n) m.ipvsOperations.inc({ op }, n);
+    for (const f of r.report.failures) m.errors.inc({ code: f.code, step: f.step });
+    m.ipvsServices.set(r.desired.virtualServices.length);
+    m.ipvsDestinations.set(r.desired.virtualServices.reduce((n, v) => n + v.spec.destinations.length, 0));
+    m.draining.set(r.report.draining.length);
+    m.vips.set(r.desired.vips.length);
+    m.announced.set(r.ads.length);
+    m.withheld.reset();
+    for (const w of r.withheld) m.withheld.inc({ reason: w.reason });
+    m.skipped.reset();
+    for (const s of r.desired.skipped) m.skipped.inc({ reason: s.reason });
+    m.leader.set(this.o.source.isLeader?.() ? 1 : 0);
+  }
+
+  /** Graceful shutdown, first step: re-announce everything as shutting down. */
+  async beginShutdown(): Promise<void> {
+    this.shuttingDown = true;
+    this.trigger();
+    await this.idle();
+  }
+
+  /** Stops passes; withdraws every path if asked (the last step of a graceful shutdown). */
+  async close(options: { withdraw: boolean }): Promise<void> {
+    this.stopped = true;
+    this.stop.abort();
+    this.queue.clear();
+    await this.queue.onIdle();
+    if (options.withdraw && this.o.speaker) {
+      await this.o.speaker.setAdvertisements([]);
+      this.announced = [];
+    }
+    await this.o.source.stop();
+  }
+
+  get isShuttingDown(): boolean {
+    return this.shuttingDown;
+  }
+}

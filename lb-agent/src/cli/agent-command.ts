@@ -1,0 +1,84 @@
+import { hostname } from 'node:os';
+import { Agent } from '../agent/agent.ts';
+import { parseAgentConfig } from '../config/agent-config.ts';
+import { readYamlFile } from '../config/validate.ts';
+import { describeError } from '../errors.ts';
+import { createLogger } from '../util/log.ts';
+import { EXIT, helpText, parseCommand, UsageError } from './args.ts';
+
+const spec = {
+  usage: 'portlb agent --config FILE [--node-name NAME] [--log-level LEVEL]',
+  description: [
+    'Runs lb-agent: watches desired state (Kubernetes, or a services file in standalone mode),',
+    'programs IPVS, the VIP addresses and SNAT on this node, and announces the VIPs it can serve',
+    'through the co-located gobgpd. Serves /healthz, /readyz, /metrics and /status on http.listen.',
+    '',
+    'The configuration (docs/configuration.md) is validated completely first: a bad option is',
+    'reported with its name and value, and the agent exits 2 before touching the kernel.',
+    'SIGTERM: graceful shutdown (GRACEFUL_SHUTDOWN community, wait, withdraw, exit); a second',
+    'signal exits at once. Kernel state is left in place for the next start to adopt.',
+  ].join('\n'),
+  options: {
+    config: { type: 'string', short: 'c' },
+    'node-name': { type: 'string' },
+    'log-level': { type: 'string' },
+  },
+  optionHelp: [
+    '-c, --config FILE    the agent configuration (YAML)',
+    '--node-name NAME     this node (default: config nodeName, $PORTLB_NODE_NAME, the host name)',
+    '--log-level LEVEL    trace, debug, info (default), warn, error',
+  ],
+} as const;
+
+export async function agentCommand(argv: string[]): Promise<number> {
+  const args = parseCommand(spec, argv);
+  if (args.help) {
+    console.log(helpText(spec));
+    return EXIT.OK;
+  }
+  if (!args.values.config) throw new UsageError('agent needs --config FILE (see --help)');
+  const level = args.values['log-level'];
+  if (
+    level !== undefined &&
+    !['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)
+  ) {
+    throw new UsageError(
+      `--log-level: unknown level ${JSON.stringify(level)} (trace, debug, info, warn, error)`,
+    );
+  }
+  const config = parseAgentConfig(await readYamlFile(args.values.config), args.values.config);
+  const nodeName = args.values['node-name'] ?? config.nodeName ?? process.env.PORTLB_NODE_NAME ?? hostname();
+  const log = createLogger({ level });
+  const agent = new Agent({ config, nodeName, identity: process.env.POD_NAME ?? nodeName }, { logger: log });
+  // The source (e.g. the services file) is validated before any kernel or speaker work.
+  await agent.prepare();
+
+  let signals = 0;
+  const done = new Promise<number>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        log.warn({ signal: sig }, 'second signal: exiting now');
+        process.exit(130);
+      }
+      log.info({ signal: sig }, 'shutting down');
+      // A stray handle must not keep a finished agent alive.
+      const exitSoon = (code: number) => setTimeout(() => process.exit(code), 2000).unref();
+      agent
+        .shutdown({ graceful: true })
+        .then(() => {
+          exitSoon(EXIT.OK);
+          resolve(EXIT.OK);
+        })
+        .catch((err) => {
+          log.error({ err: describeError(err) }, 'shutdown failed');
+          resolve(EXIT.FAILED);
+        });
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  await agent.start();
+  log.info({ listen: config.http.listen }, 'agent running');
+  return done;
+}

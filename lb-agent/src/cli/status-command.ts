@@ -1,0 +1,86 @@
+import { EXIT, helpText, parseCommand, UsageError } from './args.ts';
+
+const spec = {
+  usage: 'portlb status [--url URL] [--json]',
+  description:
+    'Shows what the agent on this node does: its services and backends (weights, connections),\n' +
+    'draining backends, VIPs (announced or why not), BGP peers, and the last sync. Reads the\n' +
+    "agent's /status endpoint.",
+  options: { url: { type: 'string' }, json: { type: 'boolean' } },
+  optionHelp: [
+    '--url URL            the agent (default http://127.0.0.1:9180)',
+    '--json               the raw status document',
+  ],
+} as const;
+
+// biome-ignore lint/suspicious/noExplicitAny: the status document is the agent's JSON.
+type Status = Record<string, any>;
+
+export function formatStatus(s: Status): string {
+  const lines: string[] = [];
+  lines.push(
+    `node ${s.node}  mode ${s.mode}${s.leader === null ? '' : `  leader ${s.leader ? 'yes' : 'no'}`}  ready ${s.ready.ready ? 'yes' : `no (${s.ready.reasons.join('; ')})`}`,
+  );
+  if (s.lastSync)
+    lines.push(
+      `last sync ${s.lastSync.at} ${s.lastSync.ok ? 'ok' : 'FAILED'} in ${s.lastSync.durationMs} ms`,
+    );
+  lines.push(
+    '',
+    'SERVICE                                  SCHED   CONNS  BACKEND                       FWD     WEIGHT  ACTIVE  INACT',
+  );
+  for (const svc of s.services) {
+    const head = `${svc.id.padEnd(40)} ${String(svc.scheduler).padEnd(7)} ${String(svc.connections).padStart(5)}`;
+    if (!svc.backends.length) lines.push(`${head}  (no backends)`);
+    svc.backends.forEach((b: Status, i: number) => {
+      lines.push(
+        `${i === 0 ? head : ' '.repeat(head.length)}  ${b.id.padEnd(29)} ${b.forward.padEnd(7)} ${String(b.weight).padStart(6)}  ${String(b.active).padStart(6)}  ${String(b.inactive).padStart(5)}`,
+      );
+    });
+  }
+  if (s.draining.length) {
+    lines.push('', 'DRAINING');
+    for (const d of s.draining)
+      lines.push(`  ${d.service} -> ${d.backend}: ${d.active} active since ${d.since}`);
+  }
+  lines.push('', 'VIP                        ANNOUNCED  OWNERS');
+  for (const v of s.vips)
+    lines.push(
+      `${v.address.padEnd(26)} ${(v.announced ? 'yes' : `no: ${v.withheld}`).padEnd(10)} ${v.owners.join(', ')}`,
+    );
+  if (s.bgp) {
+    lines.push('', `BGP speaker ${s.bgp.connected ? 'connected' : 'NOT connected'}`);
+    for (const p of s.bgp.peers) lines.push(`  peer ${String(p.address).padEnd(24)} AS${p.asn}  ${p.state}`);
+  }
+  if (s.skipped.length) {
+    lines.push('', 'SKIPPED');
+    for (const k of s.skipped) lines.push(`  ${k.service}: ${k.reason}: ${k.detail}`);
+  }
+  return lines.join('\n');
+}
+
+export async function statusCommand(argv: string[]): Promise<number> {
+  const args = parseCommand(spec, argv);
+  if (args.help) {
+    console.log(helpText(spec));
+    return EXIT.OK;
+  }
+  if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}'`);
+  const url = `${(args.values.url ?? 'http://127.0.0.1:9180').replace(/\/$/, '')}/status`;
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(30_000) });
+  } catch (err) {
+    console.error(
+      `portlb: cannot reach the agent at ${url} (${(err as Error).message}): is it running, and is --url its http.listen?`,
+    );
+    return EXIT.ENVIRONMENT;
+  }
+  if (!res.ok) {
+    console.error(`portlb: ${url} answered ${res.status}: ${await res.text()}`);
+    return EXIT.FAILED;
+  }
+  const status = (await res.json()) as Status;
+  console.log(args.values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
+  return EXIT.OK;
+}
