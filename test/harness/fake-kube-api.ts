@@ -514,8 +514,10 @@ current-context: fake
     if (url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1') {
       const from = Number(url.searchParams.get('resourceVersion') ?? '0');
       if (from && from < this.oldestRv) {
-        if ((this.options.goneAs ?? 'status') === 'status')
-          return this.status(res, 410, 'Expired', 'too old resource version');
+        if ((this.options.goneAs ?? 'status') === 'status') {
+          this.status(res, 410, 'Expired', 'too old resource version');
+          return;
+        }
         res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
         res.end(`${JSON.stringify({ type: 'ERROR', object: this.goneStatus() })}\n`);
         return;
