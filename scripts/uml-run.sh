@@ -124,7 +124,7 @@ start_marker="@@portlb-uml-start-$$@@"
 end_marker="@@portlb-uml-end-$$@@"
 
 modules="ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_sh ip_vs_mh ip_vs_dh ip_vs_sed ip_vs_nq ip_vs_fo
-  ip_vs_ovf ip_vs_lblc ip_vs_lblcr ip_vs_twos ipip ip6_tunnel dummy veth nf_conntrack
+  ip_vs_ovf ip_vs_lblc ip_vs_lblcr ip_vs_twos ipip ip6_tunnel dummy veth bridge nf_conntrack
   ip_tables iptable_nat iptable_filter ip6_tables ip6table_nat xt_MASQUERADE xt_ipvs xt_conntrack
   xt_comment xt_mark xt_statistic nf_tables nft_masq nft_nat sch_netem $extra_modules"
 

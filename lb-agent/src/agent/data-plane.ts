@@ -6,10 +6,11 @@ import type { DesiredState } from '../core/desired.ts';
 import { errorCode } from '../errors.ts';
 import { applyOperations } from '../ipvs/apply.ts';
 import type { IpvsClient } from '../ipvs/client.ts';
+import { canonicalDestinationId } from '../ipvs/normalize.ts';
 import { type DrainStatus, planIpvs } from '../ipvs/planner.ts';
 import { IpvsStateCache } from '../ipvs/state-cache.ts';
 import type { IpvsOperation, IpvsSysctls, ServiceKey, ServiceSpec, ServiceState } from '../ipvs/types.ts';
-import { serviceId } from '../ipvs/types.ts';
+import { destinationId, serviceId } from '../ipvs/types.ts';
 import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import type { SnatManager, SnatRule } from './snat.ts';
@@ -67,6 +68,10 @@ export function wantedSysctls(desired: DesiredState): Partial<IpvsSysctls> {
     expire_quiescent_template: 1,
     // With mh, a replica accepts a flow that started on another one (ECMP changes).
     ...(anyMh ? { sloppy_tcp: 1, sloppy_sctp: 1 } : {}),
+    // A new connection that reuses a client port is scheduled afresh instead of going to
+    // the old connection's backend, also for tunnel/dr connections the LB last saw in
+    // FIN_WAIT (it never sees the replies): a drained backend gets no new connections.
+    conn_reuse_mode: 2,
   };
 }
 
@@ -155,6 +160,22 @@ export class DataPlane {
     // 4. IPVS: the pure diff, applied per object.
     const specs = desired.virtualServices.map((v) => v.spec);
     const specIds = specs.map((s) => serviceId(s.service.key));
+    // Whether a removed backend is idle decides between draining and deleting it: read
+    // its connection counts from the kernel, not from the cache (which only a full pass
+    // refreshes).
+    try {
+      for (const [i, spec] of specs.entries()) {
+        const cached = this.cache.get(specIds[i]!);
+        if (!cached) continue;
+        const wanted = new Set(spec.destinations.map(canonicalDestinationId));
+        if (cached.destinations.some((d) => !wanted.has(destinationId(d)))) {
+          this.cache.setDestinations(specIds[i]!, await this.o.ipvs.listDestinations(cached.service.key));
+        }
+      }
+    } catch (err) {
+      fail('read', err);
+      return report;
+    }
     const plan = planIpvs({
       desired: specs,
       actual: this.cache.table(),

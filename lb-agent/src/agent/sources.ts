@@ -2,6 +2,7 @@
 // for the same computeDesired.
 import { type FSWatcher, watch } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { AgentConfig } from '../config/agent-config.ts';
 import { ConfigError, parseYamlText } from '../config/validate.ts';
 import { computeDesired, DesiredMemo, type DesiredState } from '../core/desired.ts';
@@ -133,8 +134,15 @@ export class StandaloneSource implements DesiredSource {
   }
 
   start(changed: () => void): void {
+    // Watch the directory, not the file: editors, `mv` and ConfigMap updates replace the
+    // file (a new inode), which a file watch stops seeing. Any event there triggers a
+    // debounced re-read; an unchanged file is a no-op.
+    let timer: NodeJS.Timeout | undefined;
     try {
-      this.watcher = watch(this.o.file, () => void this.reload(changed));
+      this.watcher = watch(path.dirname(this.o.file), () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => void this.reload(changed), 200);
+      });
       this.watcher.on('error', () => {});
     } catch {
       // Polling below covers it.

@@ -63,6 +63,19 @@ function realServers(intent: ServiceIntent, port: PortIntent, family: Family, no
   }));
 }
 
+/**
+ * mh always gets mh-fallback (flag-1): without it, a new flow that hashes to a drained
+ * (weight 0) backend finds no destination at all and fails; with it, the kernel re-hashes
+ * it to an available one, the same way on every replica, while the open connections of
+ * the drained backend carry on.
+ */
+export function schedulerFlagsFor(
+  intent: Pick<ServiceIntent, 'scheduler' | 'schedulerFlags'>,
+): ServiceIntent['schedulerFlags'] {
+  if (intent.scheduler !== 'mh' || intent.schedulerFlags.includes('flag-1')) return intent.schedulerFlags;
+  return [...intent.schedulerFlags, 'flag-1'].sort() as ServiceIntent['schedulerFlags'];
+}
+
 /** What one service contributes; depends only on the intent and the node. */
 interface IntentResult {
   virtualServices: DesiredVirtualService[];
@@ -91,7 +104,7 @@ function desiredForIntent(intent: ServiceIntent, node: NodeInfo): IntentResult {
         service: {
           key: { kind: 'address', family, protocol: port.protocol, address: vip, port: port.port },
           scheduler: intent.scheduler,
-          schedulerFlags: intent.schedulerFlags,
+          schedulerFlags: schedulerFlagsFor(intent),
           onePacket: false,
           persistence: intent.persistence && {
             timeout: intent.persistence.timeout,

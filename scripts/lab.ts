@@ -1,0 +1,151 @@
+// `npm run lab`: the whole system, with real traffic, inside the kernel harness. A BIRD
+// router, LB replicas (lb-agent + gobgpd each), three backends and a client in network
+// namespaces. Prints each step; leaves nothing behind.
+import { parseArgs } from 'node:util';
+import { CLIENT, Lab, type LabService, type LoadResult, lbAddress } from '../test/harness/lab.ts';
+
+const { values } = parseArgs({
+  options: { help: { type: 'boolean' }, seconds: { type: 'string', default: '8' } },
+});
+if (values.help) {
+  console.log(`Usage: npm run lab [-- --seconds N]
+
+Builds the lab inside a User-Mode Linux kernel and shows portlb working end to end:
+BGP sessions, the ECMP route, a load run split per replica and backend, a scale-out to a
+third replica, a replica killed under load, and a summary. Takes a few minutes.`);
+  process.exit(0);
+}
+if (process.env.PORTLB_IN_UML !== '1') {
+  console.error('scripts/lab.ts runs inside the kernel harness: use `npm run lab`');
+  process.exit(2);
+}
+const seconds = Number(values.seconds);
+const t0 = Date.now();
+const stamp = () => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`;
+const say = (line: string) => console.log(`${stamp()} ${line}`);
+const step = (title: string) => console.log(`\n${stamp()} == ${title}`);
+
+const services: LabService[] = [
+  {
+    name: 'web',
+    vip: '203.0.113.10',
+    port: 80,
+    forwarding: 'tunnel',
+    backendPort: 80,
+    backends: [{ n: 1 }, { n: 2 }, { n: 3 }],
+  },
+  {
+    name: 'web-nat',
+    vip: '203.0.113.11',
+    port: 80,
+    forwarding: 'nat',
+    backendPort: 8080,
+    backends: [{ n: 1 }, { n: 2 }, { n: 3 }],
+  },
+];
+
+const lab = new Lab({ prefix: 'lab', maxReplicas: 3, backends: 3, services, say: (l) => say(`   ${l}`) });
+const summary: string[] = [];
+const show = (r: LoadResult) =>
+  `${r.requests} requests, ${r.failed} failed${r.failed ? ` ${JSON.stringify(r.failures)}` : ''}; per backend ${JSON.stringify(r.byBackend)}`;
+
+async function perReplica(before: Record<number, Record<string, number>>, replicas: number[]) {
+  const out: string[] = [];
+  for (const i of replicas) {
+    const now = await lab.connections(i);
+    const parts = Object.entries(now).map(([id, n]) => `${id} +${n - (before[i]?.[id] ?? 0)}`);
+    out.push(`lb${i} (${lbAddress(i)}): ${parts.join(', ')}`);
+  }
+  return out;
+}
+
+try {
+  step('building the lab');
+  await lab.up();
+
+  step('starting two LB replicas (lb-agent + gobgpd each)');
+  await Promise.all([lab.startReplica(1), lab.startReplica(2)]);
+  say(`   sessions: lb1 ${lab.sessionState(1)}, lb2 ${lab.sessionState(2)}`);
+
+  step('the router installs one ECMP route per VIP, a next hop per replica');
+  for (const s of services) {
+    const hops = await lab.waitNextHops(s.vip, 2);
+    say(`   ${s.vip} (${s.name}, ${s.forwarding}): next hops ${hops.join(', ')}`);
+  }
+  console.log(lab.net.exec('router', 'ip', ['route', 'show', '203.0.113.10']).replace(/^/gm, '         '));
+
+  step(`load run: ${seconds} s from the client (${CLIENT}), new connection per request`);
+  const before = { 1: await lab.connections(1), 2: await lab.connections(2) };
+  const load = lab.load([
+    '--url',
+    'http://203.0.113.10/',
+    '--url',
+    'http://203.0.113.11/',
+    '--seconds',
+    String(seconds),
+    '--concurrency',
+    '8',
+  ]);
+  const r1 = await load.done;
+  say(`   ${show(r1)}`);
+  for (const line of await perReplica(before, [1, 2])) say(`   ${line}`);
+  summary.push(`load over 2 replicas: ${r1.ok}/${r1.requests} ok`);
+
+  step('scale-out: a third replica joins');
+  // Long-lived connections, kept busy from before the new replica starts until after the
+  // router spreads flows over it.
+  const scaleLoad = lab.load([
+    '--url',
+    'http://203.0.113.10/',
+    '--seconds',
+    '600',
+    '--keepalive',
+    '24',
+    '--interval-ms',
+    '50',
+  ]);
+  await new Promise((r) => setTimeout(r, 1500));
+  await lab.startReplica(3);
+  const hops3 = await lab.waitNextHops('203.0.113.10', 3);
+  say(`   203.0.113.10: next hops ${hops3.join(', ')}`);
+  await new Promise((r) => setTimeout(r, 3000));
+  scaleLoad.stop();
+  const r2 = await scaleLoad.done;
+  say(
+    `   24 long-lived connections (tunnel + mh) during the scale-out: ${r2.connections?.broken ?? 0} broken, ${r2.failed} failed requests of ${r2.requests}`,
+  );
+  summary.push(
+    `scale-out 2 -> 3 (tunnel + mh): ${r2.connections?.broken ?? 0} of 24 long-lived connections broken`,
+  );
+
+  step('a replica dies (lb-agent and gobgpd of lb1 killed) under load');
+  const killLoad = lab.load([
+    '--url',
+    'http://203.0.113.10/',
+    '--url',
+    'http://203.0.113.11/',
+    '--seconds',
+    String(seconds),
+    '--concurrency',
+    '8',
+  ]);
+  await new Promise((r) => setTimeout(r, 2000));
+  const tKill = Date.now();
+  await lab.killReplica(1);
+  const hops2 = await lab.waitNextHops('203.0.113.10', 2);
+  say(
+    `   route back to ${hops2.length} next hops (${hops2.join(', ')}) ${Date.now() - tKill} ms after the kill`,
+  );
+  const r3 = await killLoad.done;
+  say(`   ${show(r3)}`);
+  summary.push(`replica killed under load: ${r3.failed} of ${r3.requests} requests failed`);
+
+  step('summary');
+  for (const line of summary) say(`   ${line}`);
+  say(`   lab finished in ${((Date.now() - t0) / 1000).toFixed(0)} s; cleaning up`);
+} catch (err) {
+  console.error(`\nlab failed: ${(err as Error).message}`);
+  process.exitCode = 1;
+} finally {
+  await lab.down();
+}

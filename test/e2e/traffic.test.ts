@@ -1,0 +1,241 @@
+// End to end in the kernel harness, built from the lab's parts: real traffic through the
+// VIPs, backend readiness and drain, ownership, and bad input while running.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Lab, type LabService, lbAddress } from '../harness/lab.ts';
+import { waitFor } from '../harness/netns.ts';
+
+const TUNNEL = '203.0.113.10';
+const NAT = '203.0.113.11';
+const services = (be3: { ready?: boolean } | null = {}): LabService[] =>
+  [
+    { name: 'web', vip: TUNNEL, port: 80, forwarding: 'tunnel', backendPort: 80 },
+    { name: 'web-nat', vip: NAT, port: 80, forwarding: 'nat', backendPort: 8080 },
+  ].map((s) => ({
+    ...(s as Omit<LabService, 'backends'>),
+    backends: [{ n: 1 }, { n: 2 }, ...(be3 ? [{ n: 3, ...be3 }] : [])],
+  }));
+
+describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
+  if (process.env.PORTLB_IN_UML !== '1')
+    throw new Error('e2e tests run inside the kernel harness (npm test does)');
+  const lab = new Lab({
+    prefix: 'e2t',
+    maxReplicas: 2,
+    backends: 3,
+    services: services(),
+    drainTimeoutSeconds: 8,
+    resyncSeconds: 3,
+  });
+
+  before(async () => {
+    await lab.up();
+    await Promise.all([lab.startReplica(1), lab.startReplica(2)]);
+    await lab.waitNextHops(TUNNEL, 2);
+    await lab.waitNextHops(NAT, 2);
+  });
+  after(async () => {
+    await lab.down();
+  });
+
+  const backendsOn = async (i: number, vip: string) =>
+    (
+      (await lab.status(i)).services as {
+        id: string;
+        backends: { id: string; weight: number; active: number }[];
+      }[]
+    ).find((s) => s.id === `tcp:${vip}:80`)?.backends ?? [];
+
+  test('traffic through each VIP reaches every backend, through both replicas', async () => {
+    const before = [await lab.connections(1), await lab.connections(2)];
+    const r = await lab.load([
+      '--url',
+      `http://${TUNNEL}/`,
+      '--url',
+      `http://${NAT}/`,
+      '--seconds',
+      '6',
+      '--concurrency',
+      '6',
+    ]).done;
+    assert.equal(r.failed, 0, JSON.stringify(r.failures));
+    assert.deepEqual(Object.keys(r.byBackend).sort(), ['be1', 'be2', 'be3']);
+    // NAT: backends see the replica that forwarded (SNAT); both appear.
+    assert.ok(r.bySource[lbAddress(1)]! > 0 && r.bySource[lbAddress(2)]! > 0, JSON.stringify(r.bySource));
+    for (const [i, b] of before.entries()) {
+      const now = await lab.connections(i + 1);
+      for (const vip of [TUNNEL, NAT]) {
+        const id = `tcp:${vip}:80`;
+        assert.ok((now[id] ?? 0) > (b[id] ?? 0), `lb${i + 1} carried ${vip}`);
+      }
+    }
+  });
+
+  test('a backend that turns unready gets no new connections', async () => {
+    lab.writeServices(services({ ready: false }));
+    for (const i of [1, 2]) {
+      for (const vip of [TUNNEL, NAT]) {
+        await waitFor(`lb${i} stops sending ${vip} to be3`, async () => {
+          const be3 = (await backendsOn(i, vip)).find((b) => b.id.startsWith('10.0.0.23'));
+          return !be3 || be3.weight === 0;
+        });
+      }
+    }
+    const r = await lab.load([
+      '--url',
+      `http://${TUNNEL}/`,
+      '--url',
+      `http://${NAT}/`,
+      '--seconds',
+      '4',
+      '--concurrency',
+      '6',
+    ]).done;
+    assert.equal(r.failed, 0);
+    assert.equal(r.byBackend.be3 ?? 0, 0, JSON.stringify(r.byBackend));
+    assert.ok((r.byBackend.be1 ?? 0) > 0 && (r.byBackend.be2 ?? 0) > 0);
+    lab.writeServices(services());
+    for (const i of [1, 2]) {
+      await waitFor(`lb${i} uses be3 again`, async () =>
+        (await backendsOn(i, NAT)).some((b) => b.id.startsWith('10.0.0.23') && b.weight > 0),
+      );
+    }
+  });
+
+  test('a deleted backend is drained: open connections carry on at weight 0, then it goes', async () => {
+    const keep = lab.load([
+      '--url',
+      `http://${NAT}/`,
+      '--seconds',
+      '600',
+      '--keepalive',
+      '12',
+      '--interval-ms',
+      '100',
+    ]);
+    // Wait until some of the long-lived connections sit on be3.
+    const onBe3 = await waitFor(
+      'connections on be3',
+      async () => {
+        for (const i of [1, 2]) {
+          const be3 = (await backendsOn(i, NAT)).find((b) => b.id.startsWith('10.0.0.23'));
+          if (be3 && be3.active > 0) return i;
+        }
+        return undefined;
+      },
+      { timeoutMs: 40_000 },
+    );
+    lab.writeServices(services(null));
+    await waitFor('be3 draining (weight 0, connections still active)', async () => {
+      const be3 = (await backendsOn(onBe3, NAT)).find((b) => b.id.startsWith('10.0.0.23'));
+      return be3 && be3.weight === 0 && be3.active > 0;
+    });
+    const status = await lab.status(onBe3);
+    assert.ok(
+      status.draining.some((d: { backend: string }) => d.backend.startsWith('10.0.0.23')),
+      'reported as draining',
+    );
+    await new Promise((r) => setTimeout(r, 1500));
+    keep.stop();
+    const r = await keep.done;
+    assert.equal(r.connections?.broken, 0, `drained, not cut: ${JSON.stringify(r.failures)}`);
+    assert.ok((r.byBackend.be3 ?? 0) > 0, 'be3 kept answering on its open connections');
+    await waitFor(
+      'be3 removed once idle (or after the drain timeout)',
+      async () => {
+        const be3 = (await backendsOn(onBe3, NAT)).find((b) => b.id.startsWith('10.0.0.23'));
+        return !be3;
+      },
+      { timeoutMs: 30_000 },
+    );
+  });
+
+  test('an owned IPVS service deleted by hand comes back; a foreign one is never touched', async () => {
+    lab.ipvsadm(1, ['-A', '-t', '192.0.2.50:80', '-s', 'rr']);
+    lab.ipvsadm(1, ['-a', '-t', '192.0.2.50:80', '-r', '10.0.0.21:80', '-m']);
+    const foreign = lab.ipvsadm(1, ['-Ln', '-t', '192.0.2.50:80']);
+    lab.ipvsadm(1, ['-D', '-t', `${NAT}:80`]);
+    await waitFor('the owned service is back', () => lab.ipvsadm(1, ['-Ln']).includes(`${NAT}:80`), {
+      timeoutMs: 20_000,
+    });
+    await new Promise((r) => setTimeout(r, 4000)); // a few more passes, one a full resync
+    assert.equal(lab.ipvsadm(1, ['-Ln', '-t', '192.0.2.50:80']), foreign);
+    lab.ipvsadm(1, ['-D', '-t', '192.0.2.50:80']);
+  });
+
+  // The table without its connection counters (which traffic changes).
+  const table = (i: number) =>
+    lab
+      .ipvsadm(i, ['-Ln'])
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/).slice(0, 4).join(' '))
+      .join('\n');
+
+  test('a bad services file is refused while running: the state is kept, traffic unaffected', async () => {
+    const before = table(1);
+    writeFileSync(
+      `${lab.servicesFile}.tmp`,
+      `pools: [203.0.113.0/24]\nservices:\n  - { vip: ${NAT}, port: 70000 }\n`,
+    );
+    renameSync(`${lab.servicesFile}.tmp`, lab.servicesFile);
+    await waitFor(
+      'the agent reports the rejection, naming the field and value',
+      () =>
+        /services file rejected/.test(lab.net.log(lab.agent(1)!)) &&
+        /services\[0\]\.port: must be a port from 1 to 65535 \(got 70000\)/.test(lab.net.log(lab.agent(1)!)),
+      { timeoutMs: 15_000 },
+    );
+    const metrics = await (await fetch(`http://${lbAddress(1)}:9180/metrics`)).text();
+    assert.match(metrics, /portlb_config_reload_errors_total [1-9]/);
+    const r = await lab.load([
+      '--url',
+      `http://${TUNNEL}/`,
+      '--url',
+      `http://${NAT}/`,
+      '--seconds',
+      '2',
+      '--concurrency',
+      '4',
+    ]).done;
+    assert.equal(r.failed, 0);
+    assert.equal(table(1), before);
+    lab.writeServices(services());
+  });
+
+  test('a bad agent configuration: exit 2 naming the option and value, nothing applied', () => {
+    lab.net.addNamespace('scratch');
+    const bad = path.join(lab.dir, 'bad-agent.yaml');
+    writeFileSync(
+      bad,
+      `mode: standalone\nstandalone: { servicesFile: ${lab.servicesFile} }\nbgp: { asn: 0, peers: [] }\nipvs: { vipInterface: portlb0 }\n`,
+    );
+    const r = spawnSync(
+      'ip',
+      [
+        'netns',
+        'exec',
+        lab.net.ns('scratch'),
+        process.execPath,
+        'lb-agent/bin/portlb.js',
+        'agent',
+        '--config',
+        bad,
+      ],
+      {
+        encoding: 'utf8',
+        timeout: 60_000,
+      },
+    );
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /bgp\.asn: must be an AS number from 1 to 4294967295 \(got 0\)/);
+    assert.equal(
+      spawnSync('ip', ['netns', 'exec', lab.net.ns('scratch'), 'ip', 'link', 'show', 'portlb0']).status,
+      1,
+      'no VIP interface created',
+    );
+    assert.doesNotMatch(lab.net.exec('scratch', 'ipvsadm', ['-Ln']), /TCP|UDP/);
+  });
+});

@@ -1,0 +1,356 @@
+// The lab topology, inside the kernel harness (UML): a core router (BIRD2, ECMP, L4
+// hash), LB replicas (the real lb-agent + its own gobgpd each, standalone mode), HTTP
+// backends and a client, in network namespaces on one L2 segment:
+//
+//   client 192.168.1.2 --- router 192.168.1.1 / 10.0.0.1 --- [bridge 10.0.0.0/24]
+//                                                  lb1..N 10.0.0.11.. , be1..M 10.0.0.21..
+//
+// Used by `npm run lab` (scripts/lab.ts) and the end-to-end tests (test/e2e).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { type Bird, birdProtocolState, type Gobgpd, startBird, startGobgpd } from './bgp.ts';
+import { type Daemon, fibNextHops, NetnsLab, run, waitFor } from './netns.ts';
+
+const repo = path.resolve(import.meta.dirname, '..', '..');
+const node = process.execPath;
+
+export interface LabService {
+  name: string;
+  vip: string;
+  port: number;
+  forwarding: 'nat' | 'tunnel';
+  backendPort: number;
+  /** Backend numbers (1-based) and their readiness. */
+  backends: { n: number; ready?: boolean; weight?: number }[];
+  scheduler?: string;
+}
+
+export interface LabOptions {
+  prefix?: string;
+  /** Replicas configured on the router (started later with startReplica). */
+  maxReplicas: number;
+  backends: number;
+  services: LabService[];
+  drainTimeoutSeconds?: number;
+  resyncSeconds?: number;
+  gracefulShutdownSeconds?: number;
+  say?: (line: string) => void;
+}
+
+export const lbAddress = (i: number) => `10.0.0.${10 + i}`;
+export const beAddress = (n: number) => `10.0.0.${20 + n}`;
+export const ROUTER = '10.0.0.1';
+export const CLIENT = '192.168.1.2';
+
+interface Replica {
+  gobgpd?: Gobgpd;
+  agent?: Daemon;
+}
+
+export class Lab {
+  readonly net: NetnsLab;
+  readonly o: LabOptions;
+  bird!: Bird;
+  services: LabService[];
+  private readonly replicas = new Map<number, Replica>();
+  private readonly say: (line: string) => void;
+
+  constructor(o: LabOptions) {
+    this.o = o;
+    this.services = o.services;
+    this.net = new NetnsLab(o.prefix ?? 'lab');
+    this.say = o.say ?? (() => {});
+  }
+
+  get dir(): string {
+    return this.net.dir;
+  }
+
+  get servicesFile(): string {
+    return path.join(this.dir, 'services.yaml');
+  }
+
+  /** Writes the services file every agent reads (and reloads when it changes). */
+  writeServices(services: LabService[] = this.services): void {
+    this.services = services;
+    const lines = ['pools: [203.0.113.0/24]', 'services:'];
+    for (const s of services) {
+      lines.push(
+        `  - name: ${s.name}`,
+        `    vip: ${s.vip}`,
+        `    port: ${s.port}`,
+        `    scheduler: ${s.scheduler ?? 'mh'}`,
+        ...((s.scheduler ?? 'mh') === 'mh' ? ['    schedulerFlags: [mh-port]'] : []),
+        `    forwarding: ${s.forwarding}`,
+        '    backends:',
+        ...s.backends.map(
+          (b) =>
+            `      - { address: ${beAddress(b.n)}, port: ${s.backendPort}, ready: ${b.ready ?? true}, weight: ${b.weight ?? 1} }`,
+        ),
+      );
+    }
+    // Atomically, as a ConfigMap update is: a reader never sees half a file.
+    writeFileSync(`${this.servicesFile}.tmp`, `${lines.join('\n')}\n`);
+    renameSync(`${this.servicesFile}.tmp`, this.servicesFile);
+  }
+
+  agentConfig(i: number, overrides: string[] = []): string {
+    const file = path.join(this.dir, `agent-lb${i}.yaml`);
+    writeFileSync(
+      file,
+      [
+        'mode: standalone',
+        `nodeName: lb${i}`,
+        `standalone: { servicesFile: ${this.servicesFile} }`,
+        `defaults: { scheduler: mh, forwarding: nat, drainTimeoutSeconds: ${this.o.drainTimeoutSeconds ?? 10} }`,
+        'bgp:',
+        '  asn: 65001',
+        `  routerId: ${lbAddress(i)}`,
+        '  listenPort: 179',
+        `  listenAddresses: [${lbAddress(i)}]`,
+        `  speakerSocket: unix://${path.join(this.dir, `gobgp-lb${i}.sock`)}`,
+        `  gracefulShutdownSeconds: ${this.o.gracefulShutdownSeconds ?? 3}`,
+        `  peers: [{ address: ${ROUTER}, asn: 65000, holdTime: 9 }]`,
+        'ipvs: { snat: auto }',
+        `http: { listen: "${lbAddress(i)}:9180" }`,
+        `sync: { minIntervalMs: 100, resyncSeconds: ${this.o.resyncSeconds ?? 5}, retryMaxSeconds: 5 }`,
+        ...overrides,
+        '',
+      ].join('\n'),
+    );
+    return file;
+  }
+
+  async up(): Promise<void> {
+    const net = this.net;
+    run('ip', ['link', 'add', `${net.prefix}br`, 'type', 'bridge']);
+    run('ip', ['addr', 'add', '10.0.0.254/24', 'dev', `${net.prefix}br`]);
+    run('ip', ['link', 'set', `${net.prefix}br`, 'up']);
+    const attach = (name: string, address: string) => {
+      const host = `${net.prefix}${name}h`.slice(0, 15);
+      run('ip', ['link', 'add', host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', net.ns(name)]);
+      run('ip', ['link', 'set', host, 'master', `${net.prefix}br`]);
+      run('ip', ['link', 'set', host, 'up']);
+      net.exec(name, 'ip', ['addr', 'add', `${address}/24`, 'dev', 'eth0']);
+      net.exec(name, 'ip', ['link', 'set', 'eth0', 'up']);
+    };
+    const quiet = { 'net.ipv4.conf.all.rp_filter': '0', 'net.ipv4.conf.default.rp_filter': '0' };
+    net.addNamespace('router', { ...quiet, 'net.ipv4.ip_forward': '1' });
+    attach('router', ROUTER);
+    net.addNamespace('client');
+    net.link('router', 'r-client', ['192.168.1.1/24'], 'client', 'c-router', [`${CLIENT}/24`]);
+    net.exec('client', 'ip', ['route', 'add', 'default', 'via', '192.168.1.1']);
+    this.say('namespaces: router, client');
+
+    for (let i = 1; i <= this.o.maxReplicas; i++) {
+      net.addNamespace(`lb${i}`, { ...quiet, 'net.ipv4.ip_forward': '1' });
+      attach(`lb${i}`, lbAddress(i));
+      net.exec(`lb${i}`, 'ip', ['route', 'add', 'default', 'via', ROUTER]);
+    }
+    const vips = this.services.filter((s) => s.forwarding === 'tunnel').map((s) => s.vip);
+    const servers: Daemon[] = [];
+    for (let n = 1; n <= this.o.backends; n++) {
+      const name = `be${n}`;
+      net.addNamespace(name, quiet);
+      attach(name, beAddress(n));
+      net.exec(name, 'ip', ['route', 'add', 'default', 'via', ROUTER]);
+      // Tunnel (IPIP) backends decapsulate and own the VIP; they reply to the client directly.
+      net.exec(name, 'ip', ['link', 'set', 'tunl0', 'up']);
+      net.exec(name, 'sysctl', ['-qw', 'net.ipv4.conf.tunl0.rp_filter=0']);
+      for (const vip of vips) net.exec(name, 'ip', ['addr', 'add', `${vip}/32`, 'dev', 'tunl0']);
+      const ports = [...new Set(this.services.map((s) => String(s.backendPort)))];
+      servers.push(
+        net.spawn(name, `backend-${name}`, node, [
+          path.join(repo, 'test', 'harness', 'backend-server.ts'),
+          name,
+          ...ports,
+        ]),
+      );
+    }
+    this.say(`namespaces: lb1..lb${this.o.maxReplicas}, be1..be${this.o.backends} on one L2 segment`);
+
+    this.bird = await startBird(this.net, 'router', {
+      routerId: ROUTER,
+      asn: 65000,
+      holdTime: 9,
+      neighbors: Array.from({ length: this.o.maxReplicas }, (_, k) => ({
+        name: `lb${k + 1}`,
+        address: lbAddress(k + 1),
+        asn: 65001,
+        family: 'ipv4' as const,
+      })),
+    });
+    this.say('router: BIRD 2 with multipath (merge paths) and L4 ECMP hashing');
+    await Promise.all(
+      servers.map((d) =>
+        waitFor(`${d.name}`, () => this.net.log(d).includes('listening'), {
+          timeoutMs: 60_000,
+          intervalMs: 200,
+        }),
+      ),
+    );
+    this.say(`backends: be1..be${this.o.backends} answer HTTP with their name`);
+    this.writeServices();
+  }
+
+  /** Starts a replica: its gobgpd, then its agent. */
+  async startReplica(
+    i: number,
+    options: { agentArgs?: string[]; configOverrides?: string[] } = {},
+  ): Promise<void> {
+    const r = this.replicas.get(i) ?? {};
+    this.replicas.set(i, r);
+    if (!r.gobgpd || r.gobgpd.daemon.child.exitCode !== null || r.gobgpd.daemon.child.signalCode !== null) {
+      r.gobgpd = await startGobgpd(this.net, `lb${i}`, path.join(this.dir, `gobgp-lb${i}.sock`));
+    }
+    await this.startAgent(i, options);
+  }
+
+  async startAgent(
+    i: number,
+    options: { agentArgs?: string[]; configOverrides?: string[] } = {},
+  ): Promise<Daemon> {
+    const r = this.replicas.get(i) ?? {};
+    this.replicas.set(i, r);
+    const config = this.agentConfig(i, options.configOverrides);
+    r.agent = this.net.spawn(`lb${i}`, `agent-lb${i}`, node, [
+      path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
+      'agent',
+      '--config',
+      config,
+      ...(options.agentArgs ?? []),
+    ]);
+    await waitFor(
+      `agent lb${i} ready`,
+      async () => {
+        if (r.agent!.child.exitCode !== null)
+          throw new Error(`agent lb${i} exited: ${this.net.log(r.agent!).slice(-2000)}`);
+        const res = await fetch(`http://${lbAddress(i)}:9180/readyz`, {
+          signal: AbortSignal.timeout(2000),
+        }).catch(() => undefined);
+        return res?.status === 200;
+      },
+      { timeoutMs: 90_000, intervalMs: 250 },
+    );
+    return r.agent;
+  }
+
+  agent(i: number): Daemon | undefined {
+    return this.replicas.get(i)?.agent;
+  }
+
+  gobgpd(i: number): Gobgpd | undefined {
+    return this.replicas.get(i)?.gobgpd;
+  }
+
+  /** Restarts gobgpd alone (as a crashed sidecar), on the same socket. */
+  async restartGobgpd(i: number): Promise<void> {
+    const r = this.replicas.get(i)!;
+    r.gobgpd = await startGobgpd(this.net, `lb${i}`, path.join(this.dir, `gobgp-lb${i}.sock`));
+  }
+
+  /** SIGKILL of everything of a replica (a node dying). */
+  async killReplica(i: number): Promise<void> {
+    const r = this.replicas.get(i);
+    if (r?.agent) await this.net.kill(r.agent, 'SIGKILL');
+    if (r?.gobgpd) await this.net.kill(r.gobgpd.daemon, 'SIGKILL');
+  }
+
+  /** What Kubernetes does to a pod: SIGTERM to the agent (graceful), then to the speaker. */
+  async gracefulStop(i: number): Promise<void> {
+    const r = this.replicas.get(i);
+    if (r?.agent) await this.net.kill(r.agent, 'SIGTERM', 60_000);
+    if (r?.gobgpd) await this.net.kill(r.gobgpd.daemon, 'SIGTERM');
+  }
+
+  nextHops(vip: string): string[] {
+    return fibNextHops(this.net, 'router', `${vip}/32`);
+  }
+
+  waitNextHops(vip: string, count: number, timeoutMs = 30_000): Promise<string[]> {
+    return waitFor(
+      `${count} next hops for ${vip}`,
+      () => {
+        const hops = this.nextHops(vip);
+        return hops.length === count ? hops : undefined;
+      },
+      { timeoutMs, intervalMs: 200 },
+    );
+  }
+
+  sessionState(i: number): string {
+    return birdProtocolState(this.net, 'router', this.bird, `lb${i}`);
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: the agent's status document.
+  async status(i: number): Promise<any> {
+    const res = await fetch(`http://${lbAddress(i)}:9180/status`, { signal: AbortSignal.timeout(30_000) });
+    return res.json();
+  }
+
+  /** IPVS connections scheduled per service on a replica (its kernel counters). */
+  async connections(i: number): Promise<Record<string, number>> {
+    const s = await this.status(i);
+    return Object.fromEntries(
+      (s.services as { id: string; connections: number }[]).map((x) => [x.id, x.connections]),
+    );
+  }
+
+  ipvsadm(i: number, args: string[]): string {
+    return this.net.exec(`lb${i}`, 'ipvsadm', args);
+  }
+
+  /** Starts the load client in the client namespace; resolves with its JSON summary. */
+  load(args: string[]): { done: Promise<LoadResult>; child: ChildProcess; stop: () => void } {
+    const child = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        this.net.ns('client'),
+        node,
+        path.join(repo, 'test', 'harness', 'load-client.ts'),
+        ...args,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const done = new Promise<LoadResult>((resolve, reject) => {
+      child.on('exit', (code) => {
+        if (code !== 0) return reject(new Error(`load client exited ${code}: ${err}`));
+        try {
+          resolve(JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as LoadResult);
+        } catch (e) {
+          reject(new Error(`load client output unreadable: ${out} ${err} ${(e as Error).message}`));
+        }
+      });
+    });
+    // ip netns exec execs node, so the signal reaches the client itself.
+    return { done, child, stop: () => child.kill('SIGTERM') };
+  }
+
+  async down(): Promise<void> {
+    await this.net.cleanup();
+    try {
+      run('ip', ['link', 'del', `${this.net.prefix}br`]);
+    } catch {
+      // gone already
+    }
+  }
+}
+
+export interface LoadResult {
+  requests: number;
+  ok: number;
+  failed: number;
+  failures: Record<string, number>;
+  byBackend: Record<string, number>;
+  bySource: Record<string, number>;
+  connections?: { opened: number; broken: number };
+}

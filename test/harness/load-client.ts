@@ -1,0 +1,104 @@
+// Lab load generator: requests to one or more URLs for a while, counting answers per
+// backend and every failure. Prints one JSON document at the end.
+//   node test/harness/load-client.ts --url http://VIP/ --seconds 10 --concurrency 8 [--keepalive N --interval-ms 100]
+// Short mode: a new TCP connection per request. Keep-alive mode: N long-lived connections,
+// one request every interval each; a connection that fails (reset, timeout) is counted
+// and not reopened (a reset is what a moved flow looks like).
+import { Agent, request } from 'node:http';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({
+  options: {
+    url: { type: 'string', multiple: true },
+    seconds: { type: 'string', default: '10' },
+    concurrency: { type: 'string', default: '8' },
+    keepalive: { type: 'string', default: '0' },
+    'interval-ms': { type: 'string', default: '100' },
+    'timeout-ms': { type: 'string', default: '3000' },
+  },
+});
+const urls = values.url ?? [];
+let until = Date.now() + Number(values.seconds) * 1000;
+// SIGTERM ends the run early (after the requests in flight) and still prints the summary.
+process.on('SIGTERM', () => {
+  until = 0;
+});
+const timeoutMs = Number(values['timeout-ms']);
+
+interface Result {
+  requests: number;
+  ok: number;
+  failed: number;
+  failures: Record<string, number>;
+  byBackend: Record<string, number>;
+  bySource: Record<string, number>;
+  connections?: { opened: number; broken: number };
+}
+const result: Result = { requests: 0, ok: 0, failed: 0, failures: {}, byBackend: {}, bySource: {} };
+
+function once(url: string, agent: Agent | false, mustReuse = false): Promise<boolean> {
+  return new Promise((resolve) => {
+    result.requests++;
+    const req = request(
+      url,
+      { agent, timeout: timeoutMs, headers: agent ? {} : { connection: 'close' } },
+      (res) => {
+        // A keep-alive connection that silently became a new one was broken in between.
+        if (mustReuse && !req.reusedSocket) {
+          res.resume();
+          return fail('connection replaced');
+        }
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => (body += d));
+        res.on('end', () => {
+          const [backend = '?', source = '?'] = body.trim().split(' ');
+          result.ok++;
+          result.byBackend[backend] = (result.byBackend[backend] ?? 0) + 1;
+          result.bySource[source] = (result.bySource[source] ?? 0) + 1;
+          resolve(true);
+        });
+        res.on('error', (e) => fail(e.message));
+      },
+    );
+    const fail = (why: string) => {
+      result.failed++;
+      const key = why.replace(/\d+\.\d+\.\d+\.\d+(:\d+)?/g, 'ADDR');
+      result.failures[key] = (result.failures[key] ?? 0) + 1;
+      resolve(false);
+    };
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (e) => fail((e as NodeJS.ErrnoException).code ?? e.message));
+    req.end();
+  });
+}
+
+const keepalive = Number(values.keepalive);
+if (keepalive > 0) {
+  result.connections = { opened: 0, broken: 0 };
+  const interval = Number(values['interval-ms']);
+  await Promise.all(
+    Array.from({ length: keepalive }, async (_, i) => {
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      result.connections!.opened++;
+      let first = true;
+      while (Date.now() < until) {
+        const ok = await once(urls[i % urls.length]!, agent, !first);
+        first = false;
+        if (!ok) {
+          result.connections!.broken++;
+          break;
+        }
+        await new Promise((r) => setTimeout(r, interval));
+      }
+      agent.destroy();
+    }),
+  );
+} else {
+  await Promise.all(
+    Array.from({ length: Number(values.concurrency) }, async (_, i) => {
+      while (Date.now() < until) await once(urls[i % urls.length]!, false);
+    }),
+  );
+}
+console.log(JSON.stringify(result));
