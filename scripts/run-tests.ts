@@ -15,6 +15,8 @@ interface Phase {
   needs: [string, string][];
   inKernel: boolean;
   timeoutS: number;
+  /** Guest memory for kernel phases. */
+  mem?: string;
 }
 
 const PHASES: Phase[] = [
@@ -64,7 +66,8 @@ const PHASES: Phase[] = [
       ['iptables-legacy', 'iptables'],
     ],
     inKernel: true,
-    timeoutS: 1200,
+    timeoutS: 1500,
+    mem: '2560M',
   },
 ];
 

@@ -11,6 +11,8 @@ export interface SpeakerUnderTest {
   restartDaemon(): Promise<void>;
   /** Waits until the speaker reports it is connected (and provisioned). */
   waitConnected(): Promise<void>;
+  /** A second speaker on the same daemon (a restarted agent), connected. */
+  another(): Promise<BgpSpeaker>;
   close(): Promise<void>;
 }
 
@@ -121,6 +123,21 @@ export function speakerConformance(label: string, make: () => Promise<SpeakerUnd
         (await u.speaker.listPeers()).map((p) => [p.address, p.asn]),
         [['192.0.2.101', 65010]],
       );
+    });
+
+    test('a new speaker on a running daemon adopts its paths until told what to announce', async () => {
+      const before = byPrefix(await u.speaker.listAdvertisements());
+      assert.ok(before.length > 0);
+      const second = await u.another();
+      try {
+        await second.setGlobal({ asn: 65001, routerId: '192.0.2.254', listenPort: -1, listenAddresses: [] });
+        await second.setPeers([peer('192.0.2.101', { asn: 65010 })]);
+        assert.deepEqual(byPrefix(await second.listAdvertisements()), before, 'nothing withdrawn yet');
+        await second.setAdvertisements([ad('192.0.2.3/32')]);
+        assert.deepEqual(byPrefix(await second.listAdvertisements()), [ad('192.0.2.3/32')]);
+      } finally {
+        await second.close();
+      }
     });
   });
 }

@@ -67,7 +67,7 @@ protocol bgp ${n.name} {
   keepalive time ${Math.max(1, Math.floor((o.holdTime ?? 9) / 3))};
   connect delay time 1;
   connect retry time 1;
-  error wait time 1, 5;
+  error wait time 1, 2;
   ${n.password ? `password "${n.password}";` : ''}
   ${n.family} {
     import filter gshut;

@@ -14,7 +14,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '8' },
     keepalive: { type: 'string', default: '0' },
     'interval-ms': { type: 'string', default: '100' },
-    'timeout-ms': { type: 'string', default: '3000' },
+    'timeout-ms': { type: 'string', default: '10000' },
   },
 });
 const urls = values.url ?? [];

@@ -234,4 +234,29 @@ describe('BGP: gobgpd replicas + BIRD router, ECMP in the kernel FIB', () => {
     assert.equal(JSON.stringify(await s.listPeers()), before);
     assert.deepEqual(await s.listAdvertisements(), []);
   });
+
+  test('a restarted adapter (agent restart) adopts: no session reset, no route change', async () => {
+    await speakers.lb1!.setAdvertisements([ad(VIP)]);
+    await waitFor('two next hops', () => fibNextHops(lab, 'r', VIP).length === 2);
+    const since = () =>
+      birdc(lab, 'r', bird, 'show protocols lb1')
+        .split('\n')
+        .find((l) => l.startsWith('lb1'));
+    const before = since();
+    await speakers.lb1!.close();
+    const again = new GobgpSpeaker({ target: gobgp.lb1!.target, healthIntervalMs: 500 }).start();
+    speakers.lb1 = again;
+    await waitFor('connected', () => again.connected());
+    await again.setGlobal({
+      asn: 65001,
+      routerId: replicas.lb1.v4,
+      listenPort: 179,
+      listenAddresses: [replicas.lb1.v4, replicas.lb1.v6],
+    });
+    await again.setPeers(peersOf('lb1'));
+    await again.setAdvertisements([ad(VIP)]);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(since(), before, 'the BGP session was not reset');
+    assert.equal(fibNextHops(lab, 'r', VIP).length, 2);
+  });
 });

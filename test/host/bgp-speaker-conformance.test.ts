@@ -26,6 +26,11 @@ speakerConformance('gobgpd 3.10 through the adapter', async () => {
       await waitFor('re-provisioned', () => provisions > before);
     },
     waitConnected: () => waitFor('connected', () => speaker.connected()).then(() => {}),
+    another: async () => {
+      const s = new GobgpSpeaker({ target: daemon.target, healthIntervalMs: 300 }).start();
+      await waitFor('second speaker connected', () => s.connected());
+      return s;
+    },
     close: async () => {
       await speaker.close();
       await lab.cleanup();

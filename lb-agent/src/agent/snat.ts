@@ -60,7 +60,7 @@ export function nftScript(rules: readonly SnatRule[]): string {
     ['ipv6', 'ip6'],
   ] as const) {
     out.push(`table ${nf} ${NFT_TABLE} {}`, `delete table ${nf} ${NFT_TABLE}`, `table ${nf} ${NFT_TABLE} {`);
-    out.push('  chain snat {', '    type nat hook postrouting priority srcnat; policy accept;');
+    out.push('  chain postrouting {', '    type nat hook postrouting priority srcnat; policy accept;');
     for (const r of sortRules(rules).filter((x) => x.family === family)) {
       out.push(
         `    meta l4proto ${r.protocol} ct original ${nf} daddr ${r.vip} ct original proto-dst ${r.port} masquerade comment "portlb ${r.vip}:${r.port}/${r.protocol}"`,

@@ -13,6 +13,7 @@ speakerConformance('fake', async () => {
       speaker.restart();
     },
     waitConnected: async () => {},
+    another: async () => new FakeBgpSpeaker(speaker),
     close: () => speaker.close(),
   };
 });

@@ -16,23 +16,34 @@ import type {
 } from './types.ts';
 import { validateAdvertisements, validateGlobal, validatePeers } from './validate.ts';
 
+interface FakeDaemon {
+  global?: BgpGlobal;
+  peers: BgpPeerConfig[];
+  ads: Map<string, Advertisement>;
+}
+
 export class FakeBgpSpeaker implements BgpSpeaker {
   private up = true;
   private desiredGlobal: BgpGlobal | undefined;
   private desiredPeers: BgpPeerConfig[] = [];
   private desiredAds: Advertisement[] = [];
-  /** What the "daemon" holds; lost when it restarts. */
-  private daemon: { global?: BgpGlobal; peers: BgpPeerConfig[]; ads: Map<string, Advertisement> } = {
-    peers: [],
-    ads: new Map(),
-  };
+  private adsDeclared = false;
+  /** What the "daemon" holds; lost when it restarts; shared by speakers attached to it. */
+  private readonly box: { daemon: FakeDaemon };
+  private get daemon(): FakeDaemon {
+    return this.box.daemon;
+  }
+  private set daemon(d: FakeDaemon) {
+    this.box.daemon = d;
+  }
   private states = new Map<string, SessionState>();
   private readonly events = new EventEmitter();
   /** Every change that reached the daemon, for tests that count writes. */
   readonly log: string[] = [];
   closed = false;
 
-  constructor() {
+  constructor(attachTo?: FakeBgpSpeaker) {
+    this.box = attachTo ? attachTo.box : { daemon: { peers: [], ads: new Map() } };
     this.events.on('error', () => {});
   }
 
@@ -70,6 +81,7 @@ export class FakeBgpSpeaker implements BgpSpeaker {
   async setAdvertisements(ads: readonly Advertisement[]): Promise<void> {
     validateAdvertisements(ads);
     this.desiredAds = ads.map(normalizeAdvertisement);
+    this.adsDeclared = true;
     this.requireUp('set advertisements');
     this.applyAds();
   }
@@ -117,7 +129,7 @@ export class FakeBgpSpeaker implements BgpSpeaker {
     const started = !this.daemon.global && !!this.desiredGlobal;
     this.applyGlobal();
     this.applyPeers();
-    this.applyAds();
+    if (this.adsDeclared) this.applyAds();
     this.events.emit('connection', true);
     this.events.emit('provisioned', {
       peers: this.desiredPeers.length,

@@ -188,16 +188,26 @@ export function peerConfigFromWire(w: Wire): BgpPeerConfig {
   };
 }
 
-export function samePeerConfig(a: BgpPeerConfig, b: BgpPeerConfig): boolean {
-  const norm = (p: BgpPeerConfig) =>
+/**
+ * Whether a listed peer (`have`) already has the configuration we want. Once a session is
+ * up, ListPeer reports the session's actual local address in the transport config, so an
+ * unset local address in `want` matches any.
+ */
+export function samePeerConfig(have: BgpPeerConfig, want: BgpPeerConfig): boolean {
+  const norm = (p: BgpPeerConfig, localAddress: string | undefined) =>
     JSON.stringify({
       ...p,
       address: canonicalIp(p.address) ?? p.address,
       families: [...p.families].sort(),
       password: p.password || undefined,
       description: p.description || undefined,
+      localAddress,
     });
-  return norm(a) === norm(b);
+  const local = want.localAddress === undefined ? undefined : canonicalIp(want.localAddress);
+  return (
+    norm(have, want.localAddress === undefined ? undefined : canonicalIp(have.localAddress ?? '')) ===
+    norm(want, local)
+  );
 }
 
 const SESSION_STATES: Record<string, SessionState> = {

@@ -56,6 +56,11 @@ export class GobgpSpeaker implements BgpSpeaker {
   private desiredGlobal: BgpGlobal | undefined;
   private desiredPeers: BgpPeerConfig[] = [];
   private desiredAds = new Map<string, Advertisement>();
+  /**
+   * Until the caller has said what to announce, the paths gobgpd holds are left alone: a
+   * restarted agent adopts them instead of withdrawing everything before its first pass.
+   */
+  private adsDeclared = false;
   /** What gobgpd announces, as read back at the last provision and patched since. */
   private announced = new Map<string, Advertisement>();
   private isConnected = false;
@@ -71,7 +76,7 @@ export class GobgpSpeaker implements BgpSpeaker {
     this.opts = {
       callTimeoutMs: options.callTimeoutMs ?? 5000,
       reconnectInitialMs: options.reconnectInitialMs ?? 200,
-      reconnectMaxMs: options.reconnectMaxMs ?? 5000,
+      reconnectMaxMs: options.reconnectMaxMs ?? 2000,
       healthIntervalMs: options.healthIntervalMs ?? 2000,
     };
     // Errors are reported through the 'error' event; never let one crash the process.
@@ -116,7 +121,10 @@ export class GobgpSpeaker implements BgpSpeaker {
   async setAdvertisements(ads: readonly Advertisement[]): Promise<void> {
     validateAdvertisements(ads);
     this.desiredAds = new Map(ads.map((a) => normalizeAdvertisement(a)).map((a) => [a.prefix, a]));
-    await this.serialized('set advertisements', () => this.syncPaths(false));
+    // The first declaration reads back what gobgpd holds (adopted until now).
+    const first = !this.adsDeclared;
+    this.adsDeclared = true;
+    await this.serialized('set advertisements', () => this.syncPaths(first));
   }
 
   async listPeers(): Promise<PeerStatus[]> {
@@ -257,7 +265,8 @@ export class GobgpSpeaker implements BgpSpeaker {
     const started = await this.syncGlobal();
     if (!this.desiredGlobal) return;
     await this.syncPeers();
-    await this.syncPaths(true);
+    if (this.adsDeclared) await this.syncPaths(true);
+    else this.announced = await this.readPaths();
     const summary = {
       peers: this.desiredPeers.length,
       paths: this.desiredAds.size,
