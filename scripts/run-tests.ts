@@ -124,10 +124,11 @@ function runPhase(phase: Phase): Promise<Result> {
     console.error(`\n[${phase.name}] FAILED before it started: ${result.note}`);
     return Promise.resolve(result);
   }
+  // In the kernel one process runs every file, one file at a time: labs must not overlap.
   const nodeArgs = [
     '--test',
     '--test-reporter=spec',
-    ...(phase.inKernel ? ['--test-isolation=none'] : []),
+    ...(phase.inKernel ? ['--test-isolation=none', '--test-concurrency=1'] : []),
     ...files,
   ];
   const [cmd, args] = phase.inKernel

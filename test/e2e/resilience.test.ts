@@ -135,7 +135,7 @@ describe('e2e: resilience under load', () => {
       'provisioning counted',
       async () => (await metric(1, 'portlb_bgp_speaker_provisions_total')) > provisions,
     );
-    assert.ok(tunnel!.requests > 50 && nat!.requests > 50);
+    assert.ok(tunnel!.requests > 20 && nat!.requests > 20, 'the load really ran');
   });
 
   test('scale-out from two to three replicas: tunnel + mh, zero reset long-lived connections; nat, counted', async () => {

@@ -1,0 +1,156 @@
+// The agent in Kubernetes mode, whole chain, with the real client library against the
+// fake API server and fakes at the kernel and speaker boundaries: a Service appears ->
+// the leader writes its address (ipMode Proxy) -> IPVS is programmed -> the VIP is
+// announced -> an Event says so; /readyz, /status and /metrics reflect it.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Agent } from '../../lb-agent/src/agent/agent.ts';
+import { KubernetesSource } from '../../lb-agent/src/agent/kubernetes-source.ts';
+import { FakeSnat } from '../../lb-agent/src/agent/snat.ts';
+import { FakeAddressManager } from '../../lb-agent/src/agent/vips.ts';
+import { FakeBgpSpeaker } from '../../lb-agent/src/bgp/fake-speaker.ts';
+import { parseAgentConfig } from '../../lb-agent/src/config/agent-config.ts';
+import { FakeIpvsClient } from '../../lb-agent/src/ipvs/fake-client.ts';
+import { systemClock } from '../../lb-agent/src/util/clock.ts';
+import { silentLogger } from '../../lb-agent/src/util/log.ts';
+import { FakeKubeApi } from '../harness/fake-kube-api.ts';
+import { waitFor } from '../harness/netns.ts';
+
+describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', () => {
+  const api = new FakeKubeApi();
+  const ipvs = new FakeIpvsClient();
+  const addresses = new FakeAddressManager();
+  const speaker = new FakeBgpSpeaker();
+  let agent: Agent;
+  let url: string;
+
+  before(async () => {
+    await api.start();
+    api.create('nodes', {
+      metadata: { name: 'edge-1' },
+      status: { conditions: [{ type: 'Ready', status: 'True' }] },
+    });
+    const config = parseAgentConfig(
+      {
+        pools: [{ name: 'default', addresses: ['203.0.113.0/28'] }],
+        bgp: {
+          asn: 65001,
+          routerId: '192.0.2.11',
+          peers: [{ address: '192.0.2.1', asn: 65000 }],
+          gracefulShutdownSeconds: 0,
+        },
+        http: { listen: '127.0.0.1:0' },
+        sync: { minIntervalMs: 50, resyncSeconds: 30 },
+        kubernetes: {
+          leaderElection: { leaseDurationSeconds: 3, renewDeadlineSeconds: 2, retryPeriodSeconds: 1 },
+        },
+      },
+      'test',
+    );
+    const source = new KubernetesSource({
+      config,
+      nodeName: 'edge-1',
+      identity: 'portlb-abcde',
+      clock: systemClock,
+      logger: silentLogger,
+      kubeconfig: api.kubeconfig(),
+    });
+    agent = new Agent(
+      { config, nodeName: 'edge-1', identity: 'portlb-abcde' },
+      { ipvs, addresses, snat: new FakeSnat(), speaker, source },
+    );
+    await agent.start();
+    url = `http://127.0.0.1:${agent.httpAddress!.port}`;
+  });
+  after(async () => {
+    await agent.shutdown({ graceful: false });
+    await api.stop();
+  });
+
+  test('a Service becomes an address, an IPVS service, an announcement and an Event', async () => {
+    api.create('services', {
+      metadata: { name: 'web', namespace: 'shop' },
+      spec: {
+        type: 'LoadBalancer',
+        loadBalancerClass: 'portlb.io/portlb',
+        ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+      },
+    });
+    api.create('endpointslices', {
+      metadata: { name: 'web-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4',
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+      endpoints: [{ addresses: ['10.1.0.5'], conditions: { ready: true } }],
+    });
+    await waitFor('announced', () => speaker.announced().has('203.0.113.1/32'), { timeoutMs: 15_000 });
+    assert.deepEqual(api.get('services', 'shop', 'web')?.status?.loadBalancer?.ingress, [
+      { ip: '203.0.113.1', ipMode: 'Proxy' },
+    ]);
+    const [svc] = await ipvs.getTable();
+    assert.equal(svc?.service.key.kind === 'address' && svc.service.key.address, '203.0.113.1');
+    assert.deepEqual(
+      svc?.destinations.map((d) => `${d.address}:${d.port}`),
+      ['10.1.0.5:8080'],
+    );
+    assert.deepEqual([...addresses.addresses], ['203.0.113.1']);
+    await waitFor('Announced event', () =>
+      api
+        .list('events', 'shop')
+        .some((e) => e.reason === 'Announced' && /node edge-1 announces 203\.0\.113\.1/.test(e.message)),
+    );
+  });
+
+  test('/readyz, /status and /metrics tell what the agent does', async () => {
+    await waitFor('ready', async () => (await fetch(`${url}/readyz`)).status === 200);
+    const status = (await (await fetch(`${url}/status`)).json()) as Record<string, any>;
+    assert.equal(status.leader, true);
+    assert.deepEqual(status.vips, [
+      { address: '203.0.113.1', owners: ['shop/web'], announced: true, withheld: null },
+    ]);
+    assert.equal(status.services[0].owner, 'shop/web');
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    for (const name of [
+      'portlb_sync_duration_seconds_bucket',
+      'portlb_announced_vips 1',
+      'portlb_ipvs_services 1',
+      'portlb_leader 1',
+      'portlb_ipvs_service_connections_total{service="tcp:203.0.113.1:80"}',
+    ]) {
+      assert.ok(metrics.includes(name), `metrics have ${name}`);
+    }
+  });
+
+  test('a bad Service is skipped with a reason (Event, metric); the others keep working', async () => {
+    api.create('services', {
+      metadata: { name: 'typo', namespace: 'shop', annotations: { 'portlb.io/scheduler': 'fastest' } },
+      spec: {
+        type: 'LoadBalancer',
+        loadBalancerClass: 'portlb.io/portlb',
+        ports: [{ port: 81, protocol: 'TCP' }],
+      },
+    });
+    await waitFor('skipped with an Event', () =>
+      api
+        .list('events', 'shop')
+        .some(
+          (e) =>
+            e.involvedObject?.name === 'typo' &&
+            e.reason === 'InvalidAnnotation' &&
+            /fastest/.test(e.message),
+        ),
+    );
+    await waitFor('metric', async () =>
+      /portlb_skipped_services\{reason="InvalidAnnotation"\} 1/.test(
+        await (await fetch(`${url}/metrics`)).text(),
+      ),
+    );
+    assert.ok(speaker.announced().has('203.0.113.1/32'));
+  });
+
+  test('the Service deleted: withdrawn, IPVS service and address removed', async () => {
+    api.remove('services', 'shop', 'web');
+    await waitFor('withdrawn', () => !speaker.announced().has('203.0.113.1/32'));
+    await waitFor('IPVS removed', async () => (await ipvs.getTable()).length === 0);
+    assert.deepEqual([...addresses.addresses], []);
+  });
+});
