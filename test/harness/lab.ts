@@ -275,7 +275,8 @@ export class Lab {
         const hops = this.nextHops(vip);
         return hops.length === count ? hops : undefined;
       },
-      { timeoutMs, intervalMs: 200 },
+      // Each poll spawns `ip`, which is costly in UML: poll gently, the load runs meanwhile.
+      { timeoutMs, intervalMs: 400 },
     );
   }
 
