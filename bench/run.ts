@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 
 const repo = path.resolve(import.meta.dirname, '..');
-const BENCHES: Record<string, { description: string; inKernel: boolean; file: string }> = {
+const BENCHES: Record<string, { description: string; inKernel: boolean; file: string; debian?: string[] }> = {
   ipvs: {
     description: 'IPVS programming and dumps vs ipvsadm (UML kernel)',
     inKernel: true,
@@ -14,6 +14,12 @@ const BENCHES: Record<string, { description: string; inKernel: boolean; file: st
     description: 'BGP convergence: action -> router FIB (gobgpd + BIRD, host namespaces)',
     inKernel: false,
     file: 'bench/bgp.ts',
+  },
+  dataplane: {
+    description: 'requests/s through the VIP vs direct, iptables DNAT, nginx L7 (UML kernel, wrk)',
+    inKernel: true,
+    file: 'bench/dataplane.ts',
+    debian: ['nginx-light', 'wrk'],
   },
   k8s: {
     description: 'Kubernetes: 10k Services x 10 endpoints -> desired state (fake API, real client)',
@@ -43,6 +49,26 @@ let failed = false;
 for (const name of names.length ? names : Object.keys(BENCHES)) {
   const b = BENCHES[name]!;
   console.log(`\n===== bench ${name}: ${b.description}`);
+  // Tools only a benchmark needs are installed here, not by setup.sh (tests do not need them).
+  const missing = (b.debian ?? []).filter(
+    (p) =>
+      spawnSync('dpkg-query', ['-W', '-f=${Status}', p], { encoding: 'utf8' }).stdout !==
+      'install ok installed',
+  );
+  if (missing.length) {
+    console.log(`installing ${missing.join(', ')}`);
+    const r = spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], {
+      stdio: 'inherit',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
+    if (r.status !== 0) {
+      console.error(
+        `bench ${name}: could not install ${missing.join(', ')} (run as root: apt-get install ${missing.join(' ')})`,
+      );
+      failed = true;
+      continue;
+    }
+  }
   const cmd = b.inKernel
     ? [
         'bash',

@@ -1,7 +1,7 @@
 // End to end in the kernel harness, built from the lab's parts: real traffic through the
 // VIPs, backend readiness and drain, ownership, and bad input while running.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -237,5 +237,48 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
       'no VIP interface created',
     );
     assert.doesNotMatch(lab.net.exec('scratch', 'ipvsadm', ['-Ln']), /TCP|UDP/);
+  });
+
+  test('SIGTERM starts a graceful shutdown; a second signal exits at once', async () => {
+    const cfg = path.join(lab.dir, 'slow-shutdown.yaml');
+    writeFileSync(
+      cfg,
+      [
+        'mode: standalone',
+        `standalone: { servicesFile: ${lab.servicesFile} }`,
+        `bgp: { asn: 65001, routerId: 10.0.0.99, speakerSocket: "unix://${path.join(lab.dir, 'nobody.sock')}", gracefulShutdownSeconds: 60, peers: [] }`,
+        'http: { listen: "127.0.0.1:9181" }',
+        '',
+      ].join('\n'),
+    );
+    const child = spawn('ip', [
+      'netns',
+      'exec',
+      lab.net.ns('scratch'),
+      process.execPath,
+      'lb-agent/bin/portlb.js',
+      'agent',
+      '--config',
+      cfg,
+    ]);
+    let log = '';
+    child.stdout.on('data', (d) => (log += d));
+    child.stderr.on('data', (d) => (log += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await waitFor('agent running', () => log.includes('agent running'), { timeoutMs: 60_000 });
+    child.kill('SIGTERM');
+    await waitFor(
+      'graceful shutdown begun',
+      () => log.includes('graceful shutdown: announcing GRACEFUL_SHUTDOWN'),
+      { timeoutMs: 30_000 },
+    );
+    const t0 = Date.now();
+    child.kill('SIGTERM');
+    assert.equal(await exited, 130);
+    assert.ok(
+      Date.now() - t0 < 5000,
+      `exited ${Date.now() - t0} ms after the second signal (the graceful wait was 60 s)`,
+    );
+    assert.match(log, /second signal: exiting now/);
   });
 });

@@ -354,4 +354,5 @@ export interface LoadResult {
   byBackend: Record<string, number>;
   bySource: Record<string, number>;
   connections?: { opened: number; broken: number };
+  latencyMs?: { p50: number; p99: number; max: number };
 }

@@ -33,12 +33,15 @@ interface Result {
   byBackend: Record<string, number>;
   bySource: Record<string, number>;
   connections?: { opened: number; broken: number };
+  latencyMs?: { p50: number; p99: number; max: number };
 }
 const result: Result = { requests: 0, ok: 0, failed: 0, failures: {}, byBackend: {}, bySource: {} };
+const latencies: number[] = [];
 
 function once(url: string, agent: Agent | false, mustReuse = false): Promise<boolean> {
   return new Promise((resolve) => {
     result.requests++;
+    const started = performance.now();
     const req = request(
       url,
       { agent, timeout: timeoutMs, headers: agent ? {} : { connection: 'close' } },
@@ -54,6 +57,7 @@ function once(url: string, agent: Agent | false, mustReuse = false): Promise<boo
         res.on('end', () => {
           const [backend = '?', source = '?'] = body.trim().split(' ');
           result.ok++;
+          latencies.push(performance.now() - started);
           result.byBackend[backend] = (result.byBackend[backend] ?? 0) + 1;
           result.bySource[source] = (result.bySource[source] ?? 0) + 1;
           resolve(true);
@@ -100,5 +104,11 @@ if (keepalive > 0) {
       while (Date.now() < until) await once(urls[i % urls.length]!, false);
     }),
   );
+}
+if (latencies.length) {
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) =>
+    Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!);
+  result.latencyMs = { p50: at(0.5), p99: at(0.99), max: Math.round(latencies.at(-1)!) };
 }
 console.log(JSON.stringify(result));
