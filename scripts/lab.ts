@@ -104,6 +104,7 @@ try {
     '--interval-ms',
     '50',
   ]);
+  await scaleLoad.started;
   await new Promise((r) => setTimeout(r, 1500));
   await lab.startReplica(3);
   const hops3 = await lab.waitNextHops('203.0.113.10', 3);
@@ -129,6 +130,7 @@ try {
     '--concurrency',
     '8',
   ]);
+  await killLoad.started;
   await new Promise((r) => setTimeout(r, 2000));
   const tKill = Date.now();
   await lab.killReplica(1);

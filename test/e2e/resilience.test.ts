@@ -66,7 +66,8 @@ describe('e2e: resilience under load', () => {
     const loads = vips.map((vip) =>
       lab.load(['--url', `http://${vip}/`, '--seconds', '600', '--concurrency', '3']),
     );
-    await new Promise((r) => setTimeout(r, 4000)); // the clients are running
+    await Promise.all(loads.map((l) => l.started));
+    await new Promise((r) => setTimeout(r, 2000)); // traffic flowing before the event
     await during();
     await new Promise((r) => setTimeout(r, settleMs));
     for (const l of loads) l.stop();
@@ -151,7 +152,8 @@ describe('e2e: resilience under load', () => {
         '--interval-ms',
         '50',
       ]);
-      await new Promise((r) => setTimeout(r, 4000));
+      await keep.started;
+      await new Promise((r) => setTimeout(r, 2000));
       await lab.startReplica(3);
       await lab.waitNextHops(vip, 3);
       await new Promise((r) => setTimeout(r, 3000));

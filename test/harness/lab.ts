@@ -303,7 +303,12 @@ export class Lab {
   }
 
   /** Starts the load client in the client namespace; resolves with its JSON summary. */
-  load(args: string[]): { done: Promise<LoadResult>; child: ChildProcess; stop: () => void } {
+  load(args: string[]): {
+    done: Promise<LoadResult>;
+    child: ChildProcess;
+    stop: () => void;
+    started: Promise<void>;
+  } {
     const child = spawn(
       'ip',
       [
@@ -320,10 +325,18 @@ export class Lab {
     );
     let out = '';
     let err = '';
+    let markStarted: () => void = () => {};
+    const started = new Promise<void>((resolve) => {
+      markStarted = resolve;
+    });
     child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
+    child.stderr.on('data', (d) => {
+      err += d;
+      if (err.includes('load started')) markStarted();
+    });
     const done = new Promise<LoadResult>((resolve, reject) => {
       child.on('exit', (code) => {
+        markStarted();
         if (code !== 0) return reject(new Error(`load client exited ${code}: ${err}`));
         try {
           resolve(JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as LoadResult);
@@ -333,7 +346,7 @@ export class Lab {
       });
     });
     // ip netns exec execs node, so the signal reaches the client itself.
-    return { done, child, stop: () => child.kill('SIGTERM') };
+    return { done, child, stop: () => child.kill('SIGTERM'), started };
   }
 
   async down(): Promise<void> {

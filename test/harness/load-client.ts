@@ -77,6 +77,8 @@ function once(url: string, agent: Agent | false, mustReuse = false): Promise<boo
   });
 }
 
+// The driver waits for this line before it starts whatever the load is meant to observe.
+process.stderr.write('load started\n');
 const keepalive = Number(values.keepalive);
 if (keepalive > 0) {
   result.connections = { opened: 0, broken: 0 };

@@ -1,5 +1,6 @@
 // lb-agent: wiring of the source, the data plane, the speaker, the sync loop and the
 // HTTP endpoints, plus the graceful shutdown sequence (DESIGN.md decision 8).
+import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import { GobgpSpeaker } from '../bgp/gobgp-speaker.ts';
@@ -129,6 +130,7 @@ export class Agent {
     this.addresses = this.deps.addresses ?? new LinkAddressManager(cfg.ipvs.vipInterface);
     this.snat = this.deps.snat ?? (await detectSnat(cfg.ipvs.snat));
     this.log.info({ snat: this.snat.kind, mode: cfg.mode, node: this.o.nodeName }, 'starting');
+    await this.checkForwarding();
 
     if (cfg.bgp) {
       const speaker =
@@ -188,6 +190,17 @@ export class Agent {
     });
     await this.startHttp();
     this.reconciler.start();
+  }
+
+  /** NAT-mode replies are forwarded back to clients: without ip_forward they are dropped. */
+  private async checkForwarding(): Promise<void> {
+    const value = await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8').catch(() => undefined);
+    if (value?.trim() === '0') {
+      this.metrics.errors.inc({ code: 'IP_FORWARD_OFF', step: 'start' });
+      this.log.warn(
+        'net.ipv4.ip_forward is 0 on this node: replies of nat-mode services cannot be forwarded back to clients; set net.ipv4.ip_forward=1 (Kubernetes nodes normally have it)',
+      );
+    }
   }
 
   private async refreshPeerMetrics(): Promise<void> {
