@@ -2,7 +2,7 @@
 // router, LB replicas (lb-agent + gobgpd each), three backends and a client in network
 // namespaces. Prints each step; leaves nothing behind.
 import { parseArgs } from 'node:util';
-import { CLIENT, Lab, type LabService, type LoadResult, lbAddress } from '../test/harness/lab.ts';
+import { CLIENT, Lab, type LoadResult, labServices, lbAddress } from '../test/harness/lab.ts';
 
 const { values } = parseArgs({
   options: { help: { type: 'boolean' }, seconds: { type: 'string', default: '8' } },
@@ -25,24 +25,7 @@ const stamp = () => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`;
 const say = (line: string) => console.log(`${stamp()} ${line}`);
 const step = (title: string) => console.log(`\n${stamp()} == ${title}`);
 
-const services: LabService[] = [
-  {
-    name: 'web',
-    vip: '203.0.113.10',
-    port: 80,
-    forwarding: 'tunnel',
-    backendPort: 80,
-    backends: [{ n: 1 }, { n: 2 }, { n: 3 }],
-  },
-  {
-    name: 'web-nat',
-    vip: '203.0.113.11',
-    port: 80,
-    forwarding: 'nat',
-    backendPort: 8080,
-    backends: [{ n: 1 }, { n: 2 }, { n: 3 }],
-  },
-];
+const services = labServices();
 
 const lab = new Lab({ prefix: 'lab', maxReplicas: 3, backends: 3, services, say: (l) => say(`   ${l}`) });
 const summary: string[] = [];
@@ -112,6 +95,10 @@ try {
   await new Promise((r) => setTimeout(r, 3000));
   scaleLoad.stop();
   const r2 = await scaleLoad.done;
+  const moved = (await lab.connections(3))['tcp:203.0.113.10:80'] ?? 0;
+  say(
+    `   the router moved ${moved} of the open flows to lb3; with mh + sloppy_tcp lb3 picks the same backend`,
+  );
   say(
     `   24 long-lived connections (tunnel + mh) during the scale-out: ${r2.connections?.broken ?? 0} broken, ${r2.failed} failed requests of ${r2.requests}`,
   );
@@ -147,6 +134,13 @@ try {
   say(`   lab finished in ${((Date.now() - t0) / 1000).toFixed(0)} s; cleaning up`);
 } catch (err) {
   console.error(`\nlab failed: ${(err as Error).message}`);
+  for (const i of [1, 2, 3]) {
+    const agent = lab.agent(i);
+    if (agent)
+      console.error(
+        `--- last lines of the lb${i} agent log:\n${lab.net.log(agent).split('\n').slice(-15).join('\n')}`,
+      );
+  }
   process.exitCode = 1;
 } finally {
   await lab.down();

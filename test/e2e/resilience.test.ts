@@ -3,29 +3,12 @@
 // between replicas) and with `nat` (where they cannot: counted and reported).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Lab, type LabService, type LoadResult, lbAddress } from '../harness/lab.ts';
+import { Lab, type LoadResult, labServices, lbAddress, NAT_VIP, TUNNEL_VIP } from '../harness/lab.ts';
 import { waitFor } from '../harness/netns.ts';
 
-const TUNNEL = '203.0.113.10';
-const NAT = '203.0.113.11';
-const services: LabService[] = [
-  {
-    name: 'web',
-    vip: TUNNEL,
-    port: 80,
-    forwarding: 'tunnel',
-    backendPort: 80,
-    backends: [{ n: 1 }, { n: 2 }, { n: 3 }],
-  },
-  {
-    name: 'web-nat',
-    vip: NAT,
-    port: 80,
-    forwarding: 'nat',
-    backendPort: 8080,
-    backends: [{ n: 1 }, { n: 2 }, { n: 3 }],
-  },
-];
+const TUNNEL = TUNNEL_VIP;
+const NAT = NAT_VIP;
+const services = labServices();
 const report: string[] = [];
 const record = (line: string) => {
   report.push(line);

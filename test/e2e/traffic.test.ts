@@ -5,19 +5,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Lab, type LabService, lbAddress } from '../harness/lab.ts';
+import { Lab, type LabService, labServices, lbAddress, NAT_VIP, TUNNEL_VIP } from '../harness/lab.ts';
 import { waitFor } from '../harness/netns.ts';
 
-const TUNNEL = '203.0.113.10';
-const NAT = '203.0.113.11';
+const TUNNEL = TUNNEL_VIP;
+const NAT = NAT_VIP;
+/** The lab's services, with be3 in the given state (null: be3 removed). */
 const services = (be3: { ready?: boolean } | null = {}): LabService[] =>
-  [
-    { name: 'web', vip: TUNNEL, port: 80, forwarding: 'tunnel', backendPort: 80 },
-    { name: 'web-nat', vip: NAT, port: 80, forwarding: 'nat', backendPort: 8080 },
-  ].map((s) => ({
-    ...(s as Omit<LabService, 'backends'>),
-    backends: [{ n: 1 }, { n: 2 }, ...(be3 ? [{ n: 3, ...be3 }] : [])],
-  }));
+  labServices([{ n: 1 }, { n: 2 }, ...(be3 ? [{ n: 3, ...be3 }] : [])]);
 
 describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
   if (process.env.PORTLB_IN_UML !== '1')

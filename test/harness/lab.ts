@@ -10,6 +10,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { type Bird, birdProtocolState, type Gobgpd, startBird, startGobgpd } from './bgp.ts';
+import type { LoadResult } from './load-client.ts';
 import { type Daemon, fibNextHops, NetnsLab, run, waitFor } from './netns.ts';
 
 const repo = path.resolve(import.meta.dirname, '..', '..');
@@ -36,6 +37,16 @@ export interface LabOptions {
   resyncSeconds?: number;
   gracefulShutdownSeconds?: number;
   say?: (line: string) => void;
+}
+
+/** The lab's two VIPs: one with IPIP tunnel forwarding (DSR), one with NAT; mh on both. */
+export const TUNNEL_VIP = '203.0.113.10';
+export const NAT_VIP = '203.0.113.11';
+export function labServices(backends: LabService['backends'] = [{ n: 1 }, { n: 2 }, { n: 3 }]): LabService[] {
+  return [
+    { name: 'web', vip: TUNNEL_VIP, port: 80, forwarding: 'tunnel', backendPort: 80, backends },
+    { name: 'web-nat', vip: NAT_VIP, port: 80, forwarding: 'nat', backendPort: 8080, backends },
+  ];
 }
 
 export const lbAddress = (i: number) => `10.0.0.${10 + i}`;
@@ -359,13 +370,4 @@ export class Lab {
   }
 }
 
-export interface LoadResult {
-  requests: number;
-  ok: number;
-  failed: number;
-  failures: Record<string, number>;
-  byBackend: Record<string, number>;
-  bySource: Record<string, number>;
-  connections?: { opened: number; broken: number };
-  latencyMs?: { p50: number; p99: number; max: number };
-}
+export type { LoadResult } from './load-client.ts';

@@ -25,7 +25,7 @@ process.on('SIGTERM', () => {
 });
 const timeoutMs = Number(values['timeout-ms']);
 
-interface Result {
+export interface LoadResult {
   requests: number;
   ok: number;
   failed: number;
@@ -35,7 +35,7 @@ interface Result {
   connections?: { opened: number; broken: number };
   latencyMs?: { p50: number; p99: number; max: number };
 }
-const result: Result = { requests: 0, ok: 0, failed: 0, failures: {}, byBackend: {}, bySource: {} };
+const result: LoadResult = { requests: 0, ok: 0, failed: 0, failures: {}, byBackend: {}, bySource: {} };
 const latencies: number[] = [];
 
 function once(url: string, agent: Agent | false, mustReuse = false): Promise<boolean> {

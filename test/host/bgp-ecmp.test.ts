@@ -5,37 +5,16 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { BgpError } from '../../lb-agent/src/bgp/errors.ts';
 import { GobgpSpeaker } from '../../lb-agent/src/bgp/gobgp-speaker.ts';
-import { type Advertisement, type BgpPeerConfig, GRACEFUL_SHUTDOWN } from '../../lb-agent/src/bgp/types.ts';
+import { type BgpPeerConfig, GRACEFUL_SHUTDOWN } from '../../lb-agent/src/bgp/types.ts';
+import { ad, peer as basePeer } from '../bgp/conformance.ts';
 import { type Bird, birdc, birdProtocolState, type Gobgpd, startBird, startGobgpd } from '../harness/bgp.ts';
 import { fibNextHops, NetnsLab, waitFor } from '../harness/netns.ts';
 
 const VIP = '203.0.113.10/32';
 const VIP6 = 'fd00:203::10/128';
-const ad = (prefix: string, extra: Partial<Advertisement> = {}): Advertisement => ({
-  prefix,
-  nextHop: undefined,
-  origin: 'igp',
-  communities: [],
-  localPref: undefined,
-  med: undefined,
-  asPathPrepend: 0,
-  ...extra,
-});
-const peer = (address: string, extra: Partial<BgpPeerConfig> = {}): BgpPeerConfig => ({
-  address,
-  asn: 65000,
-  port: 179,
-  password: undefined,
-  holdTime: 9,
-  keepaliveInterval: 3,
-  ebgpMultihopTtl: undefined,
-  gracefulRestart: undefined,
-  families: [address.includes(':') ? 'ipv6' : 'ipv4'],
-  localAddress: undefined,
-  passive: false,
-  description: undefined,
-  ...extra,
-});
+// A peer of the address's own family (the conformance helper defaults to IPv4).
+const peer = (address: string, extra: Partial<BgpPeerConfig> = {}): BgpPeerConfig =>
+  basePeer(address, { families: [address.includes(':') ? 'ipv6' : 'ipv4'], ...extra });
 
 describe('BGP: gobgpd replicas + BIRD router, ECMP in the kernel FIB', () => {
   const lab = new NetnsLab();

@@ -5,19 +5,11 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { FORWARDING } from '../ipvs/services-file.ts';
 import { SCHEDULERS } from '../ipvs/types.ts';
-import { ipFamily } from '../net/ip.ts';
 import { type AddressBlock, blocksOverlap, parseAddressBlock } from '../net/pool.ts';
-import { ConfigError, formatPath, parseWith } from './validate.ts';
+import { ConfigError, formatPath, intField, ipField, parseWith } from './validate.ts';
 
-const int = (min: number, max: number, what = 'an integer') =>
-  z
-    .number({ error: `must be ${what} from ${min} to ${max}` })
-    .int({ error: `must be ${what} from ${min} to ${max}` })
-    .min(min, { error: `must be ${what} from ${min} to ${max}` })
-    .max(max, { error: `must be ${what} from ${min} to ${max}` });
-const ip = z
-  .string({ error: 'must be an IP address' })
-  .refine((s) => ipFamily(s) !== undefined, { error: 'is not an IP address' });
+const int = intField;
+const ip = ipField;
 const duration = (min: number, max: number) => int(min, max, 'a number of seconds');
 
 const poolSchema = z
@@ -41,7 +33,8 @@ const peerSchema = z
     /** File holding the TCP MD5 password (a mounted Secret); never inline. */
     passwordFile: z.string().optional(),
     holdTime: z
-      .union([z.literal(0), int(3, 65535, 'a number of seconds')], {
+      .number({ error: 'must be 0 or from 3 to 65535 seconds' })
+      .refine((v) => Number.isInteger(v) && (v === 0 || (v >= 3 && v <= 65535)), {
         error: 'must be 0 or from 3 to 65535 seconds',
       })
       .default(9),
@@ -83,29 +76,11 @@ const schema = z
             retryPeriodSeconds: duration(1, 600).default(2),
           })
           .strict()
-          .default({
-            enabled: true,
-            namespace: 'portlb-system',
-            leaseName: 'portlb-controller',
-            leaseDurationSeconds: 15,
-            renewDeadlineSeconds: 10,
-            retryPeriodSeconds: 2,
-          }),
+          .prefault({}),
         kubeconfig: z.string().optional(),
       })
       .strict()
-      .default({
-        loadBalancerClass: 'portlb.io/portlb',
-        serveServicesWithoutClass: false,
-        leaderElection: {
-          enabled: true,
-          namespace: 'portlb-system',
-          leaseName: 'portlb-controller',
-          leaseDurationSeconds: 15,
-          renewDeadlineSeconds: 10,
-          retryPeriodSeconds: 2,
-        },
-      }),
+      .prefault({}),
     standalone: z.object({ servicesFile: z.string() }).strict().optional(),
     pools: z.array(poolSchema).default([]),
     defaults: z
@@ -117,13 +92,16 @@ const schema = z
         drainTimeoutSeconds: duration(0, 86400).default(60),
       })
       .strict()
-      .default({ scheduler: 'mh', forwarding: 'nat', drainTimeoutSeconds: 60 }),
+      .prefault({}),
     bgp: z
       .object({
         asn: int(1, 4294967295, 'an AS number'),
         routerId: ip.optional(),
         listenPort: z
-          .union([z.literal(-1), int(1, 65535, 'a port')], { error: 'must be -1 (no listener) or a port' })
+          .number({ error: 'must be -1 (no listener) or a port from 1 to 65535' })
+          .refine((v) => v === -1 || (Number.isInteger(v) && v >= 1 && v <= 65535), {
+            error: 'must be -1 (no listener) or a port from 1 to 65535',
+          })
           .default(-1),
         listenAddresses: z.array(ip).default([]),
         speakerSocket: z.string().default('unix:///run/portlb/gobgp.sock'),
@@ -147,11 +125,11 @@ const schema = z
           .default('auto'),
       })
       .strict()
-      .default({ sysctlPath: '/proc/sys/net/ipv4/vs', vipInterface: 'portlb0', snat: 'auto' }),
+      .prefault({}),
     http: z
       .object({ listen: z.string().default('0.0.0.0:9180') })
       .strict()
-      .default({ listen: '0.0.0.0:9180' }),
+      .prefault({}),
     sync: z
       .object({
         minIntervalMs: int(0, 60_000).default(200),
@@ -159,7 +137,7 @@ const schema = z
         retryMaxSeconds: duration(1, 3600).default(30),
       })
       .strict()
-      .default({ minIntervalMs: 200, resyncSeconds: 60, retryMaxSeconds: 30 }),
+      .prefault({}),
   })
   .strict();
 

@@ -1,8 +1,19 @@
 // Parsing user files once, with errors that name the option and the value that is wrong.
 import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { PortlbError } from '../errors.ts';
+import { ipFamily } from '../net/ip.ts';
+
+/** An integer option with a message that says the range (and what it is). */
+export const intField = (min: number, max: number, what = 'an integer') => {
+  const error = `must be ${what} from ${min} to ${max}`;
+  return z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
+};
+
+export const ipField = z
+  .string({ error: 'must be an IP address' })
+  .refine((s) => ipFamily(s) !== undefined, { error: 'is not an IP address' });
 
 export type ConfigErrorCode = 'CONFIG_INVALID' | 'CONFIG_UNREADABLE' | 'CONFIG_SYNTAX';
 

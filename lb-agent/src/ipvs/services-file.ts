@@ -2,7 +2,7 @@
 // in docs/services-file.md. Parsed once, validated completely, frozen; every error names
 // the field and the value.
 import { z } from 'zod';
-import { ConfigError, formatPath, parseWith } from '../config/validate.ts';
+import { ConfigError, formatPath, intField, ipField, parseWith } from '../config/validate.ts';
 import { canonicalIp, type Family, ipFamily } from '../net/ip.ts';
 import { type AddressBlock, blockContains, blocksOverlap, parseAddressBlock } from '../net/pool.ts';
 import type { Ownership } from './planner.ts';
@@ -10,45 +10,22 @@ import {
   destinationId,
   type ForwardMethod,
   type RealServer,
+  SCHEDULER_FLAG_NAMES,
   SCHEDULERS,
   type SchedulerFlag,
+  type SchedulerFlagName,
   type ServiceKey,
   type ServiceSpec,
   serviceId,
 } from './types.ts';
 
-const int = (min: number, max: number, what = 'an integer') =>
-  z
-    .number({ error: `must be ${what} from ${min} to ${max}` })
-    .int({ error: `must be ${what} from ${min} to ${max}` })
-    .min(min, { error: `must be ${what} from ${min} to ${max}` })
-    .max(max, { error: `must be ${what} from ${min} to ${max}` });
-
-const ip = z.string({ error: 'must be an IP address' }).refine((s) => ipFamily(s) !== undefined, {
-  error: 'is not an IP address',
-});
+const int = intField;
+const ip = ipField;
 
 export const FORWARDING = ['nat', 'tunnel', 'dr'] as const;
 const forwarding = z.enum(FORWARDING, { error: `must be one of ${FORWARDING.join(', ')}` });
 const scheduler = z.enum(SCHEDULERS, { error: `must be a scheduler: ${SCHEDULERS.join(', ')}` });
-const FLAG_NAMES = [
-  'mh-fallback',
-  'mh-port',
-  'sh-fallback',
-  'sh-port',
-  'flag-1',
-  'flag-2',
-  'flag-3',
-] as const;
-const FLAG_MEANING: Record<(typeof FLAG_NAMES)[number], { flag: SchedulerFlag; scheduler?: string }> = {
-  'mh-fallback': { flag: 'flag-1', scheduler: 'mh' },
-  'mh-port': { flag: 'flag-2', scheduler: 'mh' },
-  'sh-fallback': { flag: 'flag-1', scheduler: 'sh' },
-  'sh-port': { flag: 'flag-2', scheduler: 'sh' },
-  'flag-1': { flag: 'flag-1' },
-  'flag-2': { flag: 'flag-2' },
-  'flag-3': { flag: 'flag-3' },
-};
+const FLAG_NAMES = Object.keys(SCHEDULER_FLAG_NAMES) as [SchedulerFlagName, ...SchedulerFlagName[]];
 
 const backendSchema = z
   .object({
@@ -101,7 +78,7 @@ const fileSchema = z
     defaults: z
       .object({ scheduler: scheduler.default('mh'), forwarding: forwarding.default('nat') })
       .strict()
-      .default({ scheduler: 'mh', forwarding: 'nat' }),
+      .prefault({}),
     services: z.array(serviceSchema).default([]),
   })
   .strict();
@@ -203,7 +180,7 @@ export function buildServicesFile(raw: RawServicesFile, source: string): Service
     const sched = s.scheduler ?? raw.defaults.scheduler;
     const flags = new Set<SchedulerFlag>();
     s.schedulerFlags.forEach((name, j) => {
-      const meaning = FLAG_MEANING[name];
+      const meaning: { flag: SchedulerFlag; scheduler?: string } = SCHEDULER_FLAG_NAMES[name];
       if (meaning.scheduler && meaning.scheduler !== sched) {
         problems.push(
           `${at('services', i, 'schedulerFlags', j)}: ${name} needs scheduler ${meaning.scheduler} (got ${sched})`,

@@ -149,6 +149,19 @@ export const SCHEDULERS = [
   'twos',
 ] as const;
 
+/** Flag names users write (ipvsadm's), and the kernel flag each one sets. */
+export const SCHEDULER_FLAG_NAMES = {
+  'mh-fallback': { flag: 'flag-1', scheduler: 'mh' },
+  'mh-port': { flag: 'flag-2', scheduler: 'mh' },
+  'sh-fallback': { flag: 'flag-1', scheduler: 'sh' },
+  'sh-port': { flag: 'flag-2', scheduler: 'sh' },
+  'flag-1': { flag: 'flag-1' },
+  'flag-2': { flag: 'flag-2' },
+  'flag-3': { flag: 'flag-3' },
+} as const satisfies Record<string, { flag: SchedulerFlag; scheduler?: string }>;
+
+export type SchedulerFlagName = keyof typeof SCHEDULER_FLAG_NAMES;
+
 export function serviceId(key: ServiceKey): string {
   if (key.kind === 'fwmark') return `fwmark:${key.family}:${key.fwmark}`;
   const host = key.family === 'ipv6' ? `[${key.address}]` : key.address;

@@ -1,7 +1,7 @@
 // Per-Service settings through annotations, with validated values. A bad value makes the
 // Service skipped with a reason that names the annotation and the value: never a guess.
 import type { Forwarding } from '../core/types.ts';
-import { SCHEDULERS, type SchedulerFlag } from '../ipvs/types.ts';
+import { SCHEDULER_FLAG_NAMES, SCHEDULERS, type SchedulerFlag } from '../ipvs/types.ts';
 import { canonicalIp, ipFamily } from '../net/ip.ts';
 
 export const ANNOTATION_PREFIX = 'portlb.io/';
@@ -18,15 +18,7 @@ export const ANNOTATIONS = {
 
 const KNOWN = new Set<string>(Object.values(ANNOTATIONS));
 const FORWARDINGS: Forwarding[] = ['nat', 'tunnel', 'dr'];
-const FLAG_ALIASES: Record<string, { flag: SchedulerFlag; scheduler?: string }> = {
-  'mh-fallback': { flag: 'flag-1', scheduler: 'mh' },
-  'mh-port': { flag: 'flag-2', scheduler: 'mh' },
-  'sh-fallback': { flag: 'flag-1', scheduler: 'sh' },
-  'sh-port': { flag: 'flag-2', scheduler: 'sh' },
-  'flag-1': { flag: 'flag-1' },
-  'flag-2': { flag: 'flag-2' },
-  'flag-3': { flag: 'flag-3' },
-};
+const FLAG_ALIASES: Record<string, { flag: SchedulerFlag; scheduler?: string }> = SCHEDULER_FLAG_NAMES;
 
 export interface ServiceSettings {
   scheduler: string | undefined;

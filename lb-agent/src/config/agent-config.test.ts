@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseAgentConfig } from './agent-config.ts';
+import { ConfigError } from './validate.ts';
+
+function problems(data: unknown): string[] {
+  try {
+    parseAgentConfig(data, 'config.yaml');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.problems;
+  }
+  assert.fail('expected the configuration to be rejected');
+}
+
+test('agent config: defaults filled in, the result frozen', () => {
+  const c = parseAgentConfig({ pools: [{ name: 'default', addresses: ['203.0.113.0/24'] }] }, 'config.yaml');
+  assert.equal(c.mode, 'kubernetes');
+  assert.equal(c.kubernetes.loadBalancerClass, 'portlb.io/portlb');
+  assert.equal(c.kubernetes.leaderElection.leaseDurationSeconds, 15);
+  assert.deepEqual(c.defaults, { scheduler: 'mh', forwarding: 'nat', drainTimeoutSeconds: 60 });
+  assert.equal(c.pools[0]?.blocks[0]?.text, '203.0.113.0/24');
+  assert.ok(
+    Object.isFrozen(c) && Object.isFrozen(c.pools[0]) && Object.isFrozen(c.kubernetes.leaderElection),
+  );
+});
+
+test('agent config: every bad option is named with its value', () => {
+  assert.deepEqual(
+    problems({
+      pools: [{ name: 'a', addresses: ['10.0.0.1/24'] }],
+      defaults: { scheduler: 'fastest' },
+      bgp: {
+        asn: 65001,
+        peers: [{ address: '10.0.0.1', asn: 65000, holdTime: 2 }],
+        speakerSocket: 'tcp://0.0.0.0:50051',
+      },
+      sync: { minIntervalMs: -1 },
+      colour: 'blue',
+    }),
+    [
+      'defaults.scheduler: must be a scheduler: rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos (got "fastest")',
+      'bgp.peers[0].holdTime: must be 0 or from 3 to 65535 seconds (got 2)',
+      'sync.minIntervalMs: must be an integer from 0 to 60000 (got -1)',
+      'colour: unknown option',
+    ],
+  );
+  assert.deepEqual(
+    problems({
+      pools: [
+        { name: 'a', addresses: ['10.0.0.1/24'] },
+        { name: 'b', addresses: ['10.0.0.0/16'] },
+        { name: 'b', addresses: ['fd00::/64'] },
+      ],
+      kubernetes: {
+        leaderElection: { leaseDurationSeconds: 10, renewDeadlineSeconds: 10, retryPeriodSeconds: 12 },
+      },
+      bgp: {
+        asn: 65001,
+        speakerSocket: 'tcp://0.0.0.0:50051',
+        peers: [
+          {
+            address: '10.0.0.1',
+            asn: 65000,
+            holdTime: 9,
+            keepaliveInterval: 9,
+            passwordFile: '/nonexistent/secret',
+          },
+        ],
+      },
+      http: { listen: 'everywhere' },
+    }),
+    [
+      'pools[0].addresses[0]: "10.0.0.1/24" has host bits set or a bad prefix length (write the network address, e.g. 10.0.0.0/24)',
+      'pools[2].name: duplicate pool name "b"',
+      'kubernetes.leaderElection.renewDeadlineSeconds: must be below leaseDurationSeconds (10) (got 10)',
+      'kubernetes.leaderElection.retryPeriodSeconds: must be below renewDeadlineSeconds (10) (got 12)',
+      'bgp.peers[0].keepaliveInterval: must be below holdTime 9 (got 9)',
+      'bgp.peers[0].passwordFile: cannot read "/nonexistent/secret": ENOENT',
+      'bgp.speakerSocket: must be a unix socket (unix:///path): gobgpd\'s API is never put on a network port (got "tcp://0.0.0.0:50051")',
+      'http.listen: must be host:port, e.g. 0.0.0.0:9180 (got "everywhere")',
+    ],
+  );
+  assert.match(problems({ mode: 'standalone' })[0]!, /^standalone: required with mode: standalone/);
+  assert.match(problems({})[0]!, /^pools: at least one pool/);
+});
