@@ -2,7 +2,6 @@
 // servers, which VIP addresses, which announcements, and a reason for everything left
 // out. No I/O, no clock: the same snapshot always gives the same answer.
 import type { RealServer, ServiceSpec } from '../ipvs/types.ts';
-import { serviceId } from '../ipvs/types.ts';
 import { type Family, ipFamily } from '../net/ip.ts';
 import type { Endpoint, NodeInfo, PortIntent, ServiceIntent, Skip, WithholdReason } from './types.ts';
 
@@ -238,10 +237,3 @@ export function computeDesired(
   });
   return { virtualServices, vips, skipped, warnings };
 }
-
-/** The IPVS part of a desired state, for the planner. */
-export function ipvsSpecs(state: DesiredState): ServiceSpec[] {
-  return state.virtualServices.map((v) => v.spec);
-}
-
-export const virtualServiceId = (v: DesiredVirtualService): string => serviceId(v.spec.service.key);

@@ -171,7 +171,3 @@ export function serviceId(key: ServiceKey): string {
 export function destinationId(d: DestinationKey): string {
   return d.family === 'ipv6' ? `[${d.address}]:${d.port}` : `${d.address}:${d.port}`;
 }
-
-export function sameServiceKey(a: ServiceKey, b: ServiceKey): boolean {
-  return serviceId(a) === serviceId(b);
-}

@@ -153,10 +153,6 @@ export function cidrContains(cidr: Cidr, address: string): boolean {
   return (ipToBigInt(address) & prefixMask(cidr.prefix, family)) === cidr.network;
 }
 
-export function formatCidr(cidr: Cidr): string {
-  return `${bigIntToIp(cidr.network, cidr.family)}/${cidr.prefix}`;
-}
-
 /** Prefix length of a contiguous IPv4 netmask (255.255.255.0 -> 24), undefined otherwise. */
 export function ipv4MaskToPrefix(mask: number): number | undefined {
   const inverted = ~mask >>> 0;

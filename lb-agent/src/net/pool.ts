@@ -1,6 +1,6 @@
 // Address blocks ("10.0.0.0/24", "10.0.0.10-10.0.0.20", "fd00::/120", "192.0.2.7") as
 // inclusive integer ranges: ownership checks and VIP allocation both use them.
-import { bigIntToIp, type Family, familyBits, ipFamily, ipToBigInt, parseCidr } from './ip.ts';
+import { type Family, familyBits, ipFamily, ipToBigInt, parseCidr } from './ip.ts';
 
 export interface AddressBlock {
   /** The text it was parsed from, for messages. */
@@ -49,8 +49,4 @@ export function blockSize(block: AddressBlock): bigint {
 
 export function blocksOverlap(a: AddressBlock, b: AddressBlock): boolean {
   return a.family === b.family && a.first <= b.last && b.first <= a.last;
-}
-
-export function blockAddress(block: AddressBlock, offset: bigint): string {
-  return bigIntToIp(block.first + offset, block.family);
 }

@@ -188,11 +188,6 @@ export class NlWriter {
     return this;
   }
 
-  attrFlag(type: number): this {
-    this.attrHeader(type, 0);
-    return this;
-  }
-
   /** A nested attribute whose children `fill` writes. */
   nest(type: number, fill: (w: this) => void): this {
     this.pad();
@@ -286,10 +281,6 @@ export const readBe16 = (b: Buffer | undefined): number | undefined =>
   b && b.length >= 2 ? b.readUInt16BE(0) : undefined;
 export const readU32 = (b: Buffer | undefined): number | undefined =>
   b && b.length >= 4 ? b.readUInt32LE(0) : undefined;
-export const readI32 = (b: Buffer | undefined): number | undefined =>
-  b && b.length >= 4 ? b.readInt32LE(0) : undefined;
-export const readBe32 = (b: Buffer | undefined): number | undefined =>
-  b && b.length >= 4 ? b.readUInt32BE(0) : undefined;
 export const readU64 = (b: Buffer | undefined): bigint | undefined =>
   b && b.length >= 8 ? b.readBigUInt64LE(0) : undefined;
 
