@@ -118,6 +118,16 @@ sh(
 );
 const results: Record<string, unknown>[] = [];
 
+// Warm-up (not reported): JavaScript is compiled on first use, ipvsadm is native code.
+{
+  freshIpvs();
+  const warm = NetlinkIpvsClient.open();
+  const specs = desiredTable(300);
+  await applyOperations(warm, plan(specs, []).operations);
+  plan(specs, await warm.getTable({ stats: true }));
+  warm.close();
+}
+
 for (const n of sizes) {
   console.log(`\n### ${n} services x ${dests} destinations, scheduler ${scheduler}`);
   const desired = desiredTable(n);
