@@ -20,7 +20,7 @@ say() { [ "$quiet" = "--quiet" ] || echo "setup: $*"; }
 # scripts/uml-run.sh), the data plane tools, the BGP speaker and its protos, the router,
 # and what builds the netlink addon.
 PACKAGES=(
-  kmod iproute2 ipvsadm iptables nftables
+  kmod iproute2 procps ipvsadm iptables nftables
   gobgpd golang-github-osrg-gobgp-dev bird2 frr
   make g++ python3 ca-certificates
 )

@@ -22,7 +22,7 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
     maxReplicas: 2,
     backends: 3,
     services: services(),
-    drainTimeoutSeconds: 8,
+    drainTimeoutSeconds: 20,
     resyncSeconds: 3,
   });
 
@@ -144,7 +144,7 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
         const be3 = (await backendsOn(onBe3, NAT)).find((b) => b.id.startsWith('10.0.0.23'));
         return !be3;
       },
-      { timeoutMs: 30_000 },
+      { timeoutMs: 45_000 },
     );
   });
 

@@ -68,6 +68,8 @@ export class GobgpSpeaker implements BgpSpeaker {
   private readonly events = new EventEmitter();
   private readonly stop = new AbortController();
   private loop: Promise<void> | undefined;
+  /** Changes sent to gobgpd (StartBgp, peer and path writes): zero when adopting a converged speaker. */
+  writes = 0;
 
   constructor(options: GobgpSpeakerOptions) {
     this.api = new GobgpApi({ target: options.target, timeoutMs: options.callTimeoutMs ?? 5000 });
@@ -143,6 +145,11 @@ export class GobgpSpeaker implements BgpSpeaker {
 
   // ---- reconciliation -------------------------------------------------------------------
 
+  private write(method: string, request: Wire): Promise<Wire> {
+    this.writes++;
+    return this.api.unary(method, request);
+  }
+
   /** Runs one RPC sequence at a time; fails fast (desired state kept) while disconnected. */
   private serialized(what: string, fn: () => Promise<void>): Promise<void> {
     const run = this.chain.then(async () => {
@@ -164,7 +171,7 @@ export class GobgpSpeaker implements BgpSpeaker {
     const { global } = await this.api.unary('GetBgp', {});
     if (!global?.asn) {
       // Only when not started: a second StartBgp wipes the RIB while routes stay announced.
-      await this.api.unary('StartBgp', { global: globalToWire(want) });
+      await this.write('StartBgp', { global: globalToWire(want) });
       this.announced.clear();
       this.log.info({ asn: want.asn, routerId: want.routerId }, 'started BGP on the speaker');
       return true;
@@ -193,19 +200,17 @@ export class GobgpSpeaker implements BgpSpeaker {
     for (const p of this.desiredPeers) {
       const have = actual.get(p.address);
       if (!have) {
-        await attempt(`add peer ${p.address}`, () => this.api.unary('AddPeer', { peer: peerToWire(p) }));
+        await attempt(`add peer ${p.address}`, () => this.write('AddPeer', { peer: peerToWire(p) }));
         this.log.info({ peer: p.address, asn: p.asn }, 'added BGP peer');
       } else if (!samePeerConfig(have, p)) {
-        await attempt(`update peer ${p.address}`, () =>
-          this.api.unary('UpdatePeer', { peer: peerToWire(p) }),
-        );
+        await attempt(`update peer ${p.address}`, () => this.write('UpdatePeer', { peer: peerToWire(p) }));
         this.log.info({ peer: p.address, asn: p.asn }, 'updated BGP peer');
       }
     }
     const wanted = new Set(this.desiredPeers.map((p) => p.address));
     for (const address of actual.keys()) {
       if (wanted.has(address)) continue;
-      await attempt(`delete peer ${address}`, () => this.api.unary('DeletePeer', { address }));
+      await attempt(`delete peer ${address}`, () => this.write('DeletePeer', { address }));
       this.log.info({ peer: address }, 'deleted BGP peer');
     }
     if (problems.length) throw new BgpError('SPEAKER_ERROR', problems.join('; '), { problems });
@@ -240,7 +245,7 @@ export class GobgpSpeaker implements BgpSpeaker {
       try {
         // AddPath on a prefix we already announce replaces the path: an attribute change
         // (e.g. the graceful-shutdown community) is one AddPath, never a withdraw first.
-        await this.api.unary('AddPath', { table_type: 'GLOBAL', path: pathToWire(ad, global.asn) });
+        await this.write('AddPath', { table_type: 'GLOBAL', path: pathToWire(ad, global.asn) });
         this.announced.set(prefix, ad);
       } catch (err) {
         problems.push(`announce ${prefix}: ${(err as Error).message}`);
@@ -250,7 +255,7 @@ export class GobgpSpeaker implements BgpSpeaker {
       if (this.desiredAds.has(prefix)) continue;
       try {
         const path = pathToWire(have, global.asn);
-        await this.api.unary('DeletePath', { table_type: 'GLOBAL', family: path.family, path });
+        await this.write('DeletePath', { table_type: 'GLOBAL', family: path.family, path });
         this.announced.delete(prefix);
       } catch (err) {
         problems.push(`withdraw ${prefix}: ${(err as Error).message}`);
