@@ -113,9 +113,10 @@ function runPhase(phase: Phase): Promise<Result> {
     .flatMap((g) => globSync(g, { cwd: repo }))
     .filter((f) => !f.includes('node_modules'));
   const result: Result = { phase: phase.name, ok: false, tests: 0, pass: 0, fail: 0, seconds: 0 };
+  // A phase whose files went missing would otherwise pass by testing nothing.
   if (files.length === 0) {
-    result.ok = true;
-    result.note = 'no test files yet';
+    result.note = `no test files match ${phase.files.join(', ')}`;
+    console.error(`\n[${phase.name}] FAILED: ${result.note}`);
     return Promise.resolve(result);
   }
   const missing = phase.needs.filter(([cmd]) => !has(cmd));
@@ -138,6 +139,7 @@ function runPhase(phase: Phase): Promise<Result> {
           path.join(repo, 'scripts', 'uml-run.sh'),
           '--timeout',
           String(phase.timeoutS),
+          ...(phase.mem ? ['--mem', phase.mem] : []),
           '--',
           process.execPath,
           ...nodeArgs,

@@ -5,14 +5,29 @@ import { spawn, spawnSync } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Lab, type LabService, labServices, lbAddress, NAT_VIP, TUNNEL_VIP } from '../harness/lab.ts';
+import {
+  beAddress,
+  CLIENT,
+  DR_VIP,
+  Lab,
+  type LabService,
+  labServices,
+  lbAddress,
+  NAT_VIP,
+  TUNNEL_VIP,
+} from '../harness/lab.ts';
 import { waitFor } from '../harness/netns.ts';
 
 const TUNNEL = TUNNEL_VIP;
 const NAT = NAT_VIP;
 /** The lab's services, with be3 in the given state (null: be3 removed). */
-const services = (be3: { ready?: boolean } | null = {}): LabService[] =>
-  labServices([{ n: 1 }, { n: 2 }, ...(be3 ? [{ n: 3, ...be3 }] : [])]);
+const services = (be3: { ready?: boolean } | null = {}): LabService[] => {
+  const backends = [{ n: 1 }, { n: 2 }, ...(be3 ? [{ n: 3, ...be3 }] : [])];
+  return [
+    ...labServices(backends),
+    { name: 'web-dr', vip: DR_VIP, port: 80, forwarding: 'dr', backendPort: 80, backends },
+  ];
+};
 
 describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
   if (process.env.PORTLB_IN_UML !== '1')
@@ -67,6 +82,31 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
         assert.ok((now[id] ?? 0) > (b[id] ?? 0), `lb${i + 1} carried ${vip}`);
       }
     }
+  });
+
+  test('direct routing: the backends see the client and answer it directly, through both replicas', async () => {
+    for (const i of [1, 2]) {
+      const table = lab.ipvsadm(i, ['-Ln', '-t', `${DR_VIP}:80`]);
+      for (const n of [1, 2, 3]) assert.match(table, new RegExp(`${beAddress(n)}:80\\s+Route`), table);
+    }
+    await lab.waitNextHops(DR_VIP, 2);
+    const before = [await lab.connections(1), await lab.connections(2)];
+    const r = await lab.load(['--url', `http://${DR_VIP}/`, '--seconds', '5', '--concurrency', '6']).done;
+    assert.equal(r.failed, 0, JSON.stringify(r.failures));
+    assert.deepEqual(Object.keys(r.byBackend).sort(), ['be1', 'be2', 'be3']);
+    // No address translation on the way in: each backend saw the client itself.
+    assert.deepEqual(Object.keys(r.bySource), [CLIENT]);
+    const id = `tcp:${DR_VIP}:80`;
+    for (const [i, b] of before.entries()) {
+      const now = await lab.connections(i + 1);
+      assert.ok((now[id] ?? 0) > (b[id] ?? 0), `lb${i + 1} carried ${DR_VIP}`);
+    }
+    // Replies bypass the LBs: their IPVS byte counters see the requests only.
+    const stats = lab.ipvsadm(1, ['-Ln', '--stats', '--exact', '-t', `${DR_VIP}:80`]);
+    const row = stats.split('\n').find((l) => l.includes(`${DR_VIP}:80`))!;
+    const [, , , , packetsOut, , bytesOut] = row.trim().split(/\s+/);
+    assert.equal(Number(packetsOut), 0, stats);
+    assert.equal(Number(bytesOut), 0, stats);
   });
 
   test('a backend that turns unready gets no new connections', async () => {
@@ -124,15 +164,18 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
       { timeoutMs: 40_000 },
     );
     lab.writeServices(services(null));
-    await waitFor('be3 draining (weight 0, connections still active)', async () => {
-      const be3 = (await backendsOn(onBe3, NAT)).find((b) => b.id.startsWith('10.0.0.23'));
-      return be3 && be3.weight === 0 && be3.active > 0;
+    // The kernel changes during a pass, the report at its end: wait for both in one document.
+    await waitFor('be3 draining (weight 0, connections still active) and reported so', async () => {
+      const status = await lab.status(onBe3);
+      const nat = (
+        status.services as { id: string; backends: { id: string; weight: number; active: number }[] }[]
+      ).find((s) => s.id === `tcp:${NAT}:80`);
+      const be3 = nat?.backends.find((b) => b.id.startsWith('10.0.0.23'));
+      const reported = (status.draining as { service: string; backend: string }[]).some(
+        (d) => d.service === `tcp:${NAT}:80` && d.backend.startsWith('10.0.0.23'),
+      );
+      return be3 && be3.weight === 0 && be3.active > 0 && reported;
     });
-    const status = await lab.status(onBe3);
-    assert.ok(
-      status.draining.some((d: { backend: string }) => d.backend.startsWith('10.0.0.23')),
-      'reported as draining',
-    );
     await new Promise((r) => setTimeout(r, 1500));
     keep.stop();
     const r = await keep.done;
@@ -170,6 +213,10 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
       .join('\n');
 
   test('a bad services file is refused while running: the state is kept, traffic unaffected', async () => {
+    // Drains left by the tests before would finish mid-test and change the table.
+    await waitFor('no drain in progress on lb1', async () => (await lab.status(1)).draining.length === 0, {
+      timeoutMs: 60_000,
+    });
     const before = table(1);
     writeFileSync(
       `${lab.servicesFile}.tmp`,

@@ -20,7 +20,7 @@ export interface LabService {
   name: string;
   vip: string;
   port: number;
-  forwarding: 'nat' | 'tunnel';
+  forwarding: 'nat' | 'tunnel' | 'dr';
   backendPort: number;
   /** Backend numbers (1-based) and their readiness. */
   backends: { n: number; ready?: boolean; weight?: number }[];
@@ -42,6 +42,8 @@ export interface LabOptions {
 /** The lab's two VIPs: one with IPIP tunnel forwarding (DSR), one with NAT; mh on both. */
 export const TUNNEL_VIP = '203.0.113.10';
 export const NAT_VIP = '203.0.113.11';
+/** Direct routing: needs LB and backends on one L2 segment, which the lab has. */
+export const DR_VIP = '203.0.113.12';
 export function labServices(backends: LabService['backends'] = [{ n: 1 }, { n: 2 }, { n: 3 }]): LabService[] {
   return [
     { name: 'web', vip: TUNNEL_VIP, port: 80, forwarding: 'tunnel', backendPort: 80, backends },
@@ -159,7 +161,8 @@ export class Lab {
       attach(`lb${i}`, lbAddress(i));
       net.exec(`lb${i}`, 'ip', ['route', 'add', 'default', 'via', ROUTER]);
     }
-    const vips = this.services.filter((s) => s.forwarding === 'tunnel').map((s) => s.vip);
+    const vipsOf = (f: LabService['forwarding']) =>
+      this.services.filter((s) => s.forwarding === f).map((s) => s.vip);
     const servers: Daemon[] = [];
     for (let n = 1; n <= this.o.backends; n++) {
       const name = `be${n}`;
@@ -169,7 +172,11 @@ export class Lab {
       // Tunnel (IPIP) backends decapsulate and own the VIP; they reply to the client directly.
       net.exec(name, 'ip', ['link', 'set', 'tunl0', 'up']);
       net.exec(name, 'sysctl', ['-qw', 'net.ipv4.conf.tunl0.rp_filter=0']);
-      for (const vip of vips) net.exec(name, 'ip', ['addr', 'add', `${vip}/32`, 'dev', 'tunl0']);
+      for (const vip of vipsOf('tunnel')) net.exec(name, 'ip', ['addr', 'add', `${vip}/32`, 'dev', 'tunl0']);
+      // Direct routing backends own the VIP too (on lo) but must never answer ARP for it,
+      // or the segment would learn the VIP at a backend's MAC.
+      net.exec(name, 'sysctl', ['-qw', 'net.ipv4.conf.all.arp_ignore=1', 'net.ipv4.conf.all.arp_announce=2']);
+      for (const vip of vipsOf('dr')) net.exec(name, 'ip', ['addr', 'add', `${vip}/32`, 'dev', 'lo']);
       const ports = [...new Set(this.services.map((s) => String(s.backendPort)))];
       servers.push(
         net.spawn(name, `backend-${name}`, node, [

@@ -4,6 +4,7 @@
 // announced -> an Event says so; /readyz, /status and /metrics reflect it.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
 import { Agent } from '../../lb-agent/src/agent/agent.ts';
 import { KubernetesSource } from '../../lb-agent/src/agent/kubernetes-source.ts';
 import { FakeSnat } from '../../lb-agent/src/agent/snat.ts';
@@ -21,6 +22,8 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
   const ipvs = new FakeIpvsClient();
   const addresses = new FakeAddressManager();
   const speaker = new FakeBgpSpeaker();
+  const logs: { level: number; msg: string; service?: string; reason?: string }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line)) });
   let agent: Agent;
   let url: string;
 
@@ -57,7 +60,7 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
     });
     agent = new Agent(
       { config, nodeName: 'edge-1', identity: 'portlb-abcde' },
-      { ipvs, addresses, snat: new FakeSnat(), speaker, source },
+      { ipvs, addresses, snat: new FakeSnat(), speaker, source, logger },
     );
     await agent.start();
     url = `http://127.0.0.1:${agent.httpAddress!.port}`;
@@ -145,6 +148,46 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
       ),
     );
     assert.ok(speaker.announced().has('203.0.113.1/32'));
+    const told = logs.filter((l) => l.service === 'shop/typo' && l.reason === 'InvalidAnnotation');
+    assert.equal(told.length, 1, 'logged once, not on every pass');
+    assert.match(told[0]!.msg, /^service skipped: .*fastest/);
+  });
+
+  test('a tunnel Service whose pods listen on another port: programmed, with a warning (Event, metric, log)', async () => {
+    api.create('services', {
+      metadata: { name: 'tun', namespace: 'shop', annotations: { 'portlb.io/forwarding': 'tunnel' } },
+      spec: {
+        type: 'LoadBalancer',
+        loadBalancerClass: 'portlb.io/portlb',
+        ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+      },
+    });
+    api.create('endpointslices', {
+      metadata: { name: 'tun-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'tun' } },
+      addressType: 'IPv4',
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+      endpoints: [{ addresses: ['10.1.0.7'], conditions: { ready: true } }],
+    });
+    await waitFor('ServiceWarning event', () =>
+      api
+        .list('events', 'shop')
+        .some(
+          (e) =>
+            e.involvedObject?.name === 'tun' &&
+            e.reason === 'ServiceWarning' &&
+            /tunnel forwarding cannot change ports: backend 10\.1\.0\.7 listens on 8080/.test(e.message),
+        ),
+    );
+    await waitFor('metric', async () =>
+      /portlb_service_warnings 1/.test(await (await fetch(`${url}/metrics`)).text()),
+    );
+    assert.ok(
+      logs.some((l) => l.service === 'shop/tun' && /^service warning: tunnel forwarding/.test(l.msg)),
+    );
+    api.remove('services', 'shop', 'tun');
+    await waitFor('warning gone', async () =>
+      /portlb_service_warnings 0/.test(await (await fetch(`${url}/metrics`)).text()),
+    );
   });
 
   test('the Service deleted: withdrawn, IPVS service and address removed', async () => {

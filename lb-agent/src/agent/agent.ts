@@ -278,6 +278,7 @@ export class Agent {
         since: new Date(d.since).toISOString(),
       })),
       skipped: last?.desired.skipped ?? [],
+      warnings: last?.desired.warnings ?? [],
       bgp: this.speaker ? { connected: this.speaker.connected(), peers, announced: [...announced] } : null,
     };
   }

@@ -1,5 +1,5 @@
 // Prometheus metrics of one agent (prom-client, its own registry).
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -89,6 +89,11 @@ export class AgentMetrics {
     labelNames: ['reason'],
     registers: [this.registry],
   });
+  readonly warnings = new Gauge({
+    name: 'portlb_service_warnings',
+    help: 'Warnings about programmed Services (e.g. a port that tunnel or dr forwarding cannot translate)',
+    registers: [this.registry],
+  });
   readonly peerUp = new Gauge({
     name: 'portlb_bgp_peer_established',
     help: 'BGP session established (1) or not (0)',
@@ -120,4 +125,9 @@ export class AgentMetrics {
     help: 'Rejected reloads of the services file (the running state was kept)',
     registers: [this.registry],
   });
+
+  constructor() {
+    // Process metrics (memory, CPU, event-loop lag): what an operator checks first on a slow agent.
+    collectDefaultMetrics({ register: this.registry });
+  }
 }

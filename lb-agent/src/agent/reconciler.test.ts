@@ -2,6 +2,7 @@
 // and an injected clock: no sleeps, no kernel.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { pino } from 'pino';
 import { FakeBgpSpeaker } from '../bgp/fake-speaker.ts';
 import { computeDesired, type DesiredState } from '../core/desired.ts';
 import type { Endpoint, ServiceIntent } from '../core/types.ts';
@@ -74,11 +75,14 @@ async function rig() {
   await speaker.setGlobal({ asn: 65001, routerId: '192.0.2.1', listenPort: -1, listenAddresses: [] });
   const source = new TestSource();
   const dataPlane = new DataPlane({ ipvs, addresses, snat, owns, drainTimeoutMs: 30_000, clock });
+  const logs: { level: number; msg: string; service?: string; vip?: string; reason?: string }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line)) });
   const r = new Reconciler({
     source,
     dataPlane,
     speaker,
     clock,
+    logger,
     announce: { communities: ['64512:1'], shutdownPrepend: 2 },
     minIntervalMs: 200,
     resyncMs: 60_000,
@@ -93,7 +97,7 @@ async function rig() {
     r.trigger(full);
     await settle();
   };
-  return { clock, ipvs, addresses, snat, speaker, source, r, pass, settle };
+  return { clock, ipvs, addresses, snat, speaker, source, r, pass, settle, logs };
 }
 
 describe('reconciler + data plane (fakes)', () => {
@@ -269,5 +273,35 @@ describe('reconciler + data plane (fakes)', () => {
     await t.r.close({ withdraw: true });
     assert.equal(t.speaker.announced().size, 0);
     assert.equal((await t.ipvs.getTable()).length, 1, 'IPVS stays for the next start');
+  });
+
+  test('skips, warnings and withheld VIPs are logged when they start and end, not on every pass', async () => {
+    const t = await rig();
+    const clash = intent('b/clash', '203.0.113.10', [ep('10.0.0.3')]);
+    const tunnel = intent('c/tunnel', '203.0.113.11', [ep('10.0.0.4')], { forwarding: 'tunnel' });
+    t.source.intents = [intent('a/web', '203.0.113.10', [ep('10.0.0.1', false)]), clash, tunnel];
+    t.r.start();
+    await t.settle();
+    await t.pass(true);
+    await t.pass();
+    const told = () => t.logs.map((l) => [l.level, l.msg, l.service ?? l.vip, l.reason ?? '']);
+    assert.deepEqual(told(), [
+      [40, 'service skipped: tcp/80 on 203.0.113.10 is already used by a/web', 'b/clash', 'PortConflict'],
+      [
+        40,
+        'service warning: tunnel forwarding cannot change ports: backend 10.0.0.4 listens on 8080, the service on 80; traffic arrives on 80',
+        'c/tunnel',
+        '',
+      ],
+      [30, 'VIP not announced', '203.0.113.10', 'NoReadyBackends'],
+    ]);
+    t.logs.length = 0;
+    t.source.intents = [intent('a/web', '203.0.113.10', [ep('10.0.0.1')])];
+    await t.pass();
+    assert.deepEqual(told(), [
+      [30, 'service no longer skipped', 'b/clash', 'PortConflict'],
+      [30, 'service warning cleared', 'c/tunnel', ''],
+      [30, 'VIP no longer withheld', '203.0.113.10', 'NoReadyBackends'],
+    ]);
   });
 });

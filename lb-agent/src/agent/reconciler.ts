@@ -11,6 +11,7 @@ import { type Logger, silentLogger } from '../util/log.ts';
 import { type AnnounceOptions, announcements, type Withheld } from './announcer.ts';
 import type { DataPlane, DataPlaneReport } from './data-plane.ts';
 import type { AgentMetrics } from './metrics.ts';
+import { type Notice, NoticeBoard } from './notices.ts';
 
 /** Where desired state comes from: Kubernetes or a services file. */
 export interface DesiredSource {
@@ -64,6 +65,7 @@ export class Reconciler {
   private stopped = false;
   private readonly stop = new AbortController();
   private announced: Advertisement[] = [];
+  private readonly notices = new NoticeBoard();
   last: PassResult | undefined;
   lastSuccessAt: number | undefined;
   passes = 0;
@@ -182,6 +184,7 @@ export class Reconciler {
     this.last = result;
     this.passes++;
     this.record(result);
+    this.tell(result);
     if (source.announced) {
       const announcedSet = new Set(ads.map((a) => a.prefix.slice(0, a.prefix.lastIndexOf('/'))));
       await source.announced(desired.vips.filter((v) => announcedSet.has(v.address))).catch(() => {});
@@ -229,7 +232,38 @@ export class Reconciler {
     for (const w of r.withheld) m.withheld.inc({ reason: w.reason });
     m.skipped.reset();
     for (const s of r.desired.skipped) m.skipped.inc({ reason: s.reason });
+    m.warnings.set(r.desired.warnings.length);
     m.leader.set(this.o.source.isLeader?.() ? 1 : 0);
+  }
+
+  /** Logs each skip, warning and withheld VIP once when it starts or changes, and when it ends. */
+  private tell(r: PassResult): void {
+    const notices: Notice[] = [
+      ...r.desired.skipped.map((s) => ({
+        service: s.service,
+        kind: `skipped:${s.reason}`,
+        message: s.detail,
+      })),
+      ...r.desired.warnings.map((w) => ({
+        service: w.service,
+        kind: `warning:${w.message}`,
+        message: w.message,
+      })),
+      ...r.withheld.map((w) => ({ service: w.address, kind: `withheld:${w.reason}`, message: w.reason })),
+    ];
+    const { appeared, cleared } = this.notices.update(notices);
+    for (const n of appeared) {
+      const [what, reason] = n.kind.split(':', 2) as [string, string];
+      if (what === 'skipped') this.log.warn({ service: n.service, reason }, `service skipped: ${n.message}`);
+      else if (what === 'warning') this.log.warn({ service: n.service }, `service warning: ${n.message}`);
+      else this.log.info({ vip: n.service, reason }, 'VIP not announced');
+    }
+    for (const c of cleared) {
+      const [what, reason] = c.kind.split(':', 2) as [string, string];
+      if (what === 'skipped') this.log.info({ service: c.service, reason }, 'service no longer skipped');
+      else if (what === 'warning') this.log.info({ service: c.service }, 'service warning cleared');
+      else this.log.info({ vip: c.service, reason }, 'VIP no longer withheld');
+    }
   }
 
   /** Graceful shutdown, first step: re-announce everything as shutting down. */

@@ -35,6 +35,7 @@ test('portlb status: services with backends, draining, VIPs with reasons, peers,
     ],
     bgp: { connected: false, peers: [{ address: '10.0.0.1', asn: 65000, state: 'active' }] },
     skipped: [{ service: 'shop/typo', reason: 'InvalidAnnotation', detail: 'portlb.io/scheduler: ...' }],
+    warnings: [{ service: 'shop/web', message: 'tunnel forwarding cannot change ports: ...' }],
   });
   assert.match(
     text,
@@ -47,4 +48,5 @@ test('portlb status: services with backends, draining, VIPs with reasons, peers,
   assert.match(text, /203\.0\.113\.2 +no: NoReadyBackends +shop\/dns/);
   assert.match(text, /BGP speaker NOT connected\n {2}peer 10\.0\.0\.1 +AS65000 {2}active/);
   assert.match(text, /SKIPPED\n {2}shop\/typo: InvalidAnnotation/);
+  assert.match(text, /WARNINGS\n {2}shop\/web: tunnel forwarding cannot change ports/);
 });

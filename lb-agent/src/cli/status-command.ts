@@ -56,6 +56,10 @@ export function formatStatus(s: Status): string {
     lines.push('', 'SKIPPED');
     for (const k of s.skipped) lines.push(`  ${k.service}: ${k.reason}: ${k.detail}`);
   }
+  if (s.warnings?.length) {
+    lines.push('', 'WARNINGS');
+    for (const w of s.warnings) lines.push(`  ${w.service}: ${w.message}`);
+  }
   return lines.join('\n');
 }
 

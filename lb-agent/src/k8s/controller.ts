@@ -172,13 +172,14 @@ export class KubernetesController {
     );
     const desired: DesiredState = { ...computed, skipped: [...translation.skipped, ...computed.skipped] };
     const result: KubernetesSync = { desired, node };
-    if (this.isLeader()) result.allocation = await this.allocate(services, desired.skipped);
+    if (this.isLeader()) result.allocation = await this.allocate(services, desired.skipped, desired.warnings);
     return result;
   }
 
   private async allocate(
     services: readonly V1Service[],
     skipped: Skip[],
+    warnings: DesiredState['warnings'],
   ): Promise<{ plan: AllocationPlan; errors: string[] }> {
     const cfg = this.o.config;
     const plan = planAllocations(services, cfg.pools, {
@@ -203,6 +204,16 @@ export class KubernetesController {
         type: 'Warning',
         reason: `Skipped${s.reason}`,
         message: s.detail,
+      });
+    }
+    for (const w of warnings) {
+      const svc = byId.get(w.service);
+      if (!svc?.metadata?.name) continue;
+      await this.writer.event({
+        service: { namespace: svc.metadata.namespace ?? '', name: svc.metadata.name, uid: svc.metadata.uid },
+        type: 'Warning',
+        reason: 'ServiceWarning',
+        message: w.message,
       });
     }
     return { plan, errors };
