@@ -2,7 +2,15 @@
 // router, LB replicas (lb-agent + gobgpd each), three backends and a client in network
 // namespaces. Prints each step; leaves nothing behind.
 import { parseArgs } from 'node:util';
-import { CLIENT, Lab, type LoadResult, labServices, lbAddress } from '../test/harness/lab.ts';
+import {
+  CLIENT,
+  Lab,
+  type LoadResult,
+  labServices,
+  lbAddress,
+  NAT_VIP,
+  TUNNEL_VIP,
+} from '../test/harness/lab.ts';
 
 const { values } = parseArgs({
   options: { help: { type: 'boolean' }, seconds: { type: 'string', default: '8' } },
@@ -55,20 +63,11 @@ try {
     const hops = await lab.waitNextHops(s.vip, 2);
     say(`   ${s.vip} (${s.name}, ${s.forwarding}): next hops ${hops.join(', ')}`);
   }
-  console.log(lab.net.exec('router', 'ip', ['route', 'show', '203.0.113.10']).replace(/^/gm, '         '));
+  console.log(lab.net.exec('router', 'ip', ['route', 'show', TUNNEL_VIP]).replace(/^/gm, '         '));
 
   step(`load run: ${seconds} s from the client (${CLIENT}), new connection per request`);
   const before = { 1: await lab.connections(1), 2: await lab.connections(2) };
-  const load = lab.load([
-    '--url',
-    'http://203.0.113.10/',
-    '--url',
-    'http://203.0.113.11/',
-    '--seconds',
-    String(seconds),
-    '--concurrency',
-    '8',
-  ]);
+  const load = lab.load({ vips: [TUNNEL_VIP, NAT_VIP], seconds, concurrency: 8 });
   const r1 = await load.done;
   say(`   ${show(r1)}`);
   for (const line of await perReplica(before, [1, 2])) say(`   ${line}`);
@@ -77,25 +76,16 @@ try {
   step('scale-out: a third replica joins');
   // Long-lived connections, kept busy from before the new replica starts until after the
   // router spreads flows over it.
-  const scaleLoad = lab.load([
-    '--url',
-    'http://203.0.113.10/',
-    '--seconds',
-    '600',
-    '--keepalive',
-    '24',
-    '--interval-ms',
-    '50',
-  ]);
+  const scaleLoad = lab.load({ vips: [TUNNEL_VIP], seconds: 600, keepalive: 24, intervalMs: 50 });
   await scaleLoad.started;
   await new Promise((r) => setTimeout(r, 1500));
   await lab.startReplica(3);
-  const hops3 = await lab.waitNextHops('203.0.113.10', 3);
-  say(`   203.0.113.10: next hops ${hops3.join(', ')}`);
+  const hops3 = await lab.waitNextHops(TUNNEL_VIP, 3);
+  say(`   ${TUNNEL_VIP}: next hops ${hops3.join(', ')}`);
   await new Promise((r) => setTimeout(r, 3000));
   scaleLoad.stop();
   const r2 = await scaleLoad.done;
-  const moved = (await lab.connections(3))['tcp:203.0.113.10:80'] ?? 0;
+  const moved = (await lab.connections(3))[`tcp:${TUNNEL_VIP}:80`] ?? 0;
   say(
     `   the router moved ${moved} of the open flows to lb3; with mh + sloppy_tcp lb3 picks the same backend`,
   );
@@ -107,21 +97,12 @@ try {
   );
 
   step('a replica dies (lb-agent and gobgpd of lb1 killed) under load');
-  const killLoad = lab.load([
-    '--url',
-    'http://203.0.113.10/',
-    '--url',
-    'http://203.0.113.11/',
-    '--seconds',
-    String(seconds),
-    '--concurrency',
-    '8',
-  ]);
+  const killLoad = lab.load({ vips: [TUNNEL_VIP, NAT_VIP], seconds, concurrency: 8 });
   await killLoad.started;
   await new Promise((r) => setTimeout(r, 2000));
   const tKill = Date.now();
   await lab.killReplica(1);
-  const hops2 = await lab.waitNextHops('203.0.113.10', 2);
+  const hops2 = await lab.waitNextHops(TUNNEL_VIP, 2);
   say(
     `   route back to ${hops2.length} next hops (${hops2.join(', ')}) ${Date.now() - tKill} ms after the kill`,
   );

@@ -3,7 +3,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { BgpError } from '../../lb-agent/src/bgp/errors.ts';
-import type { Advertisement, BgpPeerConfig, BgpSpeaker } from '../../lb-agent/src/bgp/types.ts';
+import {
+  type Advertisement,
+  advertisement,
+  type BgpPeerConfig,
+  type BgpSpeaker,
+} from '../../lb-agent/src/bgp/types.ts';
 
 export interface SpeakerUnderTest {
   speaker: BgpSpeaker;
@@ -16,16 +21,8 @@ export interface SpeakerUnderTest {
   close(): Promise<void>;
 }
 
-export const ad = (prefix: string, extra: Partial<Advertisement> = {}): Advertisement => ({
-  prefix,
-  nextHop: undefined,
-  origin: 'igp',
-  communities: [],
-  localPref: undefined,
-  med: undefined,
-  asPathPrepend: 0,
-  ...extra,
-});
+/** Short for the tables below. */
+export const ad = advertisement;
 
 export const peer = (address: string, extra: Partial<BgpPeerConfig> = {}): BgpPeerConfig => ({
   address,

@@ -3,11 +3,16 @@
 // between replicas) and with `nat` (where they cannot: counted and reported).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Lab, type LoadResult, labServices, lbAddress, NAT_VIP, TUNNEL_VIP } from '../harness/lab.ts';
+import {
+  Lab,
+  type LoadResult,
+  labServices,
+  lbAddress,
+  NAT_VIP as NAT,
+  TUNNEL_VIP as TUNNEL,
+} from '../harness/lab.ts';
 import { waitFor } from '../harness/netns.ts';
 
-const TUNNEL = TUNNEL_VIP;
-const NAT = NAT_VIP;
 const services = labServices();
 const report: string[] = [];
 const record = (line: string) => {
@@ -46,9 +51,7 @@ describe('e2e: resilience under load', () => {
     during: () => Promise<void>,
     settleMs = 2000,
   ): Promise<LoadResult[]> {
-    const loads = vips.map((vip) =>
-      lab.load(['--url', `http://${vip}/`, '--seconds', '600', '--concurrency', '3']),
-    );
+    const loads = vips.map((vip) => lab.load({ vips: [vip], seconds: 600, concurrency: 3 }));
     await Promise.all(loads.map((l) => l.started));
     await new Promise((r) => setTimeout(r, 2000)); // traffic flowing before the event
     await during();
@@ -125,16 +128,7 @@ describe('e2e: resilience under load', () => {
   test('scale-out from two to three replicas: tunnel + mh, zero reset long-lived connections; nat, counted', async () => {
     const measure = async (vip: string) => {
       const before = (await lab.connections(3).catch(() => ({}))) as Record<string, number>;
-      const keep = lab.load([
-        '--url',
-        `http://${vip}/`,
-        '--seconds',
-        '600',
-        '--keepalive',
-        '24',
-        '--interval-ms',
-        '50',
-      ]);
+      const keep = lab.load({ vips: [vip], seconds: 600, keepalive: 24, intervalMs: 50 });
       await keep.started;
       await new Promise((r) => setTimeout(r, 2000));
       await lab.startReplica(3);

@@ -13,13 +13,11 @@ import {
   type LabService,
   labServices,
   lbAddress,
-  NAT_VIP,
-  TUNNEL_VIP,
+  NAT_VIP as NAT,
+  TUNNEL_VIP as TUNNEL,
 } from '../harness/lab.ts';
 import { waitFor } from '../harness/netns.ts';
 
-const TUNNEL = TUNNEL_VIP;
-const NAT = NAT_VIP;
 /** The lab's services, with be3 in the given state (null: be3 removed). */
 const services = (be3: { ready?: boolean } | null = {}): LabService[] => {
   const backends = [{ n: 1 }, { n: 2 }, ...(be3 ? [{ n: 3, ...be3 }] : [])];
@@ -51,26 +49,16 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
     await lab.down();
   });
 
-  const backendsOn = async (i: number, vip: string) =>
-    (
-      (await lab.status(i)).services as {
-        id: string;
-        backends: { id: string; weight: number; active: number }[];
-      }[]
-    ).find((s) => s.id === `tcp:${vip}:80`)?.backends ?? [];
+  type Backend = { id: string; weight: number; active: number };
+  // biome-ignore lint/suspicious/noExplicitAny: the agent's status document.
+  const backendsIn = (status: any, vip: string): Backend[] =>
+    (status.services as { id: string; backends: Backend[] }[]).find((s) => s.id === `tcp:${vip}:80`)
+      ?.backends ?? [];
+  const backendsOn = async (i: number, vip: string) => backendsIn(await lab.status(i), vip);
 
   test('traffic through each VIP reaches every backend, through both replicas', async () => {
     const before = [await lab.connections(1), await lab.connections(2)];
-    const r = await lab.load([
-      '--url',
-      `http://${TUNNEL}/`,
-      '--url',
-      `http://${NAT}/`,
-      '--seconds',
-      '6',
-      '--concurrency',
-      '6',
-    ]).done;
+    const r = await lab.load({ vips: [TUNNEL, NAT], seconds: 6, concurrency: 6 }).done;
     assert.equal(r.failed, 0, JSON.stringify(r.failures));
     assert.deepEqual(Object.keys(r.byBackend).sort(), ['be1', 'be2', 'be3']);
     // NAT: backends see the replica that forwarded (SNAT); both appear.
@@ -91,7 +79,7 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
     }
     await lab.waitNextHops(DR_VIP, 2);
     const before = [await lab.connections(1), await lab.connections(2)];
-    const r = await lab.load(['--url', `http://${DR_VIP}/`, '--seconds', '5', '--concurrency', '6']).done;
+    const r = await lab.load({ vips: [DR_VIP], seconds: 5, concurrency: 6 }).done;
     assert.equal(r.failed, 0, JSON.stringify(r.failures));
     assert.deepEqual(Object.keys(r.byBackend).sort(), ['be1', 'be2', 'be3']);
     // No address translation on the way in: each backend saw the client itself.
@@ -119,16 +107,7 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
         });
       }
     }
-    const r = await lab.load([
-      '--url',
-      `http://${TUNNEL}/`,
-      '--url',
-      `http://${NAT}/`,
-      '--seconds',
-      '4',
-      '--concurrency',
-      '6',
-    ]).done;
+    const r = await lab.load({ vips: [TUNNEL, NAT], seconds: 4, concurrency: 6 }).done;
     assert.equal(r.failed, 0);
     assert.equal(r.byBackend.be3 ?? 0, 0, JSON.stringify(r.byBackend));
     assert.ok((r.byBackend.be1 ?? 0) > 0 && (r.byBackend.be2 ?? 0) > 0);
@@ -141,16 +120,7 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
   });
 
   test('a deleted backend is drained: open connections carry on at weight 0, then it goes', async () => {
-    const keep = lab.load([
-      '--url',
-      `http://${NAT}/`,
-      '--seconds',
-      '600',
-      '--keepalive',
-      '12',
-      '--interval-ms',
-      '100',
-    ]);
+    const keep = lab.load({ vips: [NAT], seconds: 600, keepalive: 12, intervalMs: 100 });
     // Wait until some of the long-lived connections sit on be3.
     const onBe3 = await waitFor(
       'connections on be3',
@@ -167,10 +137,7 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
     // The kernel changes during a pass, the report at its end: wait for both in one document.
     await waitFor('be3 draining (weight 0, connections still active) and reported so', async () => {
       const status = await lab.status(onBe3);
-      const nat = (
-        status.services as { id: string; backends: { id: string; weight: number; active: number }[] }[]
-      ).find((s) => s.id === `tcp:${NAT}:80`);
-      const be3 = nat?.backends.find((b) => b.id.startsWith('10.0.0.23'));
+      const be3 = backendsIn(status, NAT).find((b) => b.id.startsWith('10.0.0.23'));
       const reported = (status.draining as { service: string; backend: string }[]).some(
         (d) => d.service === `tcp:${NAT}:80` && d.backend.startsWith('10.0.0.23'),
       );
@@ -232,16 +199,7 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
     );
     const metrics = await (await fetch(`http://${lbAddress(1)}:9180/metrics`)).text();
     assert.match(metrics, /portlb_config_reload_errors_total [1-9]/);
-    const r = await lab.load([
-      '--url',
-      `http://${TUNNEL}/`,
-      '--url',
-      `http://${NAT}/`,
-      '--seconds',
-      '2',
-      '--concurrency',
-      '4',
-    ]).done;
+    const r = await lab.load({ vips: [TUNNEL, NAT], seconds: 2, concurrency: 4 }).done;
     assert.equal(r.failed, 0);
     assert.equal(table(1), before);
     lab.writeServices(services());

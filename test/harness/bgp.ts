@@ -1,10 +1,10 @@
 // Real BGP daemons for tests and the lab: gobgpd as an LB replica's speaker (API on a
 // unix socket, pprof off, no config file) and BIRD2 as the core router (ECMP into the
 // kernel FIB, L4 multipath hash, graceful-shutdown policy).
-import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Daemon, NetnsLab } from './netns.ts';
-import { waitFor } from './netns.ts';
+import { waitForDaemonFile } from './netns.ts';
 
 export interface Gobgpd {
   daemon: Daemon;
@@ -24,13 +24,7 @@ export async function startGobgpd(lab: NetnsLab, ns: string, socketPath?: string
     '--log-plain',
     '--log-level=info',
   ]);
-  await waitFor(
-    `${label} API socket`,
-    () => existsSync(socket) || (daemon.child.exitCode !== null ? undefined : false),
-    {
-      timeoutMs: 10_000,
-    },
-  );
+  await waitForDaemonFile(lab, daemon, socket, { timeoutMs: 10_000 });
   return { daemon, socket, target: `unix://${socket}` };
 }
 
@@ -120,13 +114,7 @@ export async function startBird(
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.all.forwarding=1']);
   const daemon = lab.spawn(ns, label, 'bird', ['-f', '-c', conf, '-s', socket]);
-  await waitFor(
-    `${label} control socket`,
-    () => existsSync(socket) || (daemon.child.exitCode !== null ? undefined : false),
-    {
-      timeoutMs: 10_000,
-    },
-  );
+  await waitForDaemonFile(lab, daemon, socket, { timeoutMs: 10_000 });
   return { daemon, socket };
 }
 
@@ -203,24 +191,17 @@ route-map DENY-ALL deny 10
     '-g',
     'frr',
   ];
-  const zebra = lab.spawn(ns, `zebra-${ns}`, '/usr/lib/frr/zebra', [
-    ...common,
-    '-i',
-    path.join(dir, 'zebra.pid'),
-  ]);
-  await waitFor(
-    'zebra',
-    () => existsSync(path.join(dir, 'zserv.api')) || (zebra.child.exitCode !== null ? undefined : false),
-  );
-  const bgpd = lab.spawn(ns, `bgpd-${ns}`, '/usr/lib/frr/bgpd', [
-    ...common,
-    '-i',
-    path.join(dir, 'bgpd.pid'),
-  ]);
-  await waitFor(
-    'bgpd',
-    () => existsSync(path.join(dir, 'bgpd.vty')) || (bgpd.child.exitCode !== null ? undefined : false),
-  );
+  const start = async (name: 'zebra' | 'bgpd', readyFile: string) => {
+    const d = lab.spawn(ns, `${name}-${ns}`, `/usr/lib/frr/${name}`, [
+      ...common,
+      '-i',
+      path.join(dir, `${name}.pid`),
+    ]);
+    await waitForDaemonFile(lab, d, path.join(dir, readyFile));
+    return d;
+  };
+  const zebra = await start('zebra', 'zserv.api');
+  const bgpd = await start('bgpd', 'bgpd.vty');
   return { zebra, bgpd, vtyDir: dir };
 }
 

@@ -217,8 +217,7 @@ export class Lab {
     i: number,
     options: { agentArgs?: string[]; configOverrides?: string[] } = {},
   ): Promise<void> {
-    const r = this.replicas.get(i) ?? {};
-    this.replicas.set(i, r);
+    const r = this.replica(i);
     if (!r.gobgpd || r.gobgpd.daemon.child.exitCode !== null || r.gobgpd.daemon.child.signalCode !== null) {
       r.gobgpd = await startGobgpd(this.net, `lb${i}`, path.join(this.dir, `gobgp-lb${i}.sock`));
     }
@@ -229,8 +228,7 @@ export class Lab {
     i: number,
     options: { agentArgs?: string[]; configOverrides?: string[] } = {},
   ): Promise<Daemon> {
-    const r = this.replicas.get(i) ?? {};
-    this.replicas.set(i, r);
+    const r = this.replica(i);
     const config = this.agentConfig(i, options.configOverrides);
     r.agent = this.net.spawn(`lb${i}`, `agent-lb${i}`, node, [
       path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
@@ -252,6 +250,12 @@ export class Lab {
       { timeoutMs: 90_000, intervalMs: 250 },
     );
     return r.agent;
+  }
+
+  private replica(i: number): Replica {
+    const r = this.replicas.get(i) ?? {};
+    this.replicas.set(i, r);
+    return r;
   }
 
   agent(i: number): Daemon | undefined {
@@ -320,8 +324,18 @@ export class Lab {
     return this.net.exec(`lb${i}`, 'ipvsadm', args);
   }
 
-  /** Starts the load client in the client namespace; resolves with its JSON summary. */
-  load(args: string[]): {
+  /**
+   * Starts the load client in the client namespace against `http://VIP/`; resolves with
+   * its JSON summary. `keepalive` N holds N long-lived connections (a request every
+   * `intervalMs` on each) instead of a new connection per request.
+   */
+  load(o: {
+    vips: string[];
+    seconds: number;
+    concurrency?: number;
+    keepalive?: number;
+    intervalMs?: number;
+  }): {
     done: Promise<LoadResult>;
     child: ChildProcess;
     stop: () => void;
@@ -335,7 +349,12 @@ export class Lab {
         this.net.ns('client'),
         node,
         path.join(repo, 'test', 'harness', 'load-client.ts'),
-        ...args,
+        ...o.vips.flatMap((vip) => ['--url', `http://${vip}/`]),
+        '--seconds',
+        String(o.seconds),
+        ...(o.concurrency === undefined ? [] : ['--concurrency', String(o.concurrency)]),
+        ...(o.keepalive === undefined ? [] : ['--keepalive', String(o.keepalive)]),
+        ...(o.intervalMs === undefined ? [] : ['--interval-ms', String(o.intervalMs)]),
       ],
       {
         stdio: ['ignore', 'pipe', 'pipe'],

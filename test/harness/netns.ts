@@ -1,7 +1,7 @@
 // Network namespaces, veth links and daemons for tests and the lab. Everything a lab
 // creates carries its own prefix and is removed by cleanup(), even after a failure.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -45,6 +45,19 @@ export async function waitFor<T>(
     }
     await sleep(intervalMs);
   }
+}
+
+/** Waits until a daemon has created `file`; fails at once, with its log, if it exits first. */
+export async function waitForDaemonFile(
+  lab: NetnsLab,
+  d: Daemon,
+  file: string,
+  { timeoutMs = 15_000 } = {},
+): Promise<void> {
+  const exited = () => d.child.exitCode !== null || d.child.signalCode !== null;
+  await waitFor(`${d.name}: ${path.basename(file)}`, () => existsSync(file) || exited(), { timeoutMs });
+  if (!existsSync(file))
+    throw new Error(`${d.name} exited before creating ${file}: ${lab.log(d).slice(-2000)}`);
 }
 
 export class NetnsLab {

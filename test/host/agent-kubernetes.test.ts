@@ -26,6 +26,28 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
   const logger = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line)) });
   let agent: Agent;
   let url: string;
+  const metricsText = async () => (await fetch(`${url}/metrics`)).text();
+  /** A LoadBalancer Service of our class in `shop`, and one EndpointSlice for it (when given). */
+  const createService = (
+    name: string,
+    o: { port: number; annotations?: Record<string, string>; endpoint?: { address: string; port: number } },
+  ) => {
+    api.create('services', {
+      metadata: { name, namespace: 'shop', ...(o.annotations ? { annotations: o.annotations } : {}) },
+      spec: {
+        type: 'LoadBalancer',
+        loadBalancerClass: 'portlb.io/portlb',
+        ports: [{ ...(o.endpoint ? { name: 'http' } : {}), port: o.port, protocol: 'TCP' }],
+      },
+    });
+    if (!o.endpoint) return;
+    api.create('endpointslices', {
+      metadata: { name: `${name}-1`, namespace: 'shop', labels: { 'kubernetes.io/service-name': name } },
+      addressType: 'IPv4',
+      ports: [{ name: 'http', port: o.endpoint.port, protocol: 'TCP' }],
+      endpoints: [{ addresses: [o.endpoint.address], conditions: { ready: true } }],
+    });
+  };
 
   before(async () => {
     await api.start();
@@ -71,20 +93,7 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
   });
 
   test('a Service becomes an address, an IPVS service, an announcement and an Event', async () => {
-    api.create('services', {
-      metadata: { name: 'web', namespace: 'shop' },
-      spec: {
-        type: 'LoadBalancer',
-        loadBalancerClass: 'portlb.io/portlb',
-        ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-      },
-    });
-    api.create('endpointslices', {
-      metadata: { name: 'web-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
-      addressType: 'IPv4',
-      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
-      endpoints: [{ addresses: ['10.1.0.5'], conditions: { ready: true } }],
-    });
+    createService('web', { port: 80, endpoint: { address: '10.1.0.5', port: 8080 } });
     await waitFor('announced', () => speaker.announced().has('203.0.113.1/32'), { timeoutMs: 15_000 });
     assert.deepEqual(api.get('services', 'shop', 'web')?.status?.loadBalancer?.ingress, [
       { ip: '203.0.113.1', ipMode: 'Proxy' },
@@ -111,7 +120,7 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
       { address: '203.0.113.1', owners: ['shop/web'], announced: true, withheld: null },
     ]);
     assert.equal(status.services[0].owner, 'shop/web');
-    const metrics = await (await fetch(`${url}/metrics`)).text();
+    const metrics = await metricsText();
     for (const name of [
       'portlb_sync_duration_seconds_bucket',
       'portlb_announced_vips 1',
@@ -124,14 +133,7 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
   });
 
   test('a bad Service is skipped with a reason (Event, metric); the others keep working', async () => {
-    api.create('services', {
-      metadata: { name: 'typo', namespace: 'shop', annotations: { 'portlb.io/scheduler': 'fastest' } },
-      spec: {
-        type: 'LoadBalancer',
-        loadBalancerClass: 'portlb.io/portlb',
-        ports: [{ port: 81, protocol: 'TCP' }],
-      },
-    });
+    createService('typo', { port: 81, annotations: { 'portlb.io/scheduler': 'fastest' } });
     await waitFor('skipped with an Event', () =>
       api
         .list('events', 'shop')
@@ -143,9 +145,7 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
         ),
     );
     await waitFor('metric', async () =>
-      /portlb_skipped_services\{reason="InvalidAnnotation"\} 1/.test(
-        await (await fetch(`${url}/metrics`)).text(),
-      ),
+      /portlb_skipped_services\{reason="InvalidAnnotation"\} 1/.test(await metricsText()),
     );
     assert.ok(speaker.announced().has('203.0.113.1/32'));
     const told = logs.filter((l) => l.service === 'shop/typo' && l.reason === 'InvalidAnnotation');
@@ -154,19 +154,10 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
   });
 
   test('a tunnel Service whose pods listen on another port: programmed, with a warning (Event, metric, log)', async () => {
-    api.create('services', {
-      metadata: { name: 'tun', namespace: 'shop', annotations: { 'portlb.io/forwarding': 'tunnel' } },
-      spec: {
-        type: 'LoadBalancer',
-        loadBalancerClass: 'portlb.io/portlb',
-        ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-      },
-    });
-    api.create('endpointslices', {
-      metadata: { name: 'tun-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'tun' } },
-      addressType: 'IPv4',
-      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
-      endpoints: [{ addresses: ['10.1.0.7'], conditions: { ready: true } }],
+    createService('tun', {
+      port: 80,
+      annotations: { 'portlb.io/forwarding': 'tunnel' },
+      endpoint: { address: '10.1.0.7', port: 8080 },
     });
     await waitFor('ServiceWarning event', () =>
       api
@@ -178,16 +169,12 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
             /tunnel forwarding cannot change ports: backend 10\.1\.0\.7 listens on 8080/.test(e.message),
         ),
     );
-    await waitFor('metric', async () =>
-      /portlb_service_warnings 1/.test(await (await fetch(`${url}/metrics`)).text()),
-    );
+    await waitFor('metric', async () => /portlb_service_warnings 1/.test(await metricsText()));
     assert.ok(
       logs.some((l) => l.service === 'shop/tun' && /^service warning: tunnel forwarding/.test(l.msg)),
     );
     api.remove('services', 'shop', 'tun');
-    await waitFor('warning gone', async () =>
-      /portlb_service_warnings 0/.test(await (await fetch(`${url}/metrics`)).text()),
-    );
+    await waitFor('warning gone', async () => /portlb_service_warnings 0/.test(await metricsText()));
   });
 
   test('the Service deleted: withdrawn, IPVS service and address removed', async () => {

@@ -2,7 +2,7 @@
 // desired state says so, every IPVS service on it is programmed, and at least one has a
 // usable real server in the kernel. During a graceful shutdown every path carries the
 // GRACEFUL_SHUTDOWN community and a longer AS path, so routers prefer other replicas.
-import { type Advertisement, GRACEFUL_SHUTDOWN } from '../bgp/types.ts';
+import { type Advertisement, advertisement, GRACEFUL_SHUTDOWN } from '../bgp/types.ts';
 import type { DesiredState } from '../core/desired.ts';
 import { serviceId } from '../ipvs/types.ts';
 import type { DataPlaneReport } from './data-plane.ts';
@@ -46,15 +46,12 @@ export function announcements(
     const communities = [
       ...new Set([...o.communities, ...(o.shuttingDown ? [GRACEFUL_SHUTDOWN] : [])]),
     ].sort();
-    ads.push({
-      prefix: `${vip.address}/${vip.family === 'ipv4' ? 32 : 128}`,
-      nextHop: undefined,
-      origin: 'igp',
-      communities,
-      localPref: undefined,
-      med: undefined,
-      asPathPrepend: o.shuttingDown ? o.shutdownPrepend : 0,
-    });
+    ads.push(
+      advertisement(`${vip.address}/${vip.family === 'ipv4' ? 32 : 128}`, {
+        communities,
+        asPathPrepend: o.shuttingDown ? o.shutdownPrepend : 0,
+      }),
+    );
   }
   return { ads, withheld };
 }

@@ -238,31 +238,28 @@ export class Reconciler {
 
   /** Logs each skip, warning and withheld VIP once when it starts or changes, and when it ends. */
   private tell(r: PassResult): void {
-    const notices: Notice[] = [
-      ...r.desired.skipped.map((s) => ({
-        service: s.service,
-        kind: `skipped:${s.reason}`,
-        message: s.detail,
-      })),
-      ...r.desired.warnings.map((w) => ({
-        service: w.service,
-        kind: `warning:${w.message}`,
-        message: w.message,
-      })),
-      ...r.withheld.map((w) => ({ service: w.address, kind: `withheld:${w.reason}`, message: w.reason })),
-    ];
-    const { appeared, cleared } = this.notices.update(notices);
+    const { appeared, cleared } = this.notices.update([
+      ...r.desired.skipped.map(
+        (s): Notice => ({ what: 'skipped', subject: s.service, reason: s.reason, message: s.detail }),
+      ),
+      ...r.desired.warnings.map(
+        (w): Notice => ({ what: 'warning', subject: w.service, reason: undefined, message: w.message }),
+      ),
+      ...r.withheld.map(
+        (w): Notice => ({ what: 'withheld', subject: w.address, reason: w.reason, message: w.reason }),
+      ),
+    ]);
     for (const n of appeared) {
-      const [what, reason] = n.kind.split(':', 2) as [string, string];
-      if (what === 'skipped') this.log.warn({ service: n.service, reason }, `service skipped: ${n.message}`);
-      else if (what === 'warning') this.log.warn({ service: n.service }, `service warning: ${n.message}`);
-      else this.log.info({ vip: n.service, reason }, 'VIP not announced');
+      if (n.what === 'skipped')
+        this.log.warn({ service: n.subject, reason: n.reason }, `service skipped: ${n.message}`);
+      else if (n.what === 'warning') this.log.warn({ service: n.subject }, `service warning: ${n.message}`);
+      else this.log.info({ vip: n.subject, reason: n.reason }, 'VIP not announced');
     }
-    for (const c of cleared) {
-      const [what, reason] = c.kind.split(':', 2) as [string, string];
-      if (what === 'skipped') this.log.info({ service: c.service, reason }, 'service no longer skipped');
-      else if (what === 'warning') this.log.info({ service: c.service }, 'service warning cleared');
-      else this.log.info({ vip: c.service, reason }, 'VIP no longer withheld');
+    for (const n of cleared) {
+      if (n.what === 'skipped')
+        this.log.info({ service: n.subject, reason: n.reason }, 'service no longer skipped');
+      else if (n.what === 'warning') this.log.info({ service: n.subject }, 'service warning cleared');
+      else this.log.info({ vip: n.subject, reason: n.reason }, 'VIP no longer withheld');
     }
   }
 

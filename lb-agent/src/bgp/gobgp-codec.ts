@@ -1,14 +1,15 @@
 // portlb's BGP types <-> GoBGP's wire messages (protos/gobgp, json form of Any).
 import { bigIntToIp, canonicalIp, parseCidr } from '../net/ip.ts';
 import { anyOf, anyType, type Wire } from './gobgp-api.ts';
-import type {
-  Advertisement,
-  BgpGlobal,
-  BgpPeerConfig,
-  Family,
-  Origin,
-  PeerStatus,
-  SessionState,
+import {
+  type Advertisement,
+  advertisement,
+  type BgpGlobal,
+  type BgpPeerConfig,
+  type Family,
+  type Origin,
+  type PeerStatus,
+  type SessionState,
 } from './types.ts';
 import { communityFromNumber, communityToNumber } from './validate.ts';
 
@@ -60,15 +61,7 @@ export function pathToWire(ad: Advertisement, ownAsn: number): Wire {
 
 /** A path of our own from ListPath back into an Advertisement. */
 export function pathFromWire(path: Wire, prefix: string): Advertisement {
-  const ad: Advertisement = {
-    prefix,
-    nextHop: undefined,
-    origin: 'igp',
-    communities: [],
-    localPref: undefined,
-    med: undefined,
-    asPathPrepend: 0,
-  };
+  const ad = advertisement(prefix);
   for (const attr of (path.pattrs ?? []) as Wire[]) {
     switch (anyType(attr)) {
       case 'OriginAttribute':

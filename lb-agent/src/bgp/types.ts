@@ -55,6 +55,19 @@ export interface Advertisement {
   asPathPrepend: number;
 }
 
+/** An advertisement with what an LB replica wants unless told otherwise: next hop = its
+ * session address, origin IGP, no communities, no extra AS-path length. */
+export const advertisement = (prefix: string, extra: Partial<Advertisement> = {}): Advertisement => ({
+  prefix,
+  nextHop: undefined,
+  origin: 'igp',
+  communities: [],
+  localPref: undefined,
+  med: undefined,
+  asPathPrepend: 0,
+  ...extra,
+});
+
 export type SessionState =
   | 'unknown'
   | 'idle'

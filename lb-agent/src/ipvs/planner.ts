@@ -64,6 +64,10 @@ export interface IpvsPlan {
 export const drainKey = (key: ServiceKey, dest: DestinationKey): string =>
   `${serviceId(key)}|${destinationId(dest)}`;
 
+/** The services that have a destination in the drain bookkeeping. */
+export const drainingServiceIds = (draining: ReadonlyMap<string, number>): Set<string> =>
+  new Set([...draining.keys()].map((k) => k.slice(0, k.indexOf('|'))));
+
 /** UDP has no connection to wait for: a removed UDP destination goes at once. */
 function needsDrain(key: ServiceKey): boolean {
   return key.kind === 'fwmark' || key.protocol !== 'udp';
@@ -111,7 +115,7 @@ export function planIpvs(input: PlanInput): IpvsPlan {
     });
   };
 
-  const drainingServices = new Set([...input.draining.keys()].map((k) => k.slice(0, k.indexOf('|'))));
+  const drainingServices = drainingServiceIds(input.draining);
   for (const spec of input.desired) {
     if (input.unchanged?.(spec)) {
       const id = serviceId(spec.service.key);

@@ -84,7 +84,6 @@ const fileSchema = z
   .strict();
 
 export type RawServicesFile = z.output<typeof fileSchema>;
-export type RawService = z.output<typeof serviceSchema>;
 
 export interface ServiceDefinition extends ServiceSpec {
   name: string | undefined;
