@@ -17,6 +17,10 @@ interface Phase {
   timeoutS: number;
   /** Guest memory for kernel phases. */
   mem?: string;
+  /** More options for the kernel harness. */
+  umlArgs?: string[];
+  /** Host-side work before the phase runs (e.g. building the images it tests). */
+  prepare?: string[][];
 }
 
 const PHASES: Phase[] = [
@@ -68,6 +72,29 @@ const PHASES: Phase[] = [
     inKernel: true,
     timeoutS: 1500,
     mem: '2560M',
+  },
+  {
+    name: 'pod',
+    description:
+      'the shipped images under the rendered chart (podman kube play, CRI capability semantics), inside the UML harness',
+    files: ['test/pod/**/*.test.ts'],
+    needs: [
+      ['podman', 'podman'],
+      ['runc', 'runc'],
+      ['catatonit', 'catatonit'],
+      ['debootstrap', 'debootstrap'],
+      ['jq', 'jq'],
+      ['openssl', 'openssl'],
+      ['nsenter', 'util-linux'],
+      ['bird', 'bird2'],
+      ['unzip', 'unzip'],
+    ],
+    inKernel: true,
+    timeoutS: 900,
+    mem: '2048M',
+    // ip_vs is left for the agent to load, as on a node that does not load it at boot.
+    umlArgs: ['--no-ipvs', '--modules', 'overlay'],
+    prepare: [['images/build.ts'], ['test/harness/pod.ts', 'export-images']],
   },
 ];
 
@@ -140,6 +167,7 @@ function runPhase(phase: Phase): Promise<Result> {
           '--timeout',
           String(phase.timeoutS),
           ...(phase.mem ? ['--mem', phase.mem] : []),
+          ...(phase.umlArgs ?? []),
           '--',
           process.execPath,
           ...nodeArgs,
@@ -147,6 +175,15 @@ function runPhase(phase: Phase): Promise<Result> {
       ]
     : [process.execPath, nodeArgs];
   console.log(`\n=== ${phase.name}: ${phase.description} (${files.length} files) ===`);
+  for (const step of phase.prepare ?? []) {
+    const res = spawnSync(process.execPath, step, { cwd: repo, stdio: ['ignore', 'inherit', 'inherit'] });
+    if (res.status !== 0) {
+      result.note = `preparing failed: node ${step.join(' ')} exited ${res.status}`;
+      console.error(`\n[${phase.name}] FAILED before it started: ${result.note}`);
+      result.seconds = (Date.now() - started) / 1000;
+      return Promise.resolve(result);
+    }
+  }
   return new Promise((resolve) => {
     const child = spawn(cmd, args as string[], { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'] });
     const timer = phase.inKernel ? undefined : setTimeout(() => child.kill('SIGKILL'), phase.timeoutS * 1000);

@@ -18,11 +18,13 @@ say() { [ "$quiet" = "--quiet" ] || echo "setup: $*"; }
 
 # Debian packages: the kernel harness (kmod, iproute2; the UML kernel itself is fetched by
 # scripts/uml-run.sh), the data plane tools, the BGP speaker and its protos, the router,
-# and what builds the netlink addon.
+# what builds the netlink addon, and the container engine that builds and runs the images
+# (podman with runc; catatonit for its pods; debootstrap for the local base image).
 PACKAGES=(
   kmod iproute2 procps ipvsadm iptables nftables
   gobgpd golang-github-osrg-gobgp-dev bird2 frr
   make g++ python3 ca-certificates
+  podman runc catatonit debootstrap jq unzip
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

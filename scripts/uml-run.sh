@@ -22,6 +22,8 @@ Options:
   --timeout SECONDS  kill the guest after this long (default 900); exit code 124
   --mem SIZE         guest memory (default 1536M)
   --modules LIST     extra modules to load, space separated
+  --no-ipvs          do not load the ip_vs modules at boot (the kernel loads them on
+                     demand, as on a node that does not load them at boot)
   --cache DIR        cache directory (default $PORTLB_CACHE or ~/.cache/portlb)
   -h, --help         this help
 
@@ -34,12 +36,14 @@ EOF
 timeout_s=900
 mem=1536M
 extra_modules=""
+no_ipvs=0
 cache="${PORTLB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/portlb}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --timeout) timeout_s="$2"; shift 2 ;;
     --mem) mem="$2"; shift 2 ;;
     --modules) extra_modules="$2"; shift 2 ;;
+    --no-ipvs) no_ipvs=1; shift ;;
     --cache) cache="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;
@@ -123,9 +127,11 @@ if [ ! -t 1 ] && [ -z "${FORCE_COLOR:-}" ]; then echo 'export NO_COLOR=1' >>"$ru
 start_marker="@@portlb-uml-start-$$@@"
 end_marker="@@portlb-uml-end-$$@@"
 
-modules="ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_sh ip_vs_mh ip_vs_dh ip_vs_sed ip_vs_nq ip_vs_fo
-  ip_vs_ovf ip_vs_lblc ip_vs_lblcr ip_vs_twos ipip ip6_tunnel dummy veth bridge nf_conntrack
-  ip_tables iptable_nat iptable_filter ip6_tables ip6table_nat xt_MASQUERADE xt_ipvs xt_conntrack
+ipvs_modules="ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_sh ip_vs_mh ip_vs_dh ip_vs_sed ip_vs_nq
+  ip_vs_fo ip_vs_ovf ip_vs_lblc ip_vs_lblcr ip_vs_twos xt_ipvs"
+[ "$no_ipvs" = 1 ] && ipvs_modules=""
+modules="$ipvs_modules ipip ip6_tunnel dummy veth bridge nf_conntrack
+  ip_tables iptable_nat iptable_filter ip6_tables ip6table_nat xt_MASQUERADE xt_conntrack
   xt_comment xt_mark xt_statistic nf_tables nft_masq nft_nat sch_netem $extra_modules"
 
 cat >"$run/init" <<EOF
@@ -133,7 +139,9 @@ cat >"$run/init" <<EOF
 export PATH=$run/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null || mount -t tmpfs -o mode=755 tmpfs /dev
+# The kernel may have mounted devtmpfs already; a tmpfs over it would hide every device
+# node (containers bind-mount /dev/null, /dev/random, ...).
+grep -q '^devtmpfs /dev ' /proc/mounts || mount -t devtmpfs devtmpfs /dev || mount -t tmpfs -o mode=755 tmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm

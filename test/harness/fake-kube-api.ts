@@ -10,6 +10,7 @@
 // come back on the same port.
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 
@@ -76,6 +77,10 @@ export interface FakeKubeApiOptions {
   goneAs?: 'status' | 'event';
   /** Send bookmarks every N ms even to watches that did not ask (the client must cope). */
   unsolicitedBookmarksMs?: number;
+  /** Listen address (default 127.0.0.1). */
+  host?: string;
+  /** Serve HTTPS with this key and certificate (PEM), as a real API server does. */
+  tls?: { key: string; cert: string };
 }
 
 const clone = <T>(o: T): T => structuredClone(o);
@@ -177,18 +182,22 @@ export class FakeKubeApi {
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    const host = this.options.host ?? '127.0.0.1';
+    return `${this.options.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
   }
 
   async start(): Promise<string> {
-    const server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.handle(req, res).catch((err) => this.status(res, 500, 'InternalError', String(err)));
-    });
+    };
+    const server: Server = this.options.tls
+      ? createTlsServer(this.options.tls, handler)
+      : createServer(handler);
     server.on('connection', (s) => {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
     });
-    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => server.listen(this.port, this.options.host ?? '127.0.0.1', resolve));
     this.port = (server.address() as { port: number }).port;
     this.server = server;
     if (this.options.unsolicitedBookmarksMs) {

@@ -37,12 +37,15 @@ export interface AgentOptions {
   nodeName: string;
   /** Leader-election identity (the pod name in Kubernetes). */
   identity: string;
+  /** The pod's namespace (POD_NAMESPACE): the Lease's unless the configuration names one. */
+  namespace?: string;
+  /** This node's address (PORTLB_NODE_IP): `node` in http.listen, and the default router id. */
+  nodeAddress?: string;
 }
 
-/** The node's first global IPv4 address: the default BGP router id. */
-export function defaultRouterId(): string | undefined {
-  if (process.env.PORTLB_NODE_IP && ipFamily(process.env.PORTLB_NODE_IP) === 'ipv4')
-    return process.env.PORTLB_NODE_IP;
+/** The node's IPv4 address: the one given (PORTLB_NODE_IP), else its first global one. */
+export function nodeIpv4(given: string | undefined): string | undefined {
+  if (given && ipFamily(given) === 'ipv4') return given;
   for (const list of Object.values(networkInterfaces())) {
     for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
   }
@@ -116,6 +119,7 @@ export class Agent {
         config: this.config,
         nodeName: this.o.nodeName,
         identity: this.o.identity,
+        namespace: this.o.namespace,
         clock: this.clock,
         logger: this.log,
         metrics: this.metrics,
@@ -144,7 +148,7 @@ export class Agent {
         this.metrics.peerUp.reset();
         void this.refreshPeerMetrics();
       });
-      const routerId = cfg.bgp.routerId ?? defaultRouterId();
+      const routerId = cfg.bgp.routerId ?? nodeIpv4(this.o.nodeAddress);
       if (!routerId)
         throw new Error(
           'bgp.routerId: not set and no IPv4 address found on this node (set bgp.routerId or PORTLB_NODE_IP)',
@@ -315,8 +319,16 @@ export class Agent {
   private async startHttp(): Promise<void> {
     const listen = this.config.http.listen;
     const i = listen.lastIndexOf(':');
-    const host = listen.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0';
+    let host = listen.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0';
     const port = Number(listen.slice(i + 1));
+    if (host === 'node') {
+      const address = this.o.nodeAddress ?? this.config.bgp?.routerId ?? nodeIpv4(undefined);
+      if (!address)
+        throw new Error(
+          `http.listen ${listen}: this node's address is unknown (set PORTLB_NODE_IP, bgp.routerId, or an address in http.listen)`,
+        );
+      host = address;
+    }
     const server = createServer((req, res) => {
       const url = req.url?.split('?')[0];
       const send = (code: number, body: string, type = 'text/plain; charset=utf-8') => {

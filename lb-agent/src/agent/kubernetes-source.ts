@@ -13,6 +13,8 @@ export interface KubernetesSourceOptions {
   config: AgentConfig;
   nodeName: string;
   identity: string;
+  /** The pod's namespace (POD_NAMESPACE), for the Lease. */
+  namespace?: string;
   clock: Clock;
   logger: Logger;
   metrics?: AgentMetrics;
@@ -43,6 +45,7 @@ export class KubernetesSource implements DesiredSource {
       config: this.o.config,
       nodeName: this.o.nodeName,
       identity: this.o.identity,
+      namespace: this.o.namespace,
       clock: this.o.clock,
       logger: this.o.logger,
       onChange: changed,

@@ -49,7 +49,16 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const config = parseAgentConfig(await readYamlFile(args.values.config), args.values.config);
   const nodeName = args.values['node-name'] ?? config.nodeName ?? process.env.PORTLB_NODE_NAME ?? hostname();
   const log = createLogger({ level });
-  const agent = new Agent({ config, nodeName, identity: process.env.POD_NAME ?? nodeName }, { logger: log });
+  const agent = new Agent(
+    {
+      config,
+      nodeName,
+      identity: process.env.POD_NAME ?? nodeName,
+      namespace: process.env.POD_NAMESPACE,
+      nodeAddress: process.env.PORTLB_NODE_IP,
+    },
+    { logger: log },
+  );
   // The source (e.g. the services file) is validated before any kernel or speaker work.
   await agent.prepare();
 

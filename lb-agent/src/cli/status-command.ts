@@ -8,7 +8,7 @@ const spec = {
     "agent's /status endpoint.",
   options: { url: { type: 'string' }, json: { type: 'boolean' } },
   optionHelp: [
-    '--url URL            the agent (default http://127.0.0.1:9180)',
+    '--url URL            the agent (default http://$PORTLB_NODE_IP:9180, else http://127.0.0.1:9180)',
     '--json               the raw status document',
   ],
 } as const;
@@ -70,7 +70,8 @@ export async function statusCommand(argv: string[]): Promise<number> {
     return EXIT.OK;
   }
   if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}'`);
-  const url = `${(args.values.url ?? 'http://127.0.0.1:9180').replace(/\/$/, '')}/status`;
+  const base = args.values.url ?? `http://${process.env.PORTLB_NODE_IP ?? '127.0.0.1'}:9180`;
+  const url = `${base.replace(/\/$/, '')}/status`;
   let res: Response;
   try {
     res = await fetch(url, { signal: AbortSignal.timeout(30_000) });

@@ -78,7 +78,7 @@ test('agent config: every bad option is named with its value', () => {
       'bgp.peers[0].keepaliveInterval: must be below holdTime 9 (got 9)',
       'bgp.peers[0].passwordFile: cannot read "/nonexistent/secret": ENOENT',
       'bgp.speakerSocket: must be a unix socket (unix:///path): gobgpd\'s API is never put on a network port (got "tcp://0.0.0.0:50051")',
-      'http.listen: must be host:port, e.g. 0.0.0.0:9180 (got "everywhere")',
+      'http.listen: must be host:port, e.g. node:9180 or 127.0.0.1:9180 (got "everywhere")',
     ],
   );
   assert.match(problems({ mode: 'standalone' })[0]!, /^standalone: required with mode: standalone/);

@@ -69,7 +69,8 @@ const schema = z
         leaderElection: z
           .object({
             enabled: z.boolean().default(true),
-            namespace: z.string().default('portlb-system'),
+            /** The Lease's namespace; the pod's own (POD_NAMESPACE) when unset. */
+            namespace: z.string().min(1).optional(),
             leaseName: z.string().default('portlb-controller'),
             leaseDurationSeconds: duration(2, 3600).default(15),
             renewDeadlineSeconds: duration(1, 3600).default(10),
@@ -127,7 +128,10 @@ const schema = z
       .strict()
       .prefault({}),
     http: z
-      .object({ listen: z.string().default('0.0.0.0:9180') })
+      .object({
+        /** `node` as the host: this node's address (never every address: nothing of the agent on a VIP). */
+        listen: z.string().default('node:9180'),
+      })
       .strict()
       .prefault({}),
     sync: z
@@ -218,7 +222,7 @@ function crossCheck(raw: RawAgentConfig, source: string): AgentConfig {
   }
   if (!/^(\[[0-9a-fA-F:]+\]|[0-9.]+|[a-zA-Z0-9.-]+)?:\d{1,5}$/.test(raw.http.listen)) {
     problems.push(
-      `http.listen: must be host:port, e.g. 0.0.0.0:9180 (got ${JSON.stringify(raw.http.listen)})`,
+      `http.listen: must be host:port, e.g. node:9180 or 127.0.0.1:9180 (got ${JSON.stringify(raw.http.listen)})`,
     );
   }
   if (problems.length) throw new ConfigError('CONFIG_INVALID', source, problems);

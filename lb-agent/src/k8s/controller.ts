@@ -31,6 +31,8 @@ export interface KubernetesControllerOptions {
   nodeName: string;
   /** Leader election identity (pod name); defaults to the node name. */
   identity?: string;
+  /** The pod's namespace: where the Lease lives unless the configuration names one. */
+  namespace?: string;
   clock?: Clock;
   logger?: Logger;
   /** Called (debounced by the caller) whenever anything watched changes. */
@@ -99,7 +101,7 @@ export class KubernetesController {
       const coordination: CoordinationV1Api = kc.makeApiClient(k8s.CoordinationV1Api);
       this.elector = new LeaderElector({
         api: coordination,
-        namespace: le.namespace,
+        namespace: le.namespace ?? o.namespace ?? 'portlb-system',
         name: le.leaseName,
         identity: o.identity ?? o.nodeName,
         leaseDurationMs: le.leaseDurationSeconds * 1000,
