@@ -34,10 +34,12 @@ const PHASES: Phase[] = [
   },
   {
     name: 'host',
-    description: 'real daemons in network namespaces on this host (gobgpd, BIRD) and the fake Kubernetes API',
-    files: ['test/host/**/*.test.ts'],
+    description:
+      'real daemons in network namespaces on this host (gobgpd, BIRD), the fake Kubernetes API, the install artifacts (helm, kubectl)',
+    files: ['test/host/**/*.test.ts', 'test/deploy/**/*.test.ts'],
     needs: [
       ['ip', 'iproute2'],
+      ['unzip', 'unzip'],
       ['gobgpd', 'gobgpd'],
       ['bird', 'bird2'],
       ['birdc', 'bird2'],

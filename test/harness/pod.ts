@@ -11,9 +11,9 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { parseAllDocuments, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import { CONTAINERS_CONF, IMAGES } from '../../images/podman.ts';
-import { runTool } from '../../scripts/k8s-tools.ts';
+import { helmTemplate } from '../../scripts/render-manifests.ts';
 import type { Obj } from './fake-kube-api.ts';
 
 const repo = path.resolve(import.meta.dirname, '..', '..');
@@ -114,18 +114,7 @@ export function guestPodman(workDir: string): GuestPodman {
 export function renderChart(values: Obj, namespace: string, workDir: string): Obj[] {
   const file = path.join(workDir, 'values.yaml');
   writeFileSync(file, stringify(values));
-  const out = runTool('helm', [
-    'template',
-    'portlb',
-    path.join(repo, 'deploy', 'helm', 'portlb'),
-    '-n',
-    namespace,
-    '-f',
-    file,
-  ]);
-  return parseAllDocuments(out)
-    .map((d) => d.toJS() as Obj)
-    .filter(Boolean);
+  return helmTemplate(['-f', file], namespace);
 }
 
 export interface KubeletContext {

@@ -1,0 +1,178 @@
+// The install artifacts, rendered by the real tools: `helm lint --strict` and
+// `helm template` of the chart for the default and representative values, `kubectl
+// kustomize` of the base and every overlay; every object checked against the Kubernetes
+// schemas; the plain manifests up to date with the chart; an overlay and the equivalent
+// Helm values render the same objects; the agent's own validation accepts every rendered
+// configuration.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { parseAgentConfig } from '../../lb-agent/src/config/agent-config.ts';
+import { runTool } from '../../scripts/k8s-tools.ts';
+import {
+  CHART,
+  helmTemplate,
+  namespaceObject,
+  type Obj,
+  PLAIN,
+  renderPlain,
+  withoutHelmOnly,
+} from '../../scripts/render-manifests.ts';
+import { SCHEMA_VERSIONS, type SchemaVersion, schemaErrors } from '../harness/k8s-schema.ts';
+
+const repo = path.resolve(import.meta.dirname, '..', '..');
+const fixtures = path.join(repo, 'test', 'fixtures', 'deploy');
+const overlays = path.join(repo, 'deploy', 'overlays');
+
+/** Representative values: the defaults and every fixture. */
+const valueSets: { name: string; args: string[] }[] = [
+  { name: 'defaults', args: [] },
+  ...readdirSync(fixtures)
+    .filter((f) => f.endsWith('-values.yaml'))
+    .map((f) => ({ name: f, args: ['-f', path.join(fixtures, f)] })),
+];
+
+const kustomize = (dir: string): Obj[] =>
+  parseAllDocuments(runTool('kubectl', ['kustomize', dir]))
+    .map((d) => d.toJS() as Obj)
+    .filter(Boolean);
+
+const find = (objects: Obj[], kind: string) => objects.filter((o) => o.kind === kind);
+const daemonSet = (objects: Obj[]) => find(objects, 'DaemonSet')[0]!;
+const containerOf = (objects: Obj[], name: string) =>
+  (daemonSet(objects).spec.template.spec.containers as Obj[]).find((c) => c.name === name)!;
+
+async function assertSchemaValid(objects: Obj[], what: string): Promise<void> {
+  const errors: string[] = [];
+  for (const o of objects) {
+    for (const v of Object.keys(SCHEMA_VERSIONS) as SchemaVersion[]) errors.push(...(await schemaErrors(o, v)));
+  }
+  assert.deepEqual(errors, [], `${what}: every object validates`);
+}
+
+function assertAgentConfigValid(objects: Obj[], what: string): void {
+  for (const cm of find(objects, 'ConfigMap')) {
+    const text = cm.data?.['config.yaml'];
+    if (typeof text !== 'string') continue;
+    // Secrets named by passwordFile exist only in the pod: check the rest.
+    const data = parseYaml(text) as Obj;
+    for (const p of data.bgp?.peers ?? []) delete p.passwordFile;
+    assert.doesNotThrow(() => parseAgentConfig(data, `${what} ${cm.metadata.name}`), `${what}: the agent accepts its configuration`);
+  }
+}
+
+describe('the Helm chart', () => {
+  test('helm lint --strict passes for the default and every representative set of values', () => {
+    for (const v of valueSets) runTool('helm', ['lint', '--strict', CHART, ...v.args]);
+  });
+
+  test('every rendered object validates against the Kubernetes schemas; the agent accepts the configuration', async () => {
+    for (const v of valueSets) {
+      const objects = helmTemplate(v.args);
+      assert.ok(objects.length >= 7, `${v.name}: rendered objects`);
+      await assertSchemaValid(objects, `helm template (${v.name})`);
+      assertAgentConfigValid(objects, `helm template (${v.name})`);
+    }
+  });
+
+  test('least privilege: the agent is root with NET_ADMIN and NET_RAW only; the speaker gets NET_BIND_SERVICE only to bind port 179', () => {
+    const objects = helmTemplate();
+    const agent = containerOf(objects, 'lb-agent').securityContext;
+    assert.deepEqual(agent.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
+    assert.equal(agent.allowPrivilegeEscalation, false);
+    assert.equal(agent.readOnlyRootFilesystem, true);
+    assert.equal(agent.privileged, false);
+    const speaker = containerOf(objects, 'bgp-speaker').securityContext;
+    assert.deepEqual(speaker.capabilities, { drop: ['ALL'], add: ['NET_BIND_SERVICE'] });
+    assert.equal(speaker.runAsNonRoot, true);
+    assert.equal(speaker.allowPrivilegeEscalation, true, 'file capabilities need escalation allowed');
+    const noListener = containerOf(helmTemplate(['--set', 'config.bgp.listenPort=-1']), 'bgp-speaker');
+    assert.deepEqual(noListener.securityContext.capabilities, { drop: ['ALL'] });
+    assert.equal(noListener.securityContext.allowPrivilegeEscalation, false);
+    const highPort = containerOf(helmTemplate(['--set', 'config.bgp.listenPort=1179']), 'bgp-speaker');
+    assert.deepEqual(highPort.securityContext.capabilities, { drop: ['ALL'] });
+  });
+
+  test('the pod starts on a node where ip_vs is not loaded yet: no hostPath under /proc/sys/net/ipv4/vs', () => {
+    const volumes = daemonSet(helmTemplate()).spec.template.spec.volumes as Obj[];
+    const paths = volumes.filter((v) => v.hostPath).map((v) => v.hostPath.path);
+    assert.ok(paths.includes('/proc/sys/net'));
+    assert.ok(!paths.some((p: string) => p.startsWith('/proc/sys/net/ipv4/vs')), paths.join());
+  });
+
+  test('an MD5 password comes from a Secret mounted into the agent only, never into the ConfigMap', () => {
+    const objects = helmTemplate(['-f', path.join(fixtures, 'production-values.yaml')]);
+    const config = find(objects, 'ConfigMap')[0]!.data['config.yaml'] as string;
+    assert.doesNotMatch(config, /password:/);
+    assert.match(config, /passwordFile: \/etc\/portlb\/peer-secrets\/0\/password/);
+    const mounts = (c: string) => (containerOf(objects, c).volumeMounts as Obj[]).map((m) => m.name);
+    assert.ok(mounts('lb-agent').includes('peer-secret-0'));
+    assert.ok(!mounts('bgp-speaker').some((m) => m.startsWith('peer-secret')));
+  });
+});
+
+describe('plain manifests and kustomize', () => {
+  test('deploy/kubernetes/portlb.yaml is what the chart renders (npm run manifests)', () => {
+    assert.equal(readFileSync(PLAIN, 'utf8'), renderPlain(), 'run `npm run manifests` and commit the result');
+  });
+
+  test('kubectl kustomize renders the base and every overlay; every object validates', async () => {
+    await assertSchemaValid(kustomize(path.join(repo, 'deploy', 'kubernetes')), 'base');
+    for (const name of readdirSync(overlays)) {
+      const objects = kustomize(path.join(overlays, name));
+      await assertSchemaValid(objects, `overlay ${name}`);
+      assertAgentConfigValid(objects, `overlay ${name}`);
+    }
+  });
+
+  test('an overlay applies its namespace and images everywhere they matter', () => {
+    const objects = kustomize(path.join(overlays, 'production'));
+    const ns = 'lb-system';
+    for (const o of objects) {
+      if (o.kind === 'Namespace') assert.equal(o.metadata.name, ns);
+      else if (!['ClusterRole', 'ClusterRoleBinding'].includes(o.kind)) assert.equal(o.metadata.namespace, ns, `${o.kind} ${o.metadata.name}`);
+      for (const s of o.subjects ?? []) assert.equal(s.namespace, ns, `${o.kind} ${o.metadata.name} subject`);
+    }
+    const images = (daemonSet(objects).spec.template.spec.containers as Obj[]).map((c) => c.image);
+    assert.deepEqual(images, [
+      'registry.example.com/portlb/lb-agent:0.1.0',
+      'registry.example.com/portlb/bgp-speaker:0.1.0',
+    ]);
+    // The Lease follows the pod's namespace: nothing in the configuration pins it.
+    const config = parseYaml(find(objects, 'ConfigMap')[0]!.data['config.yaml']) as Obj;
+    assert.equal(config.kubernetes?.leaderElection?.namespace, undefined);
+    const env = (daemonSet(objects).spec.template.spec.containers[0].env as Obj[]).find((e) => e.name === 'POD_NAMESPACE');
+    assert.deepEqual(env?.valueFrom, { fieldRef: { fieldPath: 'metadata.namespace' } });
+  });
+
+  test('the production overlay and the equivalent Helm values render the same objects', () => {
+    const norm = (objects: Obj[]) =>
+      objects
+        .map((o) => {
+          const c = structuredClone(o);
+          if (c.kind === 'ConfigMap') c.data['config.yaml'] = parseYaml(c.data['config.yaml']);
+          return c;
+        })
+        .sort((a, b) => `${a.kind}/${a.metadata.name}`.localeCompare(`${b.kind}/${b.metadata.name}`));
+    const viaHelm = norm([
+      namespaceObject('lb-system'),
+      ...withoutHelmOnly(helmTemplate(['-f', path.join(fixtures, 'production-values.yaml')], 'lb-system')),
+    ]);
+    const viaKustomize = norm(kustomize(path.join(overlays, 'production')));
+    // Kustomize orders keys, and merges named list entries (volumes, mounts), its own way:
+    // compare the content.
+    const byName = (list: unknown[]) =>
+      list.every((x) => x && typeof x === 'object' && 'name' in (x as Obj))
+        ? [...list].sort((a, b) => String((a as Obj).name).localeCompare(String((b as Obj).name)))
+        : list;
+    const canonical = (v: unknown): unknown =>
+      Array.isArray(v)
+        ? byName(v).map(canonical)
+        : v && typeof v === 'object'
+          ? Object.fromEntries(Object.entries(v as Obj).sort(([a], [b]) => a.localeCompare(b)).map(([k, x]) => [k, canonical(x)]))
+          : v;
+    assert.deepEqual(canonical(viaKustomize), canonical(viaHelm));
+  });
+});
