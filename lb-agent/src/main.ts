@@ -13,6 +13,7 @@ portlb: a portable Layer-4 load balancer for Kubernetes (IPVS + BGP/ECMP).
 Commands:
   agent                run lb-agent (--config FILE)
   status               what the agent on this node does (services, backends, VIPs, BGP)
+  cleanup              remove what portlb created on this node (after an uninstall)
   ipvs list            list the kernel's IPVS services
   ipvs apply FILE      make IPVS match a declarative services file
 
@@ -35,6 +36,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./cli/agent-command.ts')).agentCommand(rest);
     case 'status':
       return (await import('./cli/status-command.ts')).statusCommand(rest);
+    case 'cleanup':
+      return (await import('./cli/cleanup-command.ts')).cleanupCommand(rest);
     default:
       throw new UsageError(`unknown command '${command}' (see portlb --help)`);
   }

@@ -47,7 +47,8 @@ const containerOf = (objects: Obj[], name: string) =>
 async function assertSchemaValid(objects: Obj[], what: string): Promise<void> {
   const errors: string[] = [];
   for (const o of objects) {
-    for (const v of Object.keys(SCHEMA_VERSIONS) as SchemaVersion[]) errors.push(...(await schemaErrors(o, v)));
+    for (const v of Object.keys(SCHEMA_VERSIONS) as SchemaVersion[])
+      errors.push(...(await schemaErrors(o, v)));
   }
   assert.deepEqual(errors, [], `${what}: every object validates`);
 }
@@ -59,7 +60,10 @@ function assertAgentConfigValid(objects: Obj[], what: string): void {
     // Secrets named by passwordFile exist only in the pod: check the rest.
     const data = parseYaml(text) as Obj;
     for (const p of data.bgp?.peers ?? []) delete p.passwordFile;
-    assert.doesNotThrow(() => parseAgentConfig(data, `${what} ${cm.metadata.name}`), `${what}: the agent accepts its configuration`);
+    assert.doesNotThrow(
+      () => parseAgentConfig(data, `${what} ${cm.metadata.name}`),
+      `${what}: the agent accepts its configuration`,
+    );
   }
 }
 
@@ -132,7 +136,8 @@ describe('plain manifests and kustomize', () => {
     const ns = 'lb-system';
     for (const o of objects) {
       if (o.kind === 'Namespace') assert.equal(o.metadata.name, ns);
-      else if (!['ClusterRole', 'ClusterRoleBinding'].includes(o.kind)) assert.equal(o.metadata.namespace, ns, `${o.kind} ${o.metadata.name}`);
+      else if (!['ClusterRole', 'ClusterRoleBinding'].includes(o.kind))
+        assert.equal(o.metadata.namespace, ns, `${o.kind} ${o.metadata.name}`);
       for (const s of o.subjects ?? []) assert.equal(s.namespace, ns, `${o.kind} ${o.metadata.name} subject`);
     }
     const images = (daemonSet(objects).spec.template.spec.containers as Obj[]).map((c) => c.image);
@@ -143,7 +148,9 @@ describe('plain manifests and kustomize', () => {
     // The Lease follows the pod's namespace: nothing in the configuration pins it.
     const config = parseYaml(find(objects, 'ConfigMap')[0]!.data['config.yaml']) as Obj;
     assert.equal(config.kubernetes?.leaderElection?.namespace, undefined);
-    const env = (daemonSet(objects).spec.template.spec.containers[0].env as Obj[]).find((e) => e.name === 'POD_NAMESPACE');
+    const env = (daemonSet(objects).spec.template.spec.containers[0].env as Obj[]).find(
+      (e) => e.name === 'POD_NAMESPACE',
+    );
     assert.deepEqual(env?.valueFrom, { fieldRef: { fieldPath: 'metadata.namespace' } });
   });
 
@@ -171,7 +178,11 @@ describe('plain manifests and kustomize', () => {
       Array.isArray(v)
         ? byName(v).map(canonical)
         : v && typeof v === 'object'
-          ? Object.fromEntries(Object.entries(v as Obj).sort(([a], [b]) => a.localeCompare(b)).map(([k, x]) => [k, canonical(x)]))
+          ? Object.fromEntries(
+              Object.entries(v as Obj)
+                .sort(([a], [b]) => a.localeCompare(b))
+                .map(([k, x]) => [k, canonical(x)]),
+            )
           : v;
     assert.deepEqual(canonical(viaKustomize), canonical(viaHelm));
   });

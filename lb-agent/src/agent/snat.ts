@@ -236,3 +236,59 @@ export async function detectSnat(mode: 'auto' | 'nftables' | 'iptables' | 'none'
     `ipvs.snat: ${mode}: neither nftables (ip family) nor legacy iptables (ip_tables, iptable_nat, xt_ipvs) works here; install nftables or iptables, or set ipvs.snat: none`,
   );
 }
+
+/** Something portlb created in netfilter, found and removed as a whole (`portlb cleanup`). */
+export interface NetfilterCleaner {
+  what: string;
+  present(): Promise<boolean>;
+  remove(): Promise<void>;
+}
+
+const succeeds = (cmd: string, args: string[]) =>
+  run(cmd, args).then(
+    () => true,
+    () => false,
+  );
+
+/** portlb's chains in a legacy iptables table: its own (PORTLB-*) and the jumps to them. */
+function legacyChains(bin: string, table: string): NetfilterCleaner {
+  const rules = async () => (await run(bin, ['-w', '-t', table, '-S'])).stdout.split('\n');
+  return {
+    what: `${bin} chains PORTLB-* in table ${table}`,
+    present: async () => (await rules().catch(() => [])).some((l) => l.startsWith('-N PORTLB-')),
+    remove: async () => {
+      const lines = await rules();
+      // Jumps from other chains first (a chain in use cannot be deleted).
+      for (const l of lines) {
+        if (!l.startsWith('-A ') || !/ -j PORTLB-\S+/.test(l) || l.startsWith('-A PORTLB-')) continue;
+        await run(bin, ['-w', '-t', table, '-D', ...splitRule(l.slice(3))]);
+      }
+      const chains = lines.filter((l) => l.startsWith('-N PORTLB-')).map((l) => l.slice(3).trim());
+      for (const c of chains) await run(bin, ['-w', '-t', table, '-F', c]);
+      for (const c of chains) await run(bin, ['-w', '-t', table, '-X', c]);
+    },
+  };
+}
+
+/** Splits an iptables -S rule into arguments (quoted comments stay one argument). */
+function splitRule(rule: string): string[] {
+  return [...rule.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)].map((m) => m[1] ?? m[2]!);
+}
+
+export function netfilterCleaners(): NetfilterCleaner[] {
+  const nftTable = (family: string): NetfilterCleaner => ({
+    what: `nftables table ${family} ${NFT_TABLE}`,
+    present: () => succeeds('nft', ['list', 'table', family, NFT_TABLE]),
+    remove: async () => {
+      await run('nft', ['delete', 'table', family, NFT_TABLE]);
+    },
+  });
+  return [
+    nftTable('ip'),
+    nftTable('ip6'),
+    nftTable('inet'),
+    ...['iptables-legacy', 'ip6tables-legacy'].flatMap((bin) =>
+      ['nat', 'filter'].map((table) => legacyChains(bin, table)),
+    ),
+  ];
+}

@@ -6,6 +6,7 @@ import { KernelError, NETLINK_ROUTE, NetlinkSocket } from './socket.ts';
 import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, type NlWriter, parseAttrs } from './wire.ts';
 
 export const RTM_NEWLINK = 16;
+export const RTM_DELLINK = 17;
 export const RTM_GETLINK = 18;
 export const RTM_NEWADDR = 20;
 export const RTM_DELADDR = 21;
@@ -100,6 +101,22 @@ export class RtNetlink implements Disposable {
       `set ${name} up`,
     );
     return idx;
+  }
+
+  /** Deletes an interface (and with it its addresses); false when there was none. */
+  deleteLink(name: string): boolean {
+    const index = this.linkIndex(name);
+    if (index === undefined) return false;
+    this.socket.request(
+      {
+        type: RTM_DELLINK,
+        body: (w) => {
+          w.u8(AF_UNSPEC).u8(0).u16(0).i32(index).u32(0).u32(0);
+        },
+      },
+      `delete link ${name}`,
+    );
+    return true;
   }
 
   addresses(index: number): LinkAddress[] {
