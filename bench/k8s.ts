@@ -5,7 +5,10 @@
 import { parseArgs } from 'node:util';
 import { parseAgentConfig } from '../lb-agent/src/config/agent-config.ts';
 import { planAllocations } from '../lb-agent/src/k8s/allocator.ts';
+import { KubeClient } from '../lb-agent/src/k8s/client.ts';
 import { KubernetesController } from '../lb-agent/src/k8s/controller.ts';
+import { translateKubernetes } from '../lb-agent/src/k8s/translate.ts';
+import { systemClock } from '../lb-agent/src/util/clock.ts';
 import { FakeKubeApi, type Obj } from '../test/harness/fake-kube-api.ts';
 import { writeResults } from './lib.ts';
 
@@ -75,9 +78,10 @@ let changed = 0;
 const heapBefore = process.memoryUsage();
 const t0 = performance.now();
 const ctl = new KubernetesController({
-  kubeconfig: api.kubeconfig(),
+  client: new KubeClient(api.connection()),
   config,
   nodeName: 'edge-1',
+  clock: systemClock,
   onChange: () => changed++,
 });
 ctl.start();
@@ -88,7 +92,7 @@ const desiredOnly = async () => {
   const leader = ctl.isLeader;
   ctl.isLeader = () => false;
   try {
-    return await ctl.sync();
+    return ctl.sync();
   } finally {
     ctl.isLeader = leader;
   }
@@ -123,10 +127,18 @@ for (let c = 0; c < CHANGES; c++) {
   recompute.push(done - tr);
 }
 const tAlloc = performance.now();
-const plan = planAllocations(ctl.services.list(), config.pools, {
+const translation = translateKubernetes(
+  { services: ctl.services.list(), endpointSlices: ctl.slices.list() },
+  {
+    loadBalancerClass: 'portlb.io/portlb',
+    serveServicesWithoutClass: false,
+    defaultScheduler: 'mh',
+    defaultForwarding: 'nat',
+  },
+);
+const plan = planAllocations(ctl.services.list(), translation.settings, config.pools, {
   loadBalancerClass: 'portlb.io/portlb',
   serveServicesWithoutClass: false,
-  defaultScheduler: 'mh',
 });
 const allocMs = performance.now() - tAlloc;
 await ctl.stop();

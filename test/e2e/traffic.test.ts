@@ -246,6 +246,7 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
       [
         'mode: standalone',
         `standalone: { servicesFile: ${lab.servicesFile} }`,
+        'pools: [{ name: lab, addresses: [203.0.113.0/24] }]',
         `bgp: { asn: 65001, routerId: 10.0.0.99, speakerSocket: "unix://${path.join(lab.dir, 'nobody.sock')}", gracefulShutdownSeconds: 60, peers: [] }`,
         'http: { listen: "127.0.0.1:9181" }',
         '',

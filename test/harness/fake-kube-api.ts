@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { Socket } from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConnection } from '../../lb-agent/src/k8s/connection.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: Kubernetes objects are free-form JSON here.
 export type Obj = Record<string, any>;
@@ -175,6 +175,9 @@ export class FakeKubeApi {
   readonly options: FakeKubeApiOptions;
   /** Counts of requests by "METHOD path-without-query", for assertions. */
   readonly requests = new Map<string, number>();
+  /** While true, new requests hang (see handle()). */
+  hang = false;
+  private readonly hung = new Set<ServerResponse>();
 
   constructor(options: FakeKubeApiOptions = {}) {
     this.options = options;
@@ -209,6 +212,8 @@ export class FakeKubeApi {
   /** The API server goes away: listener closed, every connection (watches too) cut. */
   async stop(): Promise<void> {
     clearInterval(this.bookmarkTimer);
+    for (const r of this.hung) r.destroy();
+    this.hung.clear();
     for (const w of this.watchers) w.res.destroy();
     this.watchers.clear();
     for (const s of this.sockets) s.destroy();
@@ -216,15 +221,20 @@ export class FakeKubeApi {
     this.server = undefined;
   }
 
-  kubeconfig(): KubeConfig {
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ name: 'fake', server: this.url, skipTLSVerify: true }],
-      users: [{ name: 'agent', token: 'fake-token' }],
-      contexts: [{ name: 'fake', cluster: 'fake', user: 'agent' }],
-      currentContext: 'fake',
-    });
-    return kc;
+  /** How the agent's client reaches this server. */
+  connection(): KubeConnection {
+    return {
+      server: this.url,
+      ca: this.options.tls?.cert,
+      insecure: false,
+      servername: undefined,
+      token: 'fake-token',
+      tokenFile: undefined,
+      cert: undefined,
+      key: undefined,
+      apply: undefined,
+      source: 'fake API server',
+    };
   }
 
   /** A kubeconfig file's text for the same server (for processes). */
@@ -387,6 +397,46 @@ current-context: fake
 
   // ---- HTTP ---------------------------------------------------------------------------
 
+  /**
+   * The test's controls when the server runs as a process: POST /_fake/hang?on=1|0,
+   * POST /_fake/objects/RESOURCE (create), PATCH /_fake/objects/RESOURCE/NS/NAME (merge
+   * into the object, status included), DELETE the same, GET /_fake/requests.
+   */
+  private async control(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    try {
+      const parts = url.pathname.split('/').slice(2);
+      if (parts[0] === 'hang') {
+        this.hang = url.searchParams.get('on') === '1';
+        if (!this.hang) for (const r of this.hung) r.destroy();
+        return this.json(res, 200, { hang: this.hang });
+      }
+      if (parts[0] === 'requests') return this.json(res, 200, Object.fromEntries(this.requests));
+      if (parts[0] === 'objects') {
+        const [, resource, ns, name] = parts;
+        if (!resource || !RESOURCES[resource])
+          return this.status(res, 404, 'NotFound', `no resource ${resource}`);
+        if (req.method === 'POST') return this.json(res, 201, this.create(resource, await this.body(req)));
+        const namespace = ns === '-' ? undefined : ns;
+        if (req.method === 'PATCH') {
+          const patch = await this.body(req);
+          return this.json(
+            res,
+            200,
+            this.mutate(resource, namespace, name!, (o) => Object.assign(o, mergePatch(o, patch))),
+          );
+        }
+        if (req.method === 'DELETE') {
+          this.remove(resource, namespace, name!);
+          return this.json(res, 200, {});
+        }
+      }
+      return this.status(res, 404, 'NotFound', `no control ${url.pathname}`);
+    } catch (err) {
+      if (err instanceof HttpError) return this.status(res, err.code, err.reason, err.message);
+      throw err;
+    }
+  }
+
   private goneStatus(): Obj {
     return {
       kind: 'Status',
@@ -454,10 +504,18 @@ current-context: fake
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname.startsWith('/_fake/')) return this.control(req, res, url);
     this.requests.set(
       `${req.method} ${url.pathname}`,
       (this.requests.get(`${req.method} ${url.pathname}`) ?? 0) + 1,
     );
+    // A hung API server: every new request is accepted and never answered (open watches
+    // keep streaming). The connection is cut only when the server stops.
+    if (this.hang) {
+      this.hung.add(res);
+      res.on('close', () => this.hung.delete(res));
+      return;
+    }
     const r = this.route(url.pathname);
     if (!r) return this.status(res, 404, 'NotFound', `no route for ${url.pathname}`);
     const type = RESOURCES[r.resource]!;

@@ -115,6 +115,7 @@ export class Lab {
       [
         'mode: standalone',
         `nodeName: lb${i}`,
+        'pools: [{ name: lab, addresses: [203.0.113.0/24] }]',
         `standalone: { servicesFile: ${this.servicesFile} }`,
         `defaults: { scheduler: mh, forwarding: nat, drainTimeoutSeconds: ${this.o.drainTimeoutSeconds ?? 10} }`,
         'bgp:',

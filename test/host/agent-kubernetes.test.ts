@@ -78,8 +78,9 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
       identity: 'portlb-abcde',
       clock: systemClock,
       logger: silentLogger,
-      kubeconfig: api.kubeconfig(),
+      connection: api.connection(),
     });
+    await source.prepare();
     agent = new Agent(
       { config, nodeName: 'edge-1', identity: 'portlb-abcde' },
       { ipvs, addresses, snat: new FakeSnat(), speaker, source, logger },
@@ -117,7 +118,7 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
     const status = (await (await fetch(`${url}/status`)).json()) as Record<string, any>;
     assert.equal(status.leader, true);
     assert.deepEqual(status.vips, [
-      { address: '203.0.113.1', owners: ['shop/web'], announced: true, withheld: null },
+      { address: '203.0.113.1', owners: ['shop/web'], announced: true, withheld: null, kept: false },
     ]);
     assert.equal(status.services[0].owner, 'shop/web');
     const metrics = await metricsText();
@@ -140,7 +141,7 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
         .some(
           (e) =>
             e.involvedObject?.name === 'typo' &&
-            e.reason === 'InvalidAnnotation' &&
+            e.reason === 'SkippedInvalidAnnotation' &&
             /fastest/.test(e.message),
         ),
     );

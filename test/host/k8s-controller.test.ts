@@ -4,7 +4,9 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, describe, test } from 'node:test';
 import { parseAgentConfig } from '../../lb-agent/src/config/agent-config.ts';
+import { KubeClient } from '../../lb-agent/src/k8s/client.ts';
 import { KubernetesController, type KubernetesSync } from '../../lb-agent/src/k8s/controller.ts';
+import { systemClock } from '../../lb-agent/src/util/clock.ts';
 import { FakeKubeApi, type Obj } from '../harness/fake-kube-api.ts';
 import { waitFor } from '../harness/netns.ts';
 
@@ -78,7 +80,13 @@ describe('Kubernetes controller against a fake API server', () => {
   after(() => {});
 
   async function setup(
-    opts: { goneAs?: 'status' | 'event'; pools?: string[]; identity?: string; api?: FakeKubeApi } = {},
+    opts: {
+      goneAs?: 'status' | 'event';
+      pools?: string[];
+      identity?: string;
+      api?: FakeKubeApi;
+      apiDeadlineMs?: number;
+    } = {},
   ) {
     let api = opts.api;
     if (!api) {
@@ -89,12 +97,14 @@ describe('Kubernetes controller against a fake API server', () => {
     }
     let changes = 0;
     const ctl = new KubernetesController({
-      kubeconfig: api.kubeconfig(),
+      client: new KubeClient(api.connection()),
       config: config(opts.pools),
       nodeName: 'edge-1',
       identity: opts.identity,
+      clock: systemClock,
       onChange: () => changes++,
       informerBackoffMs: { initial: 50, max: 400 },
+      apiDeadlineMs: opts.apiDeadlineMs,
     });
     controllers.push(ctl);
     ctl.start();
@@ -128,9 +138,11 @@ describe('Kubernetes controller against a fake API server', () => {
     assert.equal(s.desired.vips[0]?.announce, true);
     assert.ok(eventsOf(api, 'web').includes('Normal AddressAssigned'));
     // Converged: another pass writes no status.
+    await ctl.lane.idle();
     const writes = ctl.writer.statusWrites;
-    await ctl.sync();
-    await ctl.sync();
+    ctl.sync();
+    ctl.sync();
+    await ctl.lane.idle();
     assert.equal(ctl.writer.statusWrites, writes);
   });
 
@@ -259,5 +271,41 @@ describe('Kubernetes controller against a fake API server', () => {
     assert.deepEqual(ingressOf(api, 'late'), []);
     const msg = api.list('events', 'default').find((e) => e.reason === 'PoolExhausted')?.message;
     assert.match(msg, /no free ipv4 address in pool default/);
+  });
+
+  test('the API server hangs on the leader: desired state never waits for it, writes time out, the leader steps down at its renew deadline', async () => {
+    const { api, ctl } = await setup({ apiDeadlineMs: 500 });
+    await waitFor('leader', () => ctl.isLeader());
+    api.create('services', service('web'));
+    api.create('endpointslices', slice('web', [ep('10.0.0.1')]));
+    await syncUntil(ctl, 'programmed', (x) => backends(x).length === 1);
+    api.hang = true;
+    // An endpoint change still arrives (the open watch streams it) and desired state follows
+    // at once, while the leader's writes are stuck.
+    api.create('services', service('stuck'));
+    api.mutate('endpointslices', 'default', 'web-1', (o) => {
+      o.endpoints = [ep('10.0.0.1'), ep('10.0.0.2')];
+    });
+    const t0 = performance.now();
+    const s = await syncUntil(ctl, 'the change', (x) => backends(x).length === 2);
+    const ms = performance.now() - t0;
+    const started = performance.now();
+    for (let i = 0; i < 20; i++) ctl.sync();
+    const syncMs = (performance.now() - started) / 20;
+    assert.ok(s);
+    console.log(
+      `# measured: API server hung: endpoint change -> desired state ${ms.toFixed(0)} ms; one sync ${syncMs.toFixed(2)} ms`,
+    );
+    assert.ok(syncMs < 100, 'sync never waits for the API server');
+    await waitFor('writes time out in the lane', () => ctl.lane.stats.timedOut > 0, { timeoutMs: 5000 });
+    // renewDeadline 2 s: every Lease call is aborted at it, and leadership ends.
+    await waitFor('stepped down', () => !ctl.isLeader(), { timeoutMs: 5000 });
+    api.hang = false;
+    await waitFor('leader again', () => ctl.isLeader(), { timeoutMs: 10_000 });
+    await syncUntil(
+      ctl,
+      'the stuck Service allocated after recovery',
+      () => ingressOf(api, 'stuck').length === 1,
+    );
   });
 });

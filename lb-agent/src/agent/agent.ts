@@ -1,25 +1,29 @@
 // lb-agent: wiring of the source, the data plane, the speaker, the sync loop and the
 // HTTP endpoints, plus the graceful shutdown sequence (DESIGN.md decision 8).
 import { readFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import { GobgpSpeaker } from '../bgp/gobgp-speaker.ts';
-import type { BgpPeerConfig, BgpSpeaker } from '../bgp/types.ts';
+import type { BgpPeerConfig, BgpSpeaker, PeerStatus } from '../bgp/types.ts';
 import { type AgentConfig, readPassword } from '../config/agent-config.ts';
+import { poolOwnership } from '../config/ownership.ts';
 import { describeError } from '../errors.ts';
 import type { IpvsClient } from '../ipvs/client.ts';
 import { NetlinkIpvsClient } from '../ipvs/netlink-client.ts';
 import { ProcSysctls } from '../ipvs/sysctl.ts';
-import { destinationId, serviceId } from '../ipvs/types.ts';
+import { serviceId } from '../ipvs/types.ts';
 import { ipFamily } from '../net/ip.ts';
-import { blockContains } from '../net/pool.ts';
 import { type Clock, systemClock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
+import { VanishDetector } from './coexistence.ts';
+import { Conditions } from './conditions.ts';
 import { DataPlane } from './data-plane.ts';
+import { listenAddress, startAgentHttp } from './http.ts';
 import { AgentMetrics } from './metrics.ts';
 import { type DesiredSource, Reconciler } from './reconciler.ts';
 import { detectSnat, type SnatManager } from './snat.ts';
 import { StandaloneSource } from './sources.ts';
+import { buildStatus } from './status.ts';
 import { type AddressManager, LinkAddressManager } from './vips.ts';
 
 export interface AgentDeps {
@@ -74,6 +78,9 @@ export class Agent {
   readonly metrics = new AgentMetrics();
   readonly log: Logger;
   readonly clock: Clock;
+  /** Ownership: addresses inside the configured pools, and nothing else (config/ownership.ts). */
+  readonly owns: (address: string) => boolean;
+  readonly conditions: Conditions;
   private readonly o: AgentOptions;
   private readonly deps: AgentDeps;
   ipvs!: IpvsClient;
@@ -91,13 +98,9 @@ export class Agent {
     this.deps = deps;
     this.log = deps.logger ?? silentLogger;
     this.clock = deps.clock ?? systemClock;
+    this.owns = poolOwnership(options.config.pools);
+    this.conditions = new Conditions(this.log);
   }
-
-  /** Ownership: addresses inside the configured pools (plus the services file's, standalone). */
-  private owns = (address: string): boolean => {
-    if (this.source instanceof StandaloneSource) return this.source.ownership()(address);
-    return this.config.pools.some((p) => p.blocks.some((b) => blockContains(b, address)));
-  };
 
   /** Builds the source first: a bad services file stops everything before the kernel is touched. */
   async prepare(): Promise<void> {
@@ -115,7 +118,7 @@ export class Agent {
       this.source = s;
     } else {
       const { KubernetesSource } = await import('./kubernetes-source.ts');
-      this.source = new KubernetesSource({
+      const source = new KubernetesSource({
         config: this.config,
         nodeName: this.o.nodeName,
         identity: this.o.identity,
@@ -123,7 +126,10 @@ export class Agent {
         clock: this.clock,
         logger: this.log,
         metrics: this.metrics,
+        conditions: this.conditions,
       });
+      await source.prepare();
+      this.source = source;
     }
   }
 
@@ -134,43 +140,10 @@ export class Agent {
     this.addresses = this.deps.addresses ?? new LinkAddressManager(cfg.ipvs.vipInterface);
     this.snat = this.deps.snat ?? (await detectSnat(cfg.ipvs.snat));
     this.log.info({ snat: this.snat.kind, mode: cfg.mode, node: this.o.nodeName }, 'starting');
-    await this.checkForwarding();
+    await this.checkHost();
+    if (cfg.bgp) await this.startSpeaker(cfg.bgp);
 
-    if (cfg.bgp) {
-      const speaker =
-        this.deps.speaker ??
-        new GobgpSpeaker({ target: cfg.bgp.speakerSocket, clock: this.clock, logger: this.log }).start();
-      this.speaker = speaker;
-      speaker.on('connection', (up) => this.metrics.speakerConnected.set(up ? 1 : 0));
-      speaker.on('provisioned', () => this.metrics.speakerProvisions.inc());
-      speaker.on('peer', ({ address, state }) => {
-        this.log.info({ peer: address, state }, 'BGP peer state');
-        this.metrics.peerUp.reset();
-        void this.refreshPeerMetrics();
-      });
-      const routerId = cfg.bgp.routerId ?? nodeIpv4(this.o.nodeAddress);
-      if (!routerId)
-        throw new Error(
-          'bgp.routerId: not set and no IPv4 address found on this node (set bgp.routerId or PORTLB_NODE_IP)',
-        );
-      // Desired state is kept even if the speaker is not up yet: it is provisioned on connect.
-      await speaker
-        .setGlobal({
-          asn: cfg.bgp.asn,
-          routerId,
-          listenPort: cfg.bgp.listenPort,
-          listenAddresses: [...cfg.bgp.listenAddresses],
-        })
-        .catch((err) =>
-          this.log.warn({ err: describeError(err) }, 'speaker not ready; global config kept for later'),
-        );
-      await speaker
-        .setPeers(peersFromConfig(cfg))
-        .catch((err) =>
-          this.log.warn({ err: describeError(err) }, 'speaker not ready; peers kept for later'),
-        );
-    }
-
+    const vanish = new VanishDetector(this.clock);
     const dataPlane = new DataPlane({
       ipvs: this.ipvs,
       addresses: this.addresses,
@@ -184,38 +157,121 @@ export class Agent {
       source: this.source,
       dataPlane,
       speaker: this.speaker,
-      announce: { communities: [...(cfg.bgp?.communities ?? [])], shutdownPrepend: 2 },
+      announce: { communities: [...(cfg.bgp?.communities ?? [])] },
       clock: this.clock,
       logger: this.log,
       metrics: this.metrics,
       minIntervalMs: cfg.sync.minIntervalMs,
       resyncMs: cfg.sync.resyncSeconds * 1000,
       retryMaxMs: cfg.sync.retryMaxSeconds * 1000,
+      onPass: (r) => {
+        if (r.report.vanished.length) this.metrics.ipvsVanished.inc(r.report.vanished.length);
+        const suspect = vanish.observe(r.report.vanished);
+        if (suspect)
+          this.conditions.set('ipvs-conflict', {
+            severity: 'warning',
+            reason: 'IpvsServicesDeleted',
+            message: `IPVS services of portlb keep disappearing (${suspect.count} in ${suspect.passes} read-backs, e.g. ${suspect.example}): another IPVS user deletes them. kube-proxy in IPVS mode does this unless its --ipvs-exclude-cidrs (ipvs.excludeCIDRs) covers portlb's pools (${this.poolText()})`,
+          });
+        else if (vanish.quiet()) this.conditions.clear('ipvs-conflict');
+      },
     });
-    await this.startHttp();
+    const { host, port } = listenAddress(
+      cfg.http.listen,
+      this.o.nodeAddress ?? cfg.bgp?.routerId ?? nodeIpv4(undefined),
+    );
+    this.http = await startAgentHttp(
+      {
+        liveness: () => this.liveness(),
+        readiness: () => this.readiness(),
+        metrics: async () => {
+          await this.perServiceMetrics().catch(() => {});
+          await this.refreshPeerMetrics();
+          return {
+            contentType: this.metrics.registry.contentType,
+            body: await this.metrics.registry.metrics(),
+          };
+        },
+        status: () => this.status(),
+      },
+      { host, port },
+    );
     this.reconciler.start();
   }
 
-  /** NAT-mode replies are forwarded back to clients: without ip_forward they are dropped. */
-  private async checkForwarding(): Promise<void> {
-    const value = await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8').catch(() => undefined);
-    if (value?.trim() === '0') {
+  private poolText(): string {
+    return this.config.pools.flatMap((p) => p.blocks.map((b) => b.text)).join(', ');
+  }
+
+  private async startSpeaker(bgp: NonNullable<AgentConfig['bgp']>): Promise<void> {
+    const speaker =
+      this.deps.speaker ??
+      new GobgpSpeaker({ target: bgp.speakerSocket, clock: this.clock, logger: this.log }).start();
+    this.speaker = speaker;
+    speaker.on('connection', (up) => this.metrics.speakerConnected.set(up ? 1 : 0));
+    speaker.on('provisioned', () => this.metrics.speakerProvisions.inc());
+    speaker.on('peer', ({ address, state }) => {
+      this.log.info({ peer: address, state }, 'BGP peer state');
+      this.metrics.peerUp.reset();
+      void this.refreshPeerMetrics();
+    });
+    const routerId = bgp.routerId ?? nodeIpv4(this.o.nodeAddress);
+    if (!routerId)
+      throw new Error(
+        'bgp.routerId: not set and no IPv4 address found on this node (set bgp.routerId or PORTLB_NODE_IP)',
+      );
+    // Desired state is kept even if the speaker is not up yet: it is provisioned on connect.
+    await speaker
+      .setGlobal({
+        asn: bgp.asn,
+        routerId,
+        listenPort: bgp.listenPort,
+        listenAddresses: [...bgp.listenAddresses],
+      })
+      .catch((err) =>
+        this.log.warn({ err: describeError(err) }, 'speaker not ready; global config kept for later'),
+      );
+    await speaker
+      .setPeers(peersFromConfig(this.config))
+      .catch((err) => this.log.warn({ err: describeError(err) }, 'speaker not ready; peers kept for later'));
+  }
+
+  /** Node facts worth a warning at start. */
+  private async checkHost(): Promise<void> {
+    // NAT-mode replies are forwarded back to clients: without ip_forward they are dropped.
+    const forward = await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8').catch(() => undefined);
+    if (forward?.trim() === '0') {
       this.metrics.errors.inc({ code: 'IP_FORWARD_OFF', step: 'start' });
       this.log.warn(
         'net.ipv4.ip_forward is 0 on this node: replies of nat-mode services cannot be forwarded back to clients; set net.ipv4.ip_forward=1 (Kubernetes nodes normally have it)',
       );
     }
+    // kube-proxy in IPVS mode keeps its VIPs on kube-ipvs0 and deletes every IPVS service it
+    // does not own, unless told to leave portlb's pools alone.
+    if (Object.hasOwn(networkInterfaces(), 'kube-ipvs0')) {
+      this.log.warn(
+        { pools: this.poolText() },
+        "kube-proxy runs in IPVS mode on this node: its --ipvs-exclude-cidrs (ipvs.excludeCIDRs) must cover portlb's pools, or it deletes portlb's IPVS services (portlb reports it if it happens)",
+      );
+    }
   }
 
-  private async refreshPeerMetrics(): Promise<void> {
-    if (!this.speaker) return;
+  private async refreshPeerMetrics(): Promise<PeerStatus[]> {
+    if (!this.speaker?.connected()) return [];
     try {
-      for (const p of await this.speaker.listPeers()) {
+      const peers = await this.speaker.listPeers();
+      for (const p of peers) {
         this.metrics.peerUp.set({ peer: p.address, state: p.state }, p.state === 'established' ? 1 : 0);
       }
+      return peers;
     } catch {
-      // disconnected: the connection gauge says so
+      return []; // disconnected: the connection gauge says so
     }
+  }
+
+  liveness(): { ok: boolean; reason: string | undefined } {
+    if (!this.reconciler) return { ok: true, reason: undefined };
+    return this.reconciler.liveness(this.config.sync.livenessResyncs * this.config.sync.resyncSeconds * 1000);
   }
 
   readiness(): { ready: boolean; reasons: string[] } {
@@ -232,64 +288,33 @@ export class Agent {
 
   /** What this node does, for `portlb status`. Reads the kernel for live connection counts. */
   async status(): Promise<Record<string, unknown>> {
-    const last = this.reconciler.last;
-    const owners = new Map(
-      (last?.desired.virtualServices ?? []).map((v) => [serviceId(v.spec.service.key), v.owner]),
-    );
     const table = (await this.ipvs.getTable({ stats: true })).filter(
       (s) => s.service.key.kind === 'address' && this.owns(s.service.key.address),
     );
-    const announced = new Set((last?.ads ?? []).map((a) => a.prefix));
-    let peers: unknown[] = [];
-    if (this.speaker?.connected()) peers = await this.speaker.listPeers().catch(() => []);
-    return {
+    const peers = await this.refreshPeerMetrics();
+    return buildStatus({
       node: this.o.nodeName,
       mode: this.config.mode,
       leader: this.source.isLeader?.() ?? null,
-      source: { synced: this.source.synced(), healthy: this.source.healthy() },
-      ready: this.readiness(),
-      lastSync: last && {
-        at: new Date(last.at).toISOString(),
-        ok: last.ok,
-        full: last.full,
-        durationMs: Math.round(last.durationMs),
-        failures: last.report.failures,
+      source: {
+        kind: this.source.kind,
+        synced: this.source.synced(),
+        healthy: this.source.healthy(),
+        error: this.source.lastError?.(),
       },
-      services: table.map((s) => ({
-        id: serviceId(s.service.key),
-        owner: owners.get(serviceId(s.service.key)) ?? null,
-        scheduler: s.service.scheduler,
-        flags: s.service.schedulerFlags,
-        connections: s.stats?.connections ?? 0,
-        backends: s.destinations.map((d) => ({
-          id: destinationId(d),
-          forward: d.forward,
-          weight: d.weight,
-          active: d.activeConnections,
-          inactive: d.inactiveConnections,
-        })),
-      })),
-      vips: (last?.desired.vips ?? []).map((v) => ({
-        address: v.address,
-        owners: v.owners,
-        announced: announced.has(`${v.address}/${v.family === 'ipv4' ? 32 : 128}`),
-        withheld: last?.withheld.find((w) => w.address === v.address)?.reason ?? null,
-      })),
-      draining: (last?.report.draining ?? []).map((d) => ({
-        service: serviceId(d.key),
-        backend: destinationId(d.destination),
-        active: d.activeConnections,
-        since: new Date(d.since).toISOString(),
-      })),
-      skipped: last?.desired.skipped ?? [],
-      warnings: last?.desired.warnings ?? [],
-      bgp: this.speaker ? { connected: this.speaker.connected(), peers, announced: [...announced] } : null,
-    };
+      ready: this.readiness(),
+      live: this.liveness(),
+      last: this.reconciler.last,
+      table,
+      bgp: this.speaker ? { connected: this.speaker.connected(), peers } : null,
+      notices: this.conditions.list(),
+      clock: this.clock,
+    });
   }
 
   private async perServiceMetrics(): Promise<void> {
     // A stats dump of a large table costs seconds: at most one every 10 s.
-    const now = this.clock.now();
+    const now = this.clock.monotonic();
     if (this.statsCache && now - this.statsCache.at < 10_000) return this.statsCache.run;
     const run = (async () => {
       const table = await this.ipvs.getTable({ stats: true });
@@ -316,56 +341,11 @@ export class Agent {
     return run;
   }
 
-  private async startHttp(): Promise<void> {
-    const listen = this.config.http.listen;
-    const i = listen.lastIndexOf(':');
-    let host = listen.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0';
-    const port = Number(listen.slice(i + 1));
-    if (host === 'node') {
-      const address = this.o.nodeAddress ?? this.config.bgp?.routerId ?? nodeIpv4(undefined);
-      if (!address)
-        throw new Error(
-          `http.listen ${listen}: this node's address is unknown (set PORTLB_NODE_IP, bgp.routerId, or an address in http.listen)`,
-        );
-      host = address;
-    }
-    const server = createServer((req, res) => {
-      const url = req.url?.split('?')[0];
-      const send = (code: number, body: string, type = 'text/plain; charset=utf-8') => {
-        res.writeHead(code, { 'content-type': type });
-        res.end(body);
-      };
-      void (async () => {
-        try {
-          if (url === '/healthz') return send(200, 'ok\n');
-          if (url === '/readyz') {
-            const r = this.readiness();
-            return send(r.ready ? 200 : 503, `${JSON.stringify(r)}\n`, 'application/json');
-          }
-          if (url === '/metrics') {
-            await this.perServiceMetrics().catch(() => {});
-            await this.refreshPeerMetrics();
-            return send(200, await this.metrics.registry.metrics(), this.metrics.registry.contentType);
-          }
-          if (url === '/status')
-            return send(200, `${JSON.stringify(await this.status(), null, 2)}\n`, 'application/json');
-          return send(404, 'not found: /healthz /readyz /metrics /status\n');
-        } catch (err) {
-          send(500, `${describeError(err)}\n`);
-        }
-      })();
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err) => reject(new Error(`http.listen ${listen}: ${describeError(err)}`)));
-      server.listen(port, host, resolve);
-    });
-    this.http = server;
-  }
-
   /**
-   * Graceful shutdown: paths re-announced with GRACEFUL_SHUTDOWN and a longer AS path,
-   * a wait while routers move traffic to other replicas, the withdraw, a short wait for
-   * it to propagate, exit. IPVS, VIPs and SNAT stay for the next start to adopt.
+   * Graceful shutdown: paths re-announced with GRACEFUL_SHUTDOWN (and LOCAL_PREF 0, and a
+   * longer AS path toward eBGP routers), a wait while routers move traffic to other
+   * replicas, the withdraw, a short wait for it to propagate, exit. IPVS, VIPs and SNAT
+   * stay for the next start to adopt.
    */
   async shutdown(options: { graceful: boolean }): Promise<void> {
     const wait = (this.config.bgp?.gracefulShutdownSeconds ?? 0) * 1000;

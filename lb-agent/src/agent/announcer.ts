@@ -1,7 +1,11 @@
-// Health-gated announcement (DESIGN.md decision 7), pure: a VIP is announced only when
-// desired state says so, every IPVS service on it is programmed, and at least one has a
-// usable real server in the kernel. During a graceful shutdown every path carries the
-// GRACEFUL_SHUTDOWN community and a longer AS path, so routers prefer other replicas.
+// Health-gated announcement (DESIGN.md decisions 7 and 14), pure. A VIP is announced when
+// desired state allows it and at least one of its IPVS services is programmed with a
+// usable real server in the kernel. It is withdrawn only when that is known to be false
+// for all of them: a service whose state is unknown (the kernel could not be read, the
+// write path failed) leaves the VIP as it was. One failed port never takes the others
+// down. During a graceful shutdown every path carries the GRACEFUL_SHUTDOWN community (and,
+// toward eBGP routers, a longer AS path; toward iBGP ones LOCAL_PREF 0), so routers prefer
+// other replicas.
 import { type Advertisement, advertisement, GRACEFUL_SHUTDOWN } from '../bgp/types.ts';
 import type { DesiredState } from '../core/desired.ts';
 import { serviceId } from '../ipvs/types.ts';
@@ -10,48 +14,55 @@ import type { DataPlaneReport } from './data-plane.ts';
 export interface AnnounceOptions {
   communities: readonly string[];
   shuttingDown: boolean;
-  /** Extra copies of our ASN on paths of a replica that is shutting down. */
-  shutdownPrepend: number;
 }
 
 export type Withheld = { address: string; reason: string };
 
+export const vipPrefix = (address: string, family: 'ipv4' | 'ipv6'): string =>
+  `${address}/${family === 'ipv4' ? 32 : 128}`;
+
 export function announcements(
   desired: DesiredState,
-  report: Pick<DataPlaneReport, 'programmed' | 'usable'>,
+  report: Pick<DataPlaneReport, 'services'>,
+  /** Prefixes announced before this pass: kept while their state is unknown. */
+  previous: ReadonlySet<string>,
   o: AnnounceOptions,
-): { ads: Advertisement[]; withheld: Withheld[] } {
+): { ads: Advertisement[]; withheld: Withheld[]; kept: string[] } {
   const ads: Advertisement[] = [];
   const withheld: Withheld[] = [];
+  const kept: string[] = [];
   const byVip = new Map<string, string[]>();
   for (const v of desired.virtualServices) {
     const list = byVip.get(v.vip) ?? [];
     list.push(serviceId(v.spec.service.key));
     byVip.set(v.vip, list);
   }
+  const communities = [...new Set([...o.communities, ...(o.shuttingDown ? [GRACEFUL_SHUTDOWN] : [])])].sort();
   for (const vip of desired.vips) {
+    const prefix = vipPrefix(vip.address, vip.family);
     if (!vip.announce) {
       withheld.push({ address: vip.address, reason: vip.withheld ?? 'NotAnnounced' });
       continue;
     }
-    const ids = byVip.get(vip.address) ?? [];
-    if (!ids.length || ids.some((id) => !report.programmed.has(id))) {
-      withheld.push({ address: vip.address, reason: 'NotProgrammed' });
+    const states = (byVip.get(vip.address) ?? []).map((id) => report.services.get(id));
+    const serving = states.some((s) => s?.outcome === 'programmed' && s.usable > 0);
+    const unknown = states.some((s) => !s || s.outcome === 'unknown');
+    if (!serving && unknown) {
+      if (previous.has(prefix)) kept.push(vip.address);
+      else {
+        withheld.push({ address: vip.address, reason: 'StateUnknown' });
+        continue;
+      }
+    } else if (!serving) {
+      withheld.push({
+        address: vip.address,
+        reason: states.some((s) => s?.outcome === 'programmed') ? 'NoUsableBackendInKernel' : 'NotProgrammed',
+      });
       continue;
     }
-    if (!ids.some((id) => (report.usable.get(id) ?? 0) > 0)) {
-      withheld.push({ address: vip.address, reason: 'NoUsableBackendInKernel' });
-      continue;
-    }
-    const communities = [
-      ...new Set([...o.communities, ...(o.shuttingDown ? [GRACEFUL_SHUTDOWN] : [])]),
-    ].sort();
-    ads.push(
-      advertisement(`${vip.address}/${vip.family === 'ipv4' ? 32 : 128}`, {
-        communities,
-        asPathPrepend: o.shuttingDown ? o.shutdownPrepend : 0,
-      }),
-    );
+    // RFC 8326: the community for routers that honour it, LOCAL_PREF 0 for iBGP peers; the
+    // speaker prepends our AS toward eBGP peers (never toward iBGP: there it is a loop).
+    ads.push(advertisement(prefix, { communities, localPref: o.shuttingDown ? 0 : undefined }));
   }
-  return { ads, withheld };
+  return { ads, withheld, kept };
 }

@@ -4,7 +4,7 @@
 // really reached the kernel; nothing outside portlb's pools is ever changed.
 import type { DesiredState } from '../core/desired.ts';
 import { errorCode } from '../errors.ts';
-import { applyOperations } from '../ipvs/apply.ts';
+import { type ApplyReport, applyOperations } from '../ipvs/apply.ts';
 import type { IpvsClient } from '../ipvs/client.ts';
 import { canonicalDestinationId } from '../ipvs/normalize.ts';
 import { type DrainStatus, drainingServiceIds, planIpvs } from '../ipvs/planner.ts';
@@ -33,15 +33,28 @@ export interface PassFailure {
   message: string;
 }
 
+/**
+ * What a pass knows about one desired IPVS service in the kernel. `unknown` (the kernel
+ * could not be read, or the write path itself failed) is never taken for `not-programmed`:
+ * announcements stay as they were until a pass knows.
+ */
+export type Outcome = 'programmed' | 'not-programmed' | 'unknown';
+
+export interface ServiceOutcome {
+  outcome: Outcome;
+  /** Real servers with weight > 0 in the kernel (0 unless programmed). */
+  usable: number;
+}
+
 export interface DataPlaneReport {
   full: boolean;
   /** IPVS operations that reached the kernel, by kind. */
   applied: Record<IpvsOperation['op'], number>;
   failures: PassFailure[];
-  /** Desired IPVS services that match the kernel after this pass. */
-  programmed: Set<string>;
-  /** Real servers with weight > 0 in the kernel, per service id. */
-  usable: Map<string, number>;
+  /** Per desired IPVS service id. */
+  services: Map<string, ServiceOutcome>;
+  /** Services this node had programmed that a read-back found missing (someone else deleted them). */
+  vanished: string[];
   draining: DrainStatus[];
   vips: AddressSyncResult;
   snatChanged: boolean;
@@ -98,13 +111,14 @@ export class DataPlane {
 
   async apply(desired: DesiredState, fullRequested: boolean): Promise<DataPlaneReport> {
     const full = fullRequested || !this.loaded;
-    const now = this.o.clock.now();
+    // Drains are intervals: monotonic time, whatever the wall clock does.
+    const now = this.o.clock.monotonic();
     const report: DataPlaneReport = {
       full,
       applied: emptyApplied(),
       failures: [],
-      programmed: new Set(),
-      usable: new Map(),
+      services: new Map(),
+      vanished: [],
       draining: [],
       vips: { added: [], removed: [], failed: [] },
       snatChanged: false,
@@ -112,17 +126,29 @@ export class DataPlane {
     };
     const fail = (step: PassFailure['step'], err: unknown) =>
       report.failures.push({ step, code: errorCode(err), message: (err as Error).message ?? String(err) });
+    const specs = desired.virtualServices.map((v) => v.spec);
+    const specIds = specs.map((s) => serviceId(s.service.key));
+    /** Nothing is known about the kernel after this failure: every service is unknown, the next pass reads back. */
+    const unknownAfter = (step: PassFailure['step'], err: unknown): DataPlaneReport => {
+      fail(step, err);
+      for (const id of specIds) report.services.set(id, { outcome: 'unknown', usable: 0 });
+      this.loaded = false;
+      return report;
+    };
 
     // 1. A full pass reads everything back (adopting whatever a previous run left).
-    try {
-      if (full) {
-        this.cache.reset(await this.o.ipvs.getTable(), now);
+    if (full) {
+      try {
+        const table = await this.o.ipvs.getTable();
+        const seen = new Set(table.map((s) => serviceId(s.service.key)));
+        const wanted = new Set(specIds);
+        report.vanished = [...this.lastProgrammed].filter((id) => wanted.has(id) && !seen.has(id));
+        this.cache.reset(table, now);
         this.loaded = true;
         this.o.snat.invalidate();
+      } catch (err) {
+        return unknownAfter('read', err);
       }
-    } catch (err) {
-      fail('read', err);
-      return report;
     }
 
     // 2. Sysctls, only where they differ.
@@ -153,8 +179,6 @@ export class DataPlane {
     }
 
     // 4. IPVS: the pure diff, applied per object.
-    const specs = desired.virtualServices.map((v) => v.spec);
-    const specIds = specs.map((s) => serviceId(s.service.key));
     // A spec object seen last pass and programmed then is what the kernel holds: the planner
     // skips it (a 1% change costs 1% of the work), unless one of its backends is draining.
     const unchanged = full
@@ -176,8 +200,7 @@ export class DataPlane {
         }
       }
     } catch (err) {
-      fail('read', err);
-      return report;
+      return unknownAfter('read', err);
     }
     const plan = planIpvs({
       desired: specs,
@@ -189,26 +212,38 @@ export class DataPlane {
       unchanged,
     });
     report.foreign = plan.foreign;
-    const result = await applyOperations(this.o.ipvs, plan.operations);
+    let result: ApplyReport;
+    try {
+      result = await applyOperations(this.o.ipvs, plan.operations);
+    } catch (err) {
+      // The transport failed mid-batch: what reached the kernel is not known.
+      return unknownAfter('ipvs', err);
+    }
     this.cache.record(result);
     this.draining = plan.draining;
     report.draining = plan.drainingNow;
     for (const op of result.applied) report.applied[op.op]++;
-    const failedServices = new Set<string>();
+    const notCreated = new Set<string>();
     for (const f of result.failed) {
       const key = f.op.op === 'add-service' || f.op.op === 'update-service' ? f.op.service.key : f.op.key;
-      failedServices.add(serviceId(key));
+      if (f.op.op === 'add-service') notCreated.add(serviceId(key));
       report.failures.push({ step: 'ipvs', code: f.error.code, message: f.error.message });
     }
     for (const r of plan.refused) {
+      notCreated.add(serviceId(r.key));
       report.failures.push({ step: 'ipvs', code: 'NOT_OWNED', message: `${serviceId(r.key)}: ${r.reason}` });
     }
     for (const id of specIds) {
-      if (!failedServices.has(id) && this.cache.get(id)) report.programmed.add(id);
-      report.usable.set(id, this.cache.get(id)?.destinations.filter((d) => d.weight > 0).length ?? 0);
+      const state = notCreated.has(id) ? undefined : this.cache.get(id);
+      report.services.set(
+        id,
+        state
+          ? { outcome: 'programmed', usable: state.destinations.filter((d) => d.weight > 0).length }
+          : { outcome: 'not-programmed', usable: 0 },
+      );
     }
     this.lastSpecs = new Map(specs.map((s, i) => [specIds[i]!, s]));
-    this.lastProgrammed = report.programmed;
+    this.lastProgrammed = new Set(specIds.filter((id) => report.services.get(id)?.outcome === 'programmed'));
 
     // 5. SNAT for NAT-mode services reaching backends anywhere.
     const rules: SnatRule[] = desired.virtualServices

@@ -1,11 +1,12 @@
-// Kubernetes as the source of desired state (loaded only in kubernetes mode: the client
-// library is large).
-import { KubeConfig } from '@kubernetes/client-node';
+// Kubernetes as the source of desired state.
 import type { AgentConfig } from '../config/agent-config.ts';
 import type { DesiredState } from '../core/desired.ts';
+import { KubeClient } from '../k8s/client.ts';
+import { type KubeConnection, resolveConnection } from '../k8s/connection.ts';
 import { KubernetesController } from '../k8s/controller.ts';
 import type { Clock } from '../util/clock.ts';
 import type { Logger } from '../util/log.ts';
+import type { Conditions } from './conditions.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { DesiredSource } from './reconciler.ts';
 
@@ -18,30 +19,33 @@ export interface KubernetesSourceOptions {
   clock: Clock;
   logger: Logger;
   metrics?: AgentMetrics;
+  conditions?: Conditions;
   /** For tests and out-of-cluster runs; otherwise config.kubernetes.kubeconfig or in-cluster. */
-  kubeconfig?: KubeConfig;
-}
-
-export function loadKubeConfig(file: string | undefined): KubeConfig {
-  const kc = new KubeConfig();
-  if (file) kc.loadFromFile(file);
-  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
-  else kc.loadFromDefault();
-  return kc;
+  connection?: KubeConnection;
 }
 
 export class KubernetesSource implements DesiredSource {
   readonly kind = 'kubernetes' as const;
   private readonly o: KubernetesSourceOptions;
   private controller: KubernetesController | undefined;
+  private client: KubeClient | undefined;
 
   constructor(o: KubernetesSourceOptions) {
     this.o = o;
   }
 
+  /** Resolves where the API server is (before anything else starts: a bad kubeconfig stops the agent). */
+  async prepare(): Promise<void> {
+    const connection = this.o.connection ?? (await resolveConnection(this.o.config.kubernetes.kubeconfig));
+    this.client = new KubeClient(connection);
+    this.o.logger.info({ apiServer: connection.server, via: connection.source }, 'Kubernetes API server');
+  }
+
   start(changed: () => void): void {
+    if (!this.client) throw new Error('kubernetes source not prepared');
+    const conditions = this.o.conditions;
     this.controller = new KubernetesController({
-      kubeconfig: this.o.kubeconfig ?? loadKubeConfig(this.o.config.kubernetes.kubeconfig),
+      client: this.client,
       config: this.o.config,
       nodeName: this.o.nodeName,
       identity: this.o.identity,
@@ -50,12 +54,23 @@ export class KubernetesSource implements DesiredSource {
       logger: this.o.logger,
       onChange: changed,
       onLeaderChange: (leading) => this.o.metrics?.leader.set(leading ? 1 : 0),
+      onIpModeDropped: (service) => {
+        const message = `the API server drops status.loadBalancer.ingress[].ipMode (seen on ${service}): Kubernetes before 1.30, or the LoadBalancerIPMode feature gate off. kube-proxy then captures traffic to the VIPs on every node; portlb needs Kubernetes 1.30+. Status is no longer rewritten for ipMode alone.`;
+        conditions?.set('ipmode', { severity: 'error', reason: 'IpModeUnsupported', message });
+        this.controller?.nodeEvent('Warning', 'IpModeUnsupported', message);
+      },
     });
+    if (conditions) {
+      conditions.onChange = (key, c) => {
+        if (c && key !== 'ipmode') this.controller?.nodeEvent('Warning', c.reason, c.message);
+      };
+    }
     this.controller.start();
   }
 
   async stop(): Promise<void> {
     await this.controller?.stop();
+    this.client?.close();
   }
 
   synced(): boolean {
@@ -66,16 +81,20 @@ export class KubernetesSource implements DesiredSource {
     return this.controller?.connected() ?? false;
   }
 
+  lastError(): string | undefined {
+    return this.controller?.lastError();
+  }
+
   isLeader(): boolean {
     return this.controller?.isLeader() ?? false;
   }
 
   async desired(): Promise<DesiredState> {
     if (!this.controller) throw new Error('kubernetes source not started');
-    return (await this.controller.sync()).desired;
+    return this.controller.sync().desired;
   }
 
   async announced(vips: readonly { address: string; owners: readonly string[] }[]): Promise<void> {
-    await this.controller?.reportAnnounced(vips);
+    this.controller?.reportAnnounced(vips);
   }
 }

@@ -120,6 +120,11 @@ export class AgentMetrics {
     help: 'This replica writes Service status (1) or not (0)',
     registers: [this.registry],
   });
+  readonly ipvsVanished = new Counter({
+    name: 'portlb_ipvs_services_vanished_total',
+    help: 'IPVS services this node had programmed that a read-back found deleted by someone else',
+    registers: [this.registry],
+  });
   readonly configReloadErrors = new Counter({
     name: 'portlb_config_reload_errors_total',
     help: 'Rejected reloads of the services file (the running state was kept)',

@@ -7,6 +7,7 @@ import { FakeBgpSpeaker } from '../bgp/fake-speaker.ts';
 import { computeDesired, type DesiredState } from '../core/desired.ts';
 import type { Endpoint, ServiceIntent } from '../core/types.ts';
 import { FakeIpvsClient } from '../ipvs/fake-client.ts';
+import { FaultyIpvsClient, MemoryFaults } from '../ipvs/faulty-client.ts';
 import { type AddressBlock, blockContains, parseAddressBlock } from '../net/pool.ts';
 import { ManualClock } from '../util/clock.ts';
 import { DataPlane } from './data-plane.ts';
@@ -68,13 +69,21 @@ class TestSource implements DesiredSource {
 
 async function rig() {
   const clock = new ManualClock();
+  const faults = new MemoryFaults();
   const ipvs = new FakeIpvsClient();
   const addresses = new FakeAddressManager();
   const snat = new FakeSnat();
   const speaker = new FakeBgpSpeaker();
   await speaker.setGlobal({ asn: 65001, routerId: '192.0.2.1', listenPort: -1, listenAddresses: [] });
   const source = new TestSource();
-  const dataPlane = new DataPlane({ ipvs, addresses, snat, owns, drainTimeoutMs: 30_000, clock });
+  const dataPlane = new DataPlane({
+    ipvs: new FaultyIpvsClient(ipvs, faults),
+    addresses,
+    snat,
+    owns,
+    drainTimeoutMs: 30_000,
+    clock,
+  });
   const logs: { level: number; msg: string; service?: string; vip?: string; reason?: string }[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line)) });
   const r = new Reconciler({
@@ -83,7 +92,7 @@ async function rig() {
     speaker,
     clock,
     logger,
-    announce: { communities: ['64512:1'], shutdownPrepend: 2 },
+    announce: { communities: ['64512:1'] },
     minIntervalMs: 200,
     resyncMs: 60_000,
     retryMaxMs: 5_000,
@@ -97,7 +106,13 @@ async function rig() {
     r.trigger(full);
     await settle();
   };
-  return { clock, ipvs, addresses, snat, speaker, source, r, pass, settle, logs };
+  /** Exactly one pass (no retry slips in). */
+  const once = async (full = false) => {
+    await clock.advance(300);
+    r.trigger(full);
+    await r.idle();
+  };
+  return { clock, ipvs, faults, addresses, snat, speaker, source, r, pass, once, settle, logs };
 }
 
 describe('reconciler + data plane (fakes)', () => {
@@ -148,7 +163,7 @@ describe('reconciler + data plane (fakes)', () => {
       dataPlane: dp,
       speaker: first.speaker,
       clock,
-      announce: { communities: [], shutdownPrepend: 2 },
+      announce: { communities: [] },
       minIntervalMs: 0,
       resyncMs: 60_000,
       retryMaxMs: 1000,
@@ -259,7 +274,7 @@ describe('reconciler + data plane (fakes)', () => {
     assert.ok(t.source.desiredCalls - calls <= 2, `${t.source.desiredCalls - calls} passes for 50 triggers`);
   });
 
-  test('graceful shutdown: GRACEFUL_SHUTDOWN and a longer AS path first, then the withdraw', async () => {
+  test('graceful shutdown: GRACEFUL_SHUTDOWN and LOCAL_PREF 0 first (never our own AS in the path), then the withdraw', async () => {
     const t = await rig();
     t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
     t.r.start();
@@ -269,7 +284,10 @@ describe('reconciler + data plane (fakes)', () => {
     await shutdown;
     const ad = [...t.speaker.announced().values()][0]!;
     assert.deepEqual(ad.communities, ['64512:1', '65535:0']);
-    assert.equal(ad.asPathPrepend, 2);
+    // An iBGP router drops a path with its own AS in it (a hard withdraw): the speaker
+    // prepends toward eBGP peers only (its export policy).
+    assert.equal(ad.asPathPrepend, 0);
+    assert.equal(ad.localPref, 0);
     await t.r.close({ withdraw: true });
     assert.equal(t.speaker.announced().size, 0);
     assert.equal((await t.ipvs.getTable()).length, 1, 'IPVS stays for the next start');
@@ -303,5 +321,167 @@ describe('reconciler + data plane (fakes)', () => {
       [30, 'service warning cleared', 'c/tunnel', ''],
       [30, 'VIP no longer withheld', '203.0.113.10', 'NoReadyBackends'],
     ]);
+  });
+
+  test('the kernel cannot be read for one pass: state unknown, nothing withdrawn, then back to normal', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    t.r.start();
+    await t.settle();
+    const speakerWrites = t.speaker.log.length;
+    t.faults.faults = { read: 1 };
+    await t.once(true);
+    assert.equal(t.faults.fired.read, 1, 'the fault fired');
+    assert.equal(t.r.last?.report.services.get('tcp:203.0.113.10:80')?.outcome, 'unknown');
+    assert.deepEqual(t.r.last?.kept, ['203.0.113.10']);
+    assert.deepEqual([...t.speaker.announced().keys()], ['203.0.113.10/32'], 'still announced');
+    assert.equal(t.speaker.log.length, speakerWrites, 'no withdrawal, no re-announcement');
+    await t.clock.advance(1000);
+    await t.settle();
+    assert.equal(t.r.last?.report.services.get('tcp:203.0.113.10:80')?.outcome, 'programmed');
+    assert.equal(t.r.last?.kept.length, 0);
+  });
+
+  test('a write batch fails in transport: the agent stays up, keeps its announcements, recovers on the next pass', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    t.r.start();
+    await t.settle();
+    t.faults.faults = { execute: 1 };
+    t.source.intents = [
+      intent('web', '203.0.113.10', [ep('10.0.0.1'), ep('10.0.0.2')]),
+      intent('new', '203.0.113.11', [ep('10.0.0.3')]),
+    ];
+    await t.once();
+    assert.equal(t.faults.fired.execute, 1);
+    assert.equal(t.r.last?.ok, false);
+    assert.deepEqual([...t.speaker.announced().keys()], ['203.0.113.10/32'], 'kept; the new VIP not yet');
+    await t.clock.advance(1000);
+    await t.settle();
+    assert.equal(t.r.last?.ok, true);
+    assert.deepEqual([...t.speaker.announced().keys()].sort(), ['203.0.113.10/32', '203.0.113.11/32']);
+    assert.equal(
+      (await t.ipvs.getTable()).find(
+        (s) => s.service.key.kind === 'address' && s.service.key.address === '203.0.113.10',
+      )?.destinations.length,
+      2,
+    );
+  });
+
+  test('one failed port of a VIP does not withdraw the VIP', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    t.r.start();
+    await t.settle();
+    assert.deepEqual([...t.speaker.announced().keys()], ['203.0.113.10/32']);
+    // A second Service on the VIP, port 443, that the kernel refuses (the fake answers
+    // like the kernel: no such scheduler).
+    const tls = { ...ep('10.0.0.1'), port: 8443 };
+    t.source.intents.push(
+      intent('web-tls', '203.0.113.10', [tls], {
+        scheduler: 'nosuch',
+        ports: [{ name: '', protocol: 'tcp', port: 443, endpoints: [tls] }],
+      }),
+    );
+    await t.once(true);
+    assert.equal(t.r.last?.ok, false);
+    assert.equal(t.r.last?.report.services.get('tcp:203.0.113.10:443')?.outcome, 'not-programmed');
+    assert.deepEqual([...t.speaker.announced().keys()], ['203.0.113.10/32'], 'port 80 still serves');
+  });
+
+  test('a pass that throws is caught, counted and retried: no unhandled rejection, nothing withdrawn', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    t.r.start();
+    await t.settle();
+    const original = t.source.desired.bind(t.source);
+    let throws = 1;
+    t.source.desired = async () => {
+      if (throws-- > 0) throw new TypeError('a bug');
+      return original();
+    };
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await t.pass();
+      await t.clock.advance(1000);
+      await t.settle();
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    assert.deepEqual(unhandled, []);
+    assert.deepEqual([...t.speaker.announced().keys()], ['203.0.113.10/32']);
+    assert.ok(t.logs.some((l) => l.msg === 'sync pass failed'));
+  });
+
+  test('a draining backend goes once idle without waiting for an unrelated pass', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1'), ep('10.0.0.2')])];
+    t.r.start();
+    await t.settle();
+    const key = (await t.ipvs.getTable())[0]!.service.key;
+    t.ipvs.setConnections(key, { family: 'ipv4', address: '10.0.0.2', port: 8080 }, 2);
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    await t.pass();
+    assert.equal((await t.ipvs.listDestinations(key)).length, 2, 'draining');
+    t.ipvs.setConnections(key, { family: 'ipv4', address: '10.0.0.2', port: 8080 }, 0);
+    // No change, no trigger: only the drain check runs a pass.
+    await t.clock.advance(2500);
+    await t.settle();
+    assert.deepEqual(
+      (await t.ipvs.listDestinations(key)).map((d) => d.address),
+      ['10.0.0.1'],
+    );
+  });
+
+  test('liveness: fails when no pass completes, or the kernel stays unknown, for the window', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    t.r.start();
+    await t.settle();
+    assert.equal(t.r.liveness(10_000).ok, true);
+    t.faults.faults = { read: 1000 };
+    for (let i = 0; i < 12; i++) {
+      t.r.trigger(true);
+      await t.clock.advance(1000);
+      await t.settle();
+    }
+    const l = t.r.liveness(10_000);
+    assert.equal(l.ok, false);
+    assert.match(l.reason!, /kernel's state has been unknown/);
+    assert.deepEqual([...t.speaker.announced().keys()], ['203.0.113.10/32'], 'doubt never withdraws');
+    t.faults.faults = {};
+    await t.clock.advance(6000);
+    await t.settle();
+    assert.equal(t.r.liveness(10_000).ok, true);
+  });
+
+  test('a wall-clock step changes no interval: passes keep their pace, drains their length', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1'), ep('10.0.0.2')])];
+    t.r.start();
+    await t.settle();
+    const key = (await t.ipvs.getTable())[0]!.service.key;
+    t.ipvs.setConnections(key, { family: 'ipv4', address: '10.0.0.2', port: 8080 }, 5);
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    await t.pass();
+    t.clock.jumpWall(3_600_000);
+    await t.clock.advance(10_000);
+    await t.settle();
+    assert.equal(
+      (await t.ipvs.listDestinations(key)).length,
+      2,
+      'a 30 s drain is not cut short by a clock step forward',
+    );
+    t.clock.jumpWall(-7_200_000);
+    const passes = t.r.passes;
+    t.source.changed();
+    await t.clock.advance(500);
+    await t.settle();
+    assert.ok(t.r.passes > passes, 'a clock step back does not freeze the loop');
+    await t.clock.advance(25_000);
+    await t.settle();
+    assert.equal((await t.ipvs.listDestinations(key)).length, 1, 'the drain ends after its 30 s');
   });
 });

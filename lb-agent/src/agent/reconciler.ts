@@ -23,6 +23,8 @@ export interface DesiredSource {
   synced(): boolean;
   /** Currently connected to its origin (a lost API server keeps the last view). */
   healthy(): boolean;
+  /** Why it is not healthy (a rejected file, an unreachable API server). */
+  lastError?(): string | undefined;
   desired(): Promise<DesiredState>;
   /** Told what this node announces after a pass (Kubernetes Events). */
   announced?(vips: readonly { address: string; owners: readonly string[] }[]): Promise<void>;
@@ -40,9 +42,14 @@ export interface ReconcilerOptions {
   minIntervalMs: number;
   resyncMs: number;
   retryMaxMs: number;
+  /** How often a pass runs while backends drain (their connection counts decide when they go). */
+  drainCheckMs?: number;
+  /** Told about every completed pass (conditions, metrics beyond the pass's own). */
+  onPass?: (result: PassResult) => void;
 }
 
 export interface PassResult {
+  /** Wall-clock time the pass started (for people). */
   at: number;
   durationMs: number;
   ok: boolean;
@@ -51,6 +58,8 @@ export interface PassResult {
   report: DataPlaneReport;
   ads: Advertisement[];
   withheld: Withheld[];
+  /** VIPs kept announced although their state was unknown in this pass. */
+  kept: string[];
   speakerError: string | undefined;
 }
 
@@ -66,13 +75,20 @@ export class Reconciler {
   private readonly stop = new AbortController();
   private announced: Advertisement[] = [];
   private readonly notices = new NoticeBoard();
+  private drainTimer: AbortController | undefined;
+  readonly startedAt: number;
   last: PassResult | undefined;
+  /** Monotonic end of the last pass that ran to its end (whatever it found). */
+  lastPassAt: number | undefined;
+  /** Monotonic end of the last pass that knew the kernel's state. */
+  lastKnownAt: number | undefined;
   lastSuccessAt: number | undefined;
   passes = 0;
 
   constructor(options: ReconcilerOptions) {
     this.o = options;
     this.log = options.logger ?? silentLogger;
+    this.startedAt = options.clock.monotonic();
   }
 
   start(): void {
@@ -86,6 +102,7 @@ export class Reconciler {
     if (this.stopped) return;
     this.pendingFull ||= full;
     if (this.queue.size > 0) return;
+    // run() never rejects: every failure is caught, counted and retried there.
     void this.queue.add(() => this.run());
   }
 
@@ -111,15 +128,19 @@ export class Reconciler {
   }
 
   private async run(): Promise<void> {
-    const wait = this.lastEnd + this.o.minIntervalMs - this.o.clock.now();
+    const wait = this.lastEnd + this.o.minIntervalMs - this.o.clock.monotonic();
     if (wait > 0) await this.o.clock.sleep(wait, this.stop.signal).catch(() => {});
     if (this.stopped) return;
     const full = this.pendingFull;
     this.pendingFull = false;
     try {
       await this.pass(full);
+    } catch (err) {
+      // A bug or an unexpected failure in the pass: the state it left is unknown, so
+      // nothing is withdrawn for it; the next (full) pass finds out.
+      this.failed(err, 'pass');
     } finally {
-      this.lastEnd = this.o.clock.now();
+      this.lastEnd = this.o.clock.monotonic();
     }
   }
 
@@ -129,10 +150,11 @@ export class Reconciler {
     this.o.metrics?.sourceSynced.set(source.synced() ? 1 : 0);
     if (!source.synced()) {
       this.log.debug('source not synced yet; nothing applied');
+      this.lastPassAt = this.o.clock.monotonic();
       return;
     }
     const started = this.o.clock.now();
-    const t0 = performance.now();
+    const t0 = this.o.clock.monotonic();
     let desired: DesiredState;
     try {
       desired = await source.desired();
@@ -140,8 +162,8 @@ export class Reconciler {
       this.failed(err, 'source');
       return;
     }
-    // Withdraw first what is no longer announceable, so no route points at a VIP we are
-    // about to remove.
+    // Withdraw first what desired state no longer lets this node announce, so no route
+    // points at a VIP about to be removed.
     let speakerError: string | undefined;
     const stillOk = new Set(desired.vips.filter((v) => v.announce).map((v) => v.address));
     const keep = this.announced.filter((a) => stillOk.has(a.prefix.slice(0, a.prefix.lastIndexOf('/'))));
@@ -154,10 +176,12 @@ export class Reconciler {
       }
     }
     const report = await dataPlane.apply(desired, full);
-    const { ads, withheld } = announcements(desired, report, {
-      ...this.o.announce,
-      shuttingDown: this.shuttingDown,
-    });
+    const { ads, withheld, kept } = announcements(
+      desired,
+      report,
+      new Set(this.announced.map((a) => a.prefix)),
+      { ...this.o.announce, shuttingDown: this.shuttingDown },
+    );
     if (speaker) {
       try {
         await speaker.setAdvertisements(ads);
@@ -170,32 +194,56 @@ export class Reconciler {
       this.announced = ads;
     }
     const ok = report.failures.length === 0;
+    const end = this.o.clock.monotonic();
     const result: PassResult = {
       at: started,
-      durationMs: performance.now() - t0,
+      durationMs: end - t0,
       ok,
       full: report.full,
       desired,
       report,
       ads,
       withheld,
+      kept,
       speakerError,
     };
     this.last = result;
     this.passes++;
+    this.lastPassAt = end;
+    if (![...report.services.values()].some((s) => s.outcome === 'unknown')) this.lastKnownAt = end;
     this.record(result);
     this.tell(result);
+    this.o.onPass?.(result);
     if (source.announced) {
       const announcedSet = new Set(ads.map((a) => a.prefix.slice(0, a.prefix.lastIndexOf('/'))));
-      await source.announced(desired.vips.filter((v) => announcedSet.has(v.address))).catch(() => {});
+      // Events are the API server's business: never waited for here.
+      source.announced(desired.vips.filter((v) => announcedSet.has(v.address))).catch(() => {});
     }
     if (ok) {
       this.failures = 0;
-      this.lastSuccessAt = this.o.clock.now();
+      this.lastSuccessAt = end;
     } else {
       for (const f of report.failures) this.log.warn({ step: f.step, code: f.code }, f.message);
       this.scheduleRetry();
     }
+    if (report.draining.length) this.scheduleDrainCheck();
+  }
+
+  /** Liveness: the loop completes passes, and knows the kernel's state, within `windowMs`. */
+  liveness(windowMs: number): { ok: boolean; reason: string | undefined } {
+    const now = this.o.clock.monotonic();
+    const since = (t: number | undefined) => now - (t ?? this.startedAt);
+    if (since(this.lastPassAt) > windowMs)
+      return {
+        ok: false,
+        reason: `no sync pass completed for ${Math.round(since(this.lastPassAt) / 1000)} s`,
+      };
+    if (since(this.lastKnownAt) > windowMs && this.o.source.synced())
+      return {
+        ok: false,
+        reason: `the kernel's state has been unknown for ${Math.round(since(this.lastKnownAt) / 1000)} s`,
+      };
+    return { ok: true, reason: undefined };
   }
 
   private failed(err: unknown, step: string): void {
@@ -210,6 +258,23 @@ export class Reconciler {
     this.o.clock
       .sleep(delay, this.stop.signal)
       .then(() => this.trigger(true))
+      .catch(() => {});
+  }
+
+  /** Draining backends go once idle: look again soon, not only at the next unrelated pass. */
+  private scheduleDrainCheck(): void {
+    if (this.drainTimer) return;
+    const timer = new AbortController();
+    this.drainTimer = timer;
+    const stop = () => timer.abort();
+    this.stop.signal.addEventListener('abort', stop, { once: true });
+    this.o.clock
+      .sleep(this.o.drainCheckMs ?? 2000, timer.signal)
+      .then(() => {
+        this.drainTimer = undefined;
+        this.stop.signal.removeEventListener('abort', stop);
+        this.trigger();
+      })
       .catch(() => {});
   }
 

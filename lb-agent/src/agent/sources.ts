@@ -4,13 +4,13 @@ import { type FSWatcher, watch } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentConfig } from '../config/agent-config.ts';
+import { blockInsidePools, poolOwnership } from '../config/ownership.ts';
 import { ConfigError, parseYamlText } from '../config/validate.ts';
 import { computeDesired, DesiredMemo, type DesiredState } from '../core/desired.ts';
 import type { Endpoint, NodeInfo, ServiceIntent } from '../core/types.ts';
 import { describeError } from '../errors.ts';
 import { parseServicesFile, type ServicesFile } from '../ipvs/services-file.ts';
 import { destinationId } from '../ipvs/types.ts';
-import { blockContains } from '../net/pool.ts';
 import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import type { AgentMetrics } from './metrics.ts';
@@ -86,11 +86,13 @@ export class StandaloneSource implements DesiredSource {
   private watcher: FSWatcher | undefined;
   private readonly stopping = new AbortController();
   private readonly memo = new DesiredMemo();
-  lastError: string | undefined;
+  private readonly owns: (address: string) => boolean;
+  private error: string | undefined;
 
   constructor(o: StandaloneSourceOptions) {
     this.o = o;
     this.log = o.logger ?? silentLogger;
+    this.owns = poolOwnership(o.config.pools);
   }
 
   /** Reads and validates the file; throws ConfigError (used at start, before anything is applied). */
@@ -103,11 +105,17 @@ export class StandaloneSource implements DesiredSource {
         { cause: err },
       );
     });
-    if (this.current?.text === text) return false;
+    // The running text again (typically: a bad edit reverted): nothing to apply, and
+    // nothing wrong any more.
+    if (this.current?.text === text) {
+      this.error = undefined;
+      return false;
+    }
     const file = parseServicesFile(parseYamlText(text, this.o.file), this.o.file);
+    checkFilePools(file, this.o.config, this.o.file);
     const intents = intentsFromFile(file, this.o.file);
     this.current = { text, file, intents };
-    this.lastError = undefined;
+    this.error = undefined;
     return true;
   }
 
@@ -122,14 +130,14 @@ export class StandaloneSource implements DesiredSource {
       }
     } catch (err) {
       const message = describeError(err);
-      if (message !== this.lastError) {
+      if (message !== this.error) {
         this.log.error(
           { file: this.o.file, err: message },
           'services file rejected; the running state is kept',
         );
         this.o.metrics?.configReloadErrors.inc();
       }
-      this.lastError = message;
+      this.error = message;
     }
   }
 
@@ -169,21 +177,33 @@ export class StandaloneSource implements DesiredSource {
   }
 
   healthy(): boolean {
-    return this.lastError === undefined;
+    return this.error === undefined;
   }
 
-  private owns = (address: string): boolean => {
-    const pools = [...this.o.config.pools.flatMap((p) => p.blocks), ...(this.current?.file.pools ?? [])];
-    return pools.some((b) => blockContains(b, address));
-  };
+  lastError(): string | undefined {
+    return this.error;
+  }
 
   async desired(): Promise<DesiredState> {
     const node: NodeInfo = { name: this.o.nodeName, excluded: false, ready: true };
     return computeDesired({ services: this.current?.intents ?? [] }, node, { owns: this.owns }, this.memo);
   }
+}
 
-  /** The ownership predicate in force (config pools plus the file's). */
-  ownership(): (address: string) => boolean {
-    return this.owns;
+/**
+ * A services file's pools must lie inside the agent's: the file describes services, the
+ * agent's configuration bounds what it owns (and may delete).
+ */
+export function checkFilePools(file: ServicesFile, config: AgentConfig, source: string): void {
+  const outside = file.pools.filter((b) => !blockInsidePools(config.pools, b));
+  if (outside.length) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      source,
+      outside.map(
+        (b) =>
+          `pools: "${b.text}" is not inside the agent's pools (${config.pools.flatMap((p) => p.blocks.map((x) => x.text)).join(', ') || 'none'}): the agent's configuration bounds what it owns; add it there first`,
+      ),
+    );
   }
 }

@@ -3,6 +3,10 @@ import { Agent } from '../agent/agent.ts';
 import { parseAgentConfig } from '../config/agent-config.ts';
 import { readYamlFile } from '../config/validate.ts';
 import { describeError } from '../errors.ts';
+import type { IpvsClient } from '../ipvs/client.ts';
+import { FaultyIpvsClient, FileFaults } from '../ipvs/faulty-client.ts';
+import { NetlinkIpvsClient } from '../ipvs/netlink-client.ts';
+import { ProcSysctls } from '../ipvs/sysctl.ts';
 import { createLogger } from '../util/log.ts';
 import { EXIT, helpText, parseCommand, UsageError } from './args.ts';
 
@@ -49,6 +53,26 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const config = parseAgentConfig(await readYamlFile(args.values.config), args.values.config);
   const nodeName = args.values['node-name'] ?? config.nodeName ?? process.env.PORTLB_NODE_NAME ?? hostname();
   const log = createLogger({ level });
+  // Last resort: a failure nothing caught. The state it left is unknown, so the agent
+  // exits (the kernel and the speaker keep what they have; the next start adopts it)
+  // instead of carrying on in a state nobody can vouch for.
+  process.on('unhandledRejection', (err) => {
+    log.fatal({ err: describeError(err), stack: (err as Error)?.stack }, 'unhandled rejection: exiting');
+    process.exit(EXIT.FAILED);
+  });
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err: describeError(err), stack: err.stack }, 'uncaught exception: exiting');
+    process.exit(EXIT.FAILED);
+  });
+  const faults = process.env.PORTLB_TEST_FAULTS;
+  let ipvs: IpvsClient | undefined;
+  if (faults) {
+    log.warn({ file: faults }, 'PORTLB_TEST_FAULTS is set: kernel faults are injected on request (test labs only)');
+    ipvs = new FaultyIpvsClient(
+      NetlinkIpvsClient.open({ sysctls: new ProcSysctls(config.ipvs.sysctlPath) }),
+      new FileFaults(faults),
+    );
+  }
   const agent = new Agent(
     {
       config,
@@ -57,7 +81,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       namespace: process.env.POD_NAMESPACE,
       nodeAddress: process.env.PORTLB_NODE_IP,
     },
-    { logger: log },
+    { logger: log, ipvs },
   );
   // The source (e.g. the services file) is validated before any kernel or speaker work.
   await agent.prepare();

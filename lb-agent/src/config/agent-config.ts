@@ -139,6 +139,8 @@ const schema = z
         minIntervalMs: int(0, 60_000).default(200),
         resyncSeconds: duration(1, 86_400).default(60),
         retryMaxSeconds: duration(1, 3600).default(30),
+        /** /healthz fails when no pass completed (or the kernel was unknown) for this many resync intervals. */
+        livenessResyncs: int(2, 100).default(3),
       })
       .strict()
       .prefault({}),
@@ -186,8 +188,12 @@ function crossCheck(raw: RawAgentConfig, source: string): AgentConfig {
   });
   if (raw.mode === 'standalone' && !raw.standalone)
     problems.push('standalone: required with mode: standalone (standalone.servicesFile)');
-  if (raw.mode === 'kubernetes' && !pools.length)
-    problems.push('pools: at least one pool is needed to give Services addresses');
+  if (!pools.length)
+    problems.push(
+      raw.mode === 'kubernetes'
+        ? 'pools: at least one pool is needed to give Services addresses'
+        : "pools: at least one pool is needed: the agent programs, and deletes, only addresses inside its pools (the services file's must lie within them)",
+    );
   const le = raw.kubernetes.leaderElection;
   if (le.renewDeadlineSeconds >= le.leaseDurationSeconds) {
     problems.push(

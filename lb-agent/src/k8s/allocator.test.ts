@@ -1,16 +1,25 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { V1Service } from '@kubernetes/client-node';
 import type { Pool } from '../config/agent-config.ts';
 import { type AddressBlock, parseAddressBlock } from '../net/pool.ts';
-import { type AllocatorConfig, planAllocations } from './allocator.ts';
+import { type AllocatorConfig, planAllocations as planWithSettings } from './allocator.ts';
+import { leanService } from './objects.ts';
+import { translateKubernetes } from './translate.ts';
 
 const CLASS = 'portlb.io/portlb';
-const cfg: AllocatorConfig = {
-  loadBalancerClass: CLASS,
-  serveServicesWithoutClass: false,
-  defaultScheduler: 'mh',
-};
+const cfg: AllocatorConfig = { loadBalancerClass: CLASS, serveServicesWithoutClass: false };
+// biome-ignore lint/suspicious/noExplicitAny: API JSON as it arrives.
+type Raw = Record<string, any>;
+
+/** As the controller does it: lean objects, the settings in force from the translation. */
+function planAllocations(raw: Raw[], p: Pool[], c: AllocatorConfig) {
+  const services = raw.map(leanService);
+  const t = translateKubernetes(
+    { services, endpointSlices: [] },
+    { ...c, defaultScheduler: 'mh', defaultForwarding: 'nat' },
+  );
+  return planWithSettings(services, t.settings, p, c);
+}
 const blocks = (...t: string[]) => t.map((x) => parseAddressBlock(x) as AddressBlock);
 const pools: Pool[] = [
   { name: 'default', blocks: blocks('203.0.113.0/30', 'fd00:203::/126'), autoAssign: true },
@@ -26,7 +35,7 @@ function svc(
     spec?: Record<string, unknown>;
     created?: string;
   } = {},
-): V1Service {
+): Raw {
   return {
     metadata: {
       name,
@@ -42,7 +51,7 @@ function svc(
       ...(o.spec ?? {}),
     },
     status: { loadBalancer: { ingress: (o.ips ?? []).map((ip) => ({ ip, ipMode: 'Proxy' })) } },
-  } as V1Service;
+  };
 }
 
 const ipsOf = (plan: ReturnType<typeof planAllocations>, name: string) =>
@@ -130,8 +139,9 @@ describe('planAllocations', () => {
     const dual = svc('dual', { spec: { ipFamilies: ['IPv6', 'IPv4'], ipFamilyPolicy: 'RequireDualStack' } });
     const single6 = svc('six', { spec: { ipFamilies: ['IPv6', 'IPv4'], ipFamilyPolicy: 'SingleStack' } });
     const plan = planAllocations([dual, single6], pools, cfg);
-    assert.deepEqual(ipsOf(plan, 'dual'), ['fd00:203::', '203.0.113.1']);
-    assert.deepEqual(ipsOf(plan, 'six'), ['fd00:203::1']);
+    // fd00:203:: is the subnet-router anycast address (RFC 4291): never handed out.
+    assert.deepEqual(ipsOf(plan, 'dual'), ['fd00:203::1', '203.0.113.1']);
+    assert.deepEqual(ipsOf(plan, 'six'), ['fd00:203::2']);
   });
 
   test('pool annotation: only that pool; an unknown pool is an event', () => {
@@ -158,13 +168,13 @@ describe('planAllocations', () => {
     assert.deepEqual(eventsOf(plan, 'gone'), ['Normal AddressReleased']);
   });
 
-  test('a garbage annotation keeps the current address and reports the problem', () => {
+  test('a garbage annotation keeps the current address (the translation reports the problem)', () => {
     const plan = planAllocations(
       [svc('x', { ips: ['203.0.113.2'], annotations: { 'portlb.io/scheduler': '??' } }), svc('y')],
       pools,
       cfg,
     );
-    assert.deepEqual(eventsOf(plan, 'x'), ['Warning InvalidAnnotation']);
+    assert.deepEqual(eventsOf(plan, 'x'), []);
     assert.deepEqual(ipsOf(plan, 'y'), ['203.0.113.1'], 'the address of x is not handed out');
     assert.equal(
       plan.updates.some((u) => u.service.name === 'x'),
@@ -177,5 +187,39 @@ describe('planAllocations', () => {
     const many = Array.from({ length: 10_000 }, (_, i) => svc(`s${i}`, { created: '2026-01-01T00:00:00Z' }));
     const plan = planAllocations(many, big, cfg);
     assert.equal(new Set([...plan.assignments.values()].map((x) => x[0])).size, 10_000);
+  });
+
+  test('a LoadBalancer of another class keeps its address even inside our pools', () => {
+    const theirs = svc('theirs', { ips: ['203.0.113.1'], spec: { loadBalancerClass: 'example.com/other' } });
+    const unclassed = {
+      ...svc('unclassed', { ips: ['192.0.2.9'] }),
+      spec: { type: 'LoadBalancer', ports: [{ port: 80 }] },
+    };
+    const plan = planAllocations([theirs, unclassed, svc('ours')], pools, cfg);
+    assert.deepEqual(
+      plan.updates.map((u) => u.service.name),
+      ['ours'],
+      'only ours is written',
+    );
+    assert.deepEqual(
+      ipsOf(plan, 'ours'),
+      ['203.0.113.2'],
+      'an address another implementation uses is not handed out',
+    );
+  });
+
+  test('Services share a VIP only with the same externalTrafficPolicy', () => {
+    const share = { 'portlb.io/allow-shared-ip': 'k' };
+    const cluster = svc('cluster', { annotations: share, ips: ['203.0.113.1'] });
+    const local = svc('local', {
+      annotations: { ...share, 'portlb.io/load-balancer-ips': '203.0.113.1' },
+      spec: { ports: [{ port: 53, protocol: 'UDP' }], externalTrafficPolicy: 'Local' },
+    });
+    const plan = planAllocations([cluster, local], pools, cfg);
+    assert.deepEqual(ipsOf(plan, 'local'), []);
+    assert.match(
+      plan.events.find((e) => e.service.name === 'local')!.message,
+      /externalTrafficPolicy is Cluster, not Local/,
+    );
   });
 });

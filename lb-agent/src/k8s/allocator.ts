@@ -1,18 +1,22 @@
-// VIP allocation, pure: from all Services and the configured pools to the status each of
-// our Services should carry, and the Events that explain it. Only the leader applies the
-// result. Existing assignments are kept whenever they are still valid (a VIP never moves
-// under live traffic because another Service changed); older Services win conflicts.
-import type { V1Service } from '@kubernetes/client-node';
+// VIP allocation, pure: from all Services, the settings in force for ours (translate.ts)
+// and the configured pools to the status each of our Services should carry, and the
+// Events that explain it. Only the leader applies the result. Existing assignments are
+// kept whenever they are still valid (a VIP never moves under live traffic because
+// another Service changed); older Services win conflicts.
 import type { Pool } from '../config/agent-config.ts';
+import { poolOf as poolOfAddress, poolOwnership } from '../config/ownership.ts';
 import { bigIntToIp, canonicalIp, type Family, ipFamily } from '../net/ip.ts';
 import { type AddressBlock, blockContains } from '../net/pool.ts';
-import { parseAnnotations, type ServiceSettings } from './annotations.ts';
+import type { ServiceSettings } from './annotations.ts';
+import type { LeanService } from './objects.ts';
 import { isOurs, serviceKey } from './translate.ts';
 
 export interface ServiceRef {
   namespace: string;
   name: string;
   uid: string | undefined;
+  /** What the Event is about: a Service (default) or this Node. */
+  kind?: 'Service' | 'Node';
 }
 
 export interface KubeEvent {
@@ -26,6 +30,8 @@ export interface StatusUpdate {
   service: ServiceRef;
   /** The IPs the status must list (ipMode: Proxy); empty clears it. */
   ips: string[];
+  /** Only ipMode differs from what the Service carries (an API server may drop it). */
+  ipModeOnly: boolean;
 }
 
 export interface AllocationPlan {
@@ -38,46 +44,41 @@ export interface AllocationPlan {
 export interface AllocatorConfig {
   loadBalancerClass: string;
   serveServicesWithoutClass: boolean;
-  defaultScheduler: string;
 }
 
-const refOf = (s: V1Service): ServiceRef => ({
-  namespace: s.metadata?.namespace ?? '',
-  name: s.metadata?.name ?? '',
-  uid: s.metadata?.uid ?? undefined,
-});
+const refOf = (s: LeanService): ServiceRef => ({ namespace: s.namespace, name: s.name, uid: s.uid });
 
 const FAMILY: Record<string, Family> = { IPv4: 'ipv4', IPv6: 'ipv6' };
 
-function wantedFamilies(svc: V1Service): Family[] {
-  const listed = (svc.spec?.ipFamilies ?? []).map((f) => FAMILY[f]).filter((f): f is Family => !!f);
+function wantedFamilies(svc: LeanService): Family[] {
+  const listed = svc.ipFamilies.map((f) => FAMILY[f]).filter((f): f is Family => !!f);
   const families = listed.length ? [...new Set(listed)] : (['ipv4'] as Family[]);
-  const policy = svc.spec?.ipFamilyPolicy ?? 'SingleStack';
+  const policy = svc.ipFamilyPolicy ?? 'SingleStack';
   return policy === 'SingleStack' ? families.slice(0, 1) : families;
 }
 
-function portClaims(svc: V1Service): string[] {
-  return (svc.spec?.ports ?? []).map((p) => `${p?.protocol ?? 'TCP'}/${p?.port}`);
+function portClaims(svc: LeanService): string[] {
+  return (svc.ports ?? []).map((p) => `${typeof p.protocol === 'string' ? p.protocol : 'TCP'}/${p.port}`);
 }
 
-function currentIngress(svc: V1Service): { ips: string[]; allProxy: boolean } {
-  const ingress = svc.status?.loadBalancer?.ingress ?? [];
-  const ips = ingress.map((i) => (i?.ip ? canonicalIp(i.ip) : undefined)).filter((x): x is string => !!x);
-  return { ips, allProxy: ingress.every((i) => i?.ipMode === 'Proxy') };
+function currentIngress(svc: LeanService): { ips: string[]; allProxy: boolean } {
+  const ips = svc.ingress.map((i) => (i.ip ? canonicalIp(i.ip) : undefined)).filter((x): x is string => !!x);
+  return { ips, allProxy: svc.ingress.every((i) => i.ipMode === 'Proxy') };
 }
 
-function createdAt(svc: V1Service): number {
-  const t = svc.metadata?.creationTimestamp as unknown;
-  const ms = t instanceof Date ? t.getTime() : typeof t === 'string' ? Date.parse(t) : Number.NaN;
-  return Number.isNaN(ms) ? Number.MAX_SAFE_INTEGER : ms;
-}
+const createdAt = (svc: LeanService): number => svc.createdAt ?? Number.MAX_SAFE_INTEGER;
 
-/** IPv4 CIDRs wider than /31 skip their network and broadcast addresses. */
+/**
+ * The addresses a block may hand out: IPv4 CIDRs wider than /31 skip their network and
+ * broadcast addresses; IPv6 CIDRs wider than /127 skip the subnet-router anycast address
+ * (the all-zero host part, which routers answer themselves, RFC 4291).
+ */
 function usableRange(block: AddressBlock): { first: bigint; last: bigint } {
   const size = block.last - block.first + 1n;
   const isCidr = !block.text.includes('-') && block.text.includes('/');
   if (block.family === 'ipv4' && isCidr && size >= 4n)
     return { first: block.first + 1n, last: block.last - 1n };
+  if (block.family === 'ipv6' && isCidr && size >= 4n) return { first: block.first + 1n, last: block.last };
   return { first: block.first, last: block.last };
 }
 
@@ -85,16 +86,22 @@ interface Holder {
   ids: Set<string>;
   sharingKey: string | undefined;
   ports: Set<string>;
+  /** externalTrafficPolicy: one VIP is announced per node for all its Services, so they must agree. */
+  policy: string;
 }
 
+const policyOf = (svc: LeanService) => (svc.externalTrafficPolicy === 'Local' ? 'Local' : 'Cluster');
+
 export function planAllocations(
-  services: readonly V1Service[],
+  services: readonly LeanService[],
+  /** The settings in force for each of our Services (translate.ts); absent: invalid, keep what it has. */
+  settings: ReadonlyMap<string, ServiceSettings>,
   pools: readonly Pool[],
   cfg: AllocatorConfig,
 ): AllocationPlan {
   const plan: AllocationPlan = { updates: [], events: [], assignments: new Map() };
-  const inPools = (ip: string) => pools.some((p) => p.blocks.some((b) => blockContains(b, ip)));
-  const poolOf = (ip: string) => pools.find((p) => p.blocks.some((b) => blockContains(b, ip)));
+  const inPools = poolOwnership(pools);
+  const poolOf = (ip: string) => poolOfAddress(pools, ip);
   const used = new Map<string, Holder>();
 
   const compatible = (
@@ -102,6 +109,7 @@ export function planAllocations(
     id: string,
     key: string | undefined,
     ports: string[],
+    policy: string,
   ): string | undefined => {
     const h = used.get(ip);
     if (!h || (h.ids.size === 1 && h.ids.has(id))) return undefined;
@@ -110,21 +118,24 @@ export function planAllocations(
       return `${ip} is used by ${others} (share it with portlb.io/allow-shared-ip set to the same key on both)`;
     const clash = ports.find((p) => h.ports.has(p));
     if (clash) return `${ip} is shared with ${others}, which already uses ${clash}`;
+    if (h.policy !== policy)
+      return `${ip} is shared with ${others}, whose externalTrafficPolicy is ${h.policy}, not ${policy} (a node announces a VIP for all its Services or none)`;
     return undefined;
   };
-  const take = (ip: string, id: string, key: string | undefined, ports: string[]) => {
-    const h = used.get(ip) ?? { ids: new Set<string>(), sharingKey: key, ports: new Set<string>() };
+  const take = (ip: string, id: string, key: string | undefined, ports: string[], policy: string) => {
+    const h = used.get(ip) ?? { ids: new Set<string>(), sharingKey: key, ports: new Set<string>(), policy };
     h.ids.add(id);
     for (const p of ports) h.ports.add(p);
     used.set(ip, h);
   };
 
   interface Entry {
-    svc: V1Service;
+    svc: LeanService;
     id: string;
     settings: ServiceSettings;
     families: Family[];
     ports: string[];
+    policy: string;
     kept: string[];
     current: string[];
     allProxy: boolean;
@@ -134,38 +145,47 @@ export function planAllocations(
     const id = serviceKey(svc);
     const { ips: current, allProxy } = currentIngress(svc);
     if (!isOurs(svc, cfg)) {
-      // No longer ours (type or class changed, or never was) but carrying an address we gave: release it.
-      const ours = current.filter(inPools);
+      // No longer a LoadBalancer but still carrying an address portlb gave (ipMode Proxy):
+      // release it. A LoadBalancer of another class, or of none, is another
+      // implementation's business even when its address lies in our range.
+      const ours =
+        svc.type !== 'LoadBalancer'
+          ? svc.ingress.filter((i) => i.ip && i.ipMode === 'Proxy' && inPools(i.ip))
+          : [];
+      // Held by another implementation: never handed out to one of ours.
+      if (svc.type === 'LoadBalancer')
+        for (const ip of current.filter(inPools)) take(ip, id, undefined, [], policyOf(svc));
       if (ours.length) {
-        plan.updates.push({ service: refOf(svc), ips: current.filter((ip) => !inPools(ip)) });
+        const released = ours.map((i) => canonicalIp(i.ip!) ?? i.ip!);
+        plan.updates.push({
+          service: refOf(svc),
+          ips: current.filter((ip) => !released.includes(ip)),
+          ipModeOnly: false,
+        });
         plan.events.push({
           service: refOf(svc),
           type: 'Normal',
           reason: 'AddressReleased',
-          message: `portlb no longer serves this Service; released ${ours.join(', ')}`,
+          message: `portlb no longer serves this Service; released ${released.join(', ')}`,
         });
       }
       continue;
     }
-    const parsed = parseAnnotations(svc.metadata?.annotations, cfg.defaultScheduler);
-    if (!parsed.ok) {
-      plan.events.push({
-        service: refOf(svc),
-        type: 'Warning',
-        reason: 'InvalidAnnotation',
-        message: parsed.problem,
-      });
-      // Keep what it has: a typo must not take an address away from live traffic.
-      for (const ip of current.filter(inPools)) take(ip, id, undefined, portClaims(svc));
+    const s = settings.get(id);
+    if (!s) {
+      // Its settings are invalid (translation said why, with an Event): it keeps what it
+      // has, a typo never takes an address away from live traffic.
+      for (const ip of current.filter(inPools)) take(ip, id, undefined, portClaims(svc), policyOf(svc));
       plan.assignments.set(id, current);
       continue;
     }
     entries.push({
       svc,
       id,
-      settings: parsed.settings,
+      settings: s,
       families: wantedFamilies(svc),
       ports: portClaims(svc),
+      policy: policyOf(svc),
       kept: [],
       current,
       allProxy,
@@ -175,7 +195,7 @@ export function planAllocations(
 
   const requestedOf = (e: Entry): string[] => {
     const r = e.settings.requestedIPs ?? [];
-    const legacy = e.svc.spec?.loadBalancerIP ? canonicalIp(e.svc.spec.loadBalancerIP) : undefined;
+    const legacy = e.svc.loadBalancerIP ? canonicalIp(e.svc.loadBalancerIP) : undefined;
     return legacy && !r.length ? [legacy] : r;
   };
   const poolAllows = (e: Entry, ip: string) =>
@@ -190,8 +210,8 @@ export function planAllocations(
         continue;
       if (requested.length && !requested.includes(ip)) continue;
       if (!poolAllows(e, ip)) continue;
-      if (compatible(ip, e.id, e.settings.sharingKey, e.ports)) continue;
-      take(ip, e.id, e.settings.sharingKey, e.ports);
+      if (compatible(ip, e.id, e.settings.sharingKey, e.ports, e.policy)) continue;
+      take(ip, e.id, e.settings.sharingKey, e.ports, e.policy);
       e.kept.push(ip);
     }
   }
@@ -214,7 +234,7 @@ export function planAllocations(
           });
           continue;
         }
-        const conflict = compatible(want, e.id, e.settings.sharingKey, e.ports);
+        const conflict = compatible(want, e.id, e.settings.sharingKey, e.ports, e.policy);
         if (conflict) {
           plan.events.push({
             service: refOf(e.svc),
@@ -224,7 +244,7 @@ export function planAllocations(
           });
           continue;
         }
-        take(want, e.id, e.settings.sharingKey, e.ports);
+        take(want, e.id, e.settings.sharingKey, e.ports, e.policy);
         assigned.push(want);
         continue;
       }
@@ -250,7 +270,7 @@ export function planAllocations(
             h.sharingKey === e.settings.sharingKey &&
             ipFamily(ip) === family &&
             candidates.some((p) => p.blocks.some((b) => blockContains(b, ip))) &&
-            !compatible(ip, e.id, e.settings.sharingKey, e.ports)
+            !compatible(ip, e.id, e.settings.sharingKey, e.ports, e.policy)
           ) {
             found = ip;
             break;
@@ -283,7 +303,7 @@ export function planAllocations(
         });
         continue;
       }
-      take(found, e.id, e.settings.sharingKey, e.ports);
+      take(found, e.id, e.settings.sharingKey, e.ports, e.policy);
       assigned.push(found);
       plan.events.push({
         service: refOf(e.svc),
@@ -298,7 +318,7 @@ export function planAllocations(
     plan.assignments.set(e.id, ordered);
     const same = ordered.length === e.current.length && ordered.every((ip, i) => ip === e.current[i]);
     if (!same || !e.allProxy) {
-      plan.updates.push({ service: refOf(e.svc), ips: ordered });
+      plan.updates.push({ service: refOf(e.svc), ips: ordered, ipModeOnly: same });
       const dropped = e.current.filter((ip) => !ordered.includes(ip));
       if (dropped.length) {
         plan.events.push({

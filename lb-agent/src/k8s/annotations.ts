@@ -1,5 +1,7 @@
-// Per-Service settings through annotations, with validated values. A bad value makes the
-// Service skipped with a reason that names the annotation and the value: never a guess.
+// Per-Service settings through annotations, with validated values. A bad value is
+// reported with the annotation and the value, never guessed at: a new Service is skipped,
+// one that was valid keeps its last valid settings (translate.ts). An unknown portlb.io/
+// key is a warning (a typo in a key must not take a Service down).
 import type { Forwarding } from '../core/types.ts';
 import { SCHEDULER_FLAG_NAMES, SCHEDULERS, type SchedulerFlag } from '../ipvs/types.ts';
 import { canonicalIp, ipFamily } from '../net/ip.ts';
@@ -32,7 +34,9 @@ export interface ServiceSettings {
   sharingKey: string | undefined;
 }
 
-export type SettingsResult = { ok: true; settings: ServiceSettings } | { ok: false; problem: string };
+export type SettingsResult =
+  | { ok: true; settings: ServiceSettings; warnings: string[] }
+  | { ok: false; problem: string };
 
 const bad = (name: string, value: string, why: string): SettingsResult => ({
   ok: false,
@@ -45,9 +49,10 @@ export function parseAnnotations(
   defaultScheduler: string,
 ): SettingsResult {
   const a = annotations ?? {};
+  const warnings: string[] = [];
   for (const key of Object.keys(a)) {
     if (key.startsWith(ANNOTATION_PREFIX) && !KNOWN.has(key)) {
-      return bad(key, a[key] ?? '', `unknown annotation (known: ${[...KNOWN].join(', ')})`);
+      warnings.push(`unknown annotation ${key} ignored (known: ${[...KNOWN].join(', ')})`);
     }
   }
   const s: ServiceSettings = {
@@ -145,5 +150,5 @@ export function parseAnnotations(
       return bad(ANNOTATIONS.allowSharedIP, key, 'must be a non-empty sharing key');
     s.sharingKey = key;
   }
-  return { ok: true, settings: s };
+  return { ok: true, settings: s, warnings };
 }

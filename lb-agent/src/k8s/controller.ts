@@ -1,122 +1,144 @@
-// The Kubernetes source of desired state: informers for Services, EndpointSlices and this
-// node; the pure translation and computeDesired; and, on the leader only, VIP allocation
-// with its status writes and Events. Nothing is computed before every informer synced.
-
-import type {
-  CoordinationV1Api,
-  CoreV1Api,
-  DiscoveryV1Api,
-  KubeConfig,
-  V1EndpointSlice,
-  V1Node,
-  V1Service,
-} from '@kubernetes/client-node';
-import * as k8s from '@kubernetes/client-node';
+// The Kubernetes source of desired state: lean caches of Services, EndpointSlices and
+// this Node (reflector.ts); the pure translation and computeDesired, synchronously, for
+// the data plane's pass; and, in the API lane (never inside the pass), the leader's VIP
+// allocation with its status writes, and the Events of every replica.
 import type { AgentConfig } from '../config/agent-config.ts';
+import { poolOwnership } from '../config/ownership.ts';
 import { computeDesired, DesiredMemo, type DesiredState } from '../core/desired.ts';
-import type { NodeInfo, Skip } from '../core/types.ts';
-import { blockContains } from '../net/pool.ts';
+import type { NodeInfo } from '../core/types.ts';
 import type { Clock } from '../util/clock.ts';
-import { systemClock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
-import { type AllocationPlan, planAllocations } from './allocator.ts';
-import { SupervisedInformer } from './informers.ts';
+import { type KubeEvent, planAllocations, type ServiceRef } from './allocator.ts';
+import type { KubeClient } from './client.ts';
+import { ApiLane } from './lane.ts';
 import { LeaderElector } from './leader.ts';
-import { nodeInfo, TranslateMemo, translateKubernetes } from './translate.ts';
+import {
+  type LeanEndpointSlice,
+  type LeanNode,
+  type LeanService,
+  leanEndpointSlice,
+  leanNode,
+  leanService,
+  objectKey,
+} from './objects.ts';
+import { Reflector } from './reflector.ts';
+import { nodeInfo, TranslateMemo, type Translation, translateKubernetes } from './translate.ts';
 import { KubeWriter } from './writer.ts';
 
 export interface KubernetesControllerOptions {
-  kubeconfig: KubeConfig;
+  client: KubeClient;
   config: AgentConfig;
   nodeName: string;
   /** Leader election identity (pod name); defaults to the node name. */
   identity?: string;
   /** The pod's namespace: where the Lease lives unless the configuration names one. */
   namespace?: string;
-  clock?: Clock;
+  clock: Clock;
   logger?: Logger;
-  /** Called (debounced by the caller) whenever anything watched changes. */
+  /** Called whenever anything watched changes (the caller coalesces). */
   onChange: () => void;
-  /** Called when leadership changes. */
   onLeaderChange?: (leading: boolean) => void;
+  /** The API server dropped ipMode from a status it accepted (Kubernetes < 1.30). */
+  onIpModeDropped?: (service: string) => void;
   informerBackoffMs?: { initial: number; max: number };
+  /** Deadline of each API write. */
+  apiDeadlineMs?: number;
 }
 
 export interface KubernetesSync {
   desired: DesiredState;
   node: NodeInfo;
-  /** Present on the leader: what allocation decided and what failed to be written. */
-  allocation?: { plan: AllocationPlan; errors: string[] };
 }
+
+/** How often an API server that dropped ipMode is given another chance (it may have been upgraded). */
+const IPMODE_RECHECK_MS = 60 * 60_000;
 
 export class KubernetesController {
   private readonly o: KubernetesControllerOptions;
   private readonly log: Logger;
-  readonly services: SupervisedInformer<V1Service>;
-  readonly slices: SupervisedInformer<V1EndpointSlice>;
-  readonly nodes: SupervisedInformer<V1Node>;
+  readonly services: Reflector<LeanService>;
+  readonly slices: Reflector<LeanEndpointSlice>;
+  readonly nodes: Reflector<LeanNode>;
   readonly elector: LeaderElector | undefined;
+  readonly lane: ApiLane;
   readonly writer: KubeWriter;
-  private readonly announcedEvents = new Set<string>();
   private readonly translateMemo = new TranslateMemo();
   private readonly desiredMemo = new DesiredMemo();
+  private readonly owns: (address: string) => boolean;
+  private lastTranslation: Translation | undefined;
+  private servicesGeneration = 0;
+  private allocatedGeneration = -1;
+  private readonly announcedEvents = new Set<string>();
+  /** Monotonic time the API server was last seen dropping ipMode. */
+  private ipModeDroppedAt: number | undefined;
 
   constructor(o: KubernetesControllerOptions) {
     this.o = o;
     this.log = o.logger ?? silentLogger;
-    const clock = o.clock ?? systemClock;
-    const kc = o.kubeconfig;
-    const core: CoreV1Api = kc.makeApiClient(k8s.CoreV1Api);
-    const discovery: DiscoveryV1Api = kc.makeApiClient(k8s.DiscoveryV1Api);
+    this.owns = poolOwnership(o.config.pools);
     const common = {
-      kubeconfig: kc,
-      clock,
+      client: o.client,
+      clock: o.clock,
       logger: this.log,
-      onChange: o.onChange,
       backoffInitialMs: o.informerBackoffMs?.initial,
       backoffMaxMs: o.informerBackoffMs?.max,
     };
-    this.services = new SupervisedInformer<V1Service>({
+    this.services = new Reflector<LeanService>({
       ...common,
       name: 'services',
       path: '/api/v1/services',
-      list: () => core.listServiceForAllNamespaces(),
+      transform: leanService,
+      key: objectKey,
+      onChange: () => {
+        this.servicesGeneration++;
+        o.onChange();
+      },
     });
-    this.slices = new SupervisedInformer<V1EndpointSlice>({
+    this.slices = new Reflector<LeanEndpointSlice>({
       ...common,
       name: 'endpointslices',
       path: '/apis/discovery.k8s.io/v1/endpointslices',
-      list: () => discovery.listEndpointSliceForAllNamespaces(),
+      transform: leanEndpointSlice,
+      key: objectKey,
+      onChange: o.onChange,
     });
-    const nodeSelector = `metadata.name=${o.nodeName}`;
-    this.nodes = new SupervisedInformer<V1Node>({
+    this.nodes = new Reflector<LeanNode>({
       ...common,
       name: 'nodes',
       path: '/api/v1/nodes',
-      fieldSelector: nodeSelector,
-      list: () => core.listNode({ fieldSelector: nodeSelector }),
+      fieldSelector: `metadata.name=${o.nodeName}`,
+      transform: leanNode,
+      key: (n) => n.name,
+      onChange: o.onChange,
     });
+    this.lane = new ApiLane({ deadlineMs: o.apiDeadlineMs ?? 10_000, logger: this.log });
     const le = o.config.kubernetes.leaderElection;
     if (le.enabled) {
-      const coordination: CoordinationV1Api = kc.makeApiClient(k8s.CoordinationV1Api);
       this.elector = new LeaderElector({
-        api: coordination,
+        client: o.client,
         namespace: le.namespace ?? o.namespace ?? 'portlb-system',
         name: le.leaseName,
         identity: o.identity ?? o.nodeName,
         leaseDurationMs: le.leaseDurationSeconds * 1000,
         renewDeadlineMs: le.renewDeadlineSeconds * 1000,
         retryPeriodMs: le.retryPeriodSeconds * 1000,
-        clock,
+        clock: o.clock,
         logger: this.log,
       });
       this.elector.on('started', () => {
+        this.allocatedGeneration = -1;
         o.onLeaderChange?.(true);
         o.onChange();
       });
       this.elector.on('stopped', () => o.onLeaderChange?.(false));
     }
-    this.writer = new KubeWriter({ core, component: 'portlb', host: o.nodeName, clock, logger: this.log });
+    this.writer = new KubeWriter({
+      client: o.client,
+      component: 'portlb',
+      host: o.nodeName,
+      clock: o.clock,
+      logger: this.log,
+    });
   }
 
   start(): void {
@@ -127,6 +149,7 @@ export class KubernetesController {
   }
 
   async stop(): Promise<void> {
+    this.lane.stop();
     await this.elector?.close();
     await Promise.all([this.services.stop(), this.slices.stop(), this.nodes.stop()]);
   }
@@ -139,33 +162,33 @@ export class KubernetesController {
     return this.services.connected() && this.slices.connected() && this.nodes.connected();
   }
 
+  lastError(): string | undefined {
+    return this.services.lastError ?? this.slices.lastError ?? this.nodes.lastError;
+  }
+
   /** Leader when election is off (single replica) or won. */
   isLeader(): boolean {
     return this.elector ? this.elector.isLeader() : true;
   }
 
-  private owns = (address: string): boolean =>
-    this.o.config.pools.some((p) => p.blocks.some((b) => blockContains(b, address)));
-
-  /** Desired state from the caches (pure), plus the leader's allocation work (I/O). */
-  async sync(): Promise<KubernetesSync> {
+  /**
+   * Desired state from the caches, synchronously: no API call, nothing awaited. The
+   * leader's allocation and every Event are handed to the API lane.
+   */
+  sync(): KubernetesSync {
     const cfg = this.o.config;
-    const services = this.services.list();
-    const translateCfg = {
-      loadBalancerClass: cfg.kubernetes.loadBalancerClass,
-      serveServicesWithoutClass: cfg.kubernetes.serveServicesWithoutClass,
-      defaultScheduler: cfg.defaults.scheduler,
-      defaultForwarding: cfg.defaults.forwarding,
-    };
     const translation = translateKubernetes(
-      { services, endpointSlices: this.slices.list() },
-      translateCfg,
-      this.translateMemo,
+      { services: this.services.list(), endpointSlices: this.slices.list() },
+      {
+        loadBalancerClass: cfg.kubernetes.loadBalancerClass,
+        serveServicesWithoutClass: cfg.kubernetes.serveServicesWithoutClass,
+        defaultScheduler: cfg.defaults.scheduler,
+        defaultForwarding: cfg.defaults.forwarding,
+      },
+      { memo: this.translateMemo, lastValid: this.lastTranslation?.lastValid },
     );
-    const node = nodeInfo(
-      this.nodes.list().find((n) => n.metadata?.name === this.o.nodeName),
-      this.o.nodeName,
-    );
+    this.lastTranslation = translation;
+    const node = nodeInfo(this.nodes.get(this.o.nodeName), this.o.nodeName);
     const computed = computeDesired(
       { services: translation.services },
       node,
@@ -173,59 +196,90 @@ export class KubernetesController {
       this.desiredMemo,
     );
     const desired: DesiredState = { ...computed, skipped: [...translation.skipped, ...computed.skipped] };
-    const result: KubernetesSync = { desired, node };
-    if (this.isLeader()) result.allocation = await this.allocate(services, desired.skipped, desired.warnings);
-    return result;
+    if (this.isLeader()) this.leaderWork(desired, translation);
+    return { desired, node };
   }
 
-  private async allocate(
-    services: readonly V1Service[],
-    skipped: Skip[],
-    warnings: DesiredState['warnings'],
-  ): Promise<{ plan: AllocationPlan; errors: string[] }> {
-    const cfg = this.o.config;
-    const plan = planAllocations(services, cfg.pools, {
-      loadBalancerClass: cfg.kubernetes.loadBalancerClass,
-      serveServicesWithoutClass: cfg.kubernetes.serveServicesWithoutClass,
-      defaultScheduler: cfg.defaults.scheduler,
+  private serviceRef(id: string): ServiceRef | undefined {
+    const svc = this.services.get(id);
+    return svc ? { namespace: svc.namespace, name: svc.name, uid: svc.uid } : undefined;
+  }
+
+  private submitEvent(ev: KubeEvent): void {
+    if (this.writer.isRecent(ev)) return;
+    this.lane.submit({
+      key: `event|${ev.service.namespace}/${ev.service.name}|${ev.reason}|${ev.message}`,
+      what: `Event ${ev.reason}`,
+      droppable: true,
+      run: (signal) => this.writer.event(ev, signal),
     });
-    const errors: string[] = [];
-    for (const update of plan.updates) {
-      const err = await this.writer.writeStatus(update);
-      if (err) errors.push(err);
-    }
-    const byId = new Map(services.map((s) => [`${s.metadata?.namespace}/${s.metadata?.name}`, s]));
-    for (const ev of plan.events) await this.writer.event(ev);
-    // Skips that a user can act on get an Event too (once, de-duplicated by the writer).
-    for (const s of skipped) {
-      if (s.reason === 'NotOurClass' || s.reason === 'NoAddress') continue;
-      const svc = byId.get(s.service);
-      if (!svc?.metadata?.name) continue;
-      await this.writer.event({
-        service: { namespace: svc.metadata.namespace ?? '', name: svc.metadata.name, uid: svc.metadata.uid },
-        type: 'Warning',
-        reason: `Skipped${s.reason}`,
-        message: s.detail,
-      });
-    }
-    for (const w of warnings) {
-      const svc = byId.get(w.service);
-      if (!svc?.metadata?.name) continue;
-      await this.writer.event({
-        service: { namespace: svc.metadata.namespace ?? '', name: svc.metadata.name, uid: svc.metadata.uid },
-        type: 'Warning',
-        reason: 'ServiceWarning',
-        message: w.message,
-      });
-    }
-    return { plan, errors };
   }
 
-  /** An Event per VIP this node starts announcing (once per VIP and node). */
-  async reportAnnounced(vips: readonly { address: string; owners: readonly string[] }[]): Promise<void> {
-    const byId = new Map(
-      this.services.list().map((s) => [`${s.metadata?.namespace}/${s.metadata?.name}`, s]),
-    );
+  /** The leader's work for this view: allocation (when Services changed) and the Events users act on. */
+  private leaderWork(desired: DesiredState, translation: Translation): void {
+    if (this.allocatedGeneration !== this.servicesGeneration) {
+      this.allocatedGeneration = this.servicesGeneration;
+      const cfg = this.o.config;
+      const plan = planAllocations(this.services.list(), translation.settings, cfg.pools, {
+        loadBalancerClass: cfg.kubernetes.loadBalancerClass,
+        serveServicesWithoutClass: cfg.kubernetes.serveServicesWithoutClass,
+      });
+      const recheck =
+        this.ipModeDroppedAt !== undefined &&
+        this.o.clock.monotonic() - this.ipModeDroppedAt > IPMODE_RECHECK_MS;
+      for (const update of plan.updates) {
+        // An API server that drops ipMode would be rewritten forever: once seen, only real
+        // address changes are written (and ipMode is tried again now and then).
+        if (update.ipModeOnly && this.ipModeDroppedAt !== undefined && !recheck) continue;
+        const id = `${update.service.namespace}/${update.service.name}`;
+        this.lane.submit({
+          key: `status|${id}`,
+          what: `status of ${id}`,
+          droppable: false,
+          run: async (signal) => {
+            const r = await this.writer.writeStatus(update, signal).catch((err) => {
+              // Not written: plan again at the next pass.
+              this.allocatedGeneration = -1;
+              throw err;
+            });
+            if (r.ipModeDropped) {
+              if (this.ipModeDroppedAt === undefined) this.o.onIpModeDropped?.(id);
+              this.ipModeDroppedAt = this.o.clock.monotonic();
+            } else if (this.ipModeDroppedAt !== undefined && update.ips.length) {
+              this.ipModeDroppedAt = undefined;
+              this.log.info('the API server keeps ipMode now');
+            }
+          },
+        });
+      }
+      for (const ev of plan.events) this.submitEvent(ev);
+    }
+    // Skips that a user can act on, warnings, and Services kept on their last valid settings.
+    for (const s of desired.skipped) {
+      if (s.reason === 'NotOurClass' || s.reason === 'NoAddress') continue;
+      const ref = this.serviceRef(s.service);
+      if (ref)
+        this.submitEvent({ service: ref, type: 'Warning', reason: `Skipped${s.reason}`, message: s.detail });
+    }
+    for (const w of desired.warnings) {
+      const ref = this.serviceRef(w.service);
+      if (ref)
+        this.submitEvent({ service: ref, type: 'Warning', reason: 'ServiceWarning', message: w.message });
+    }
+    for (const k of translation.kept) {
+      const ref = this.serviceRef(k.service);
+      if (ref)
+        this.submitEvent({
+          service: ref,
+          type: 'Warning',
+          reason: 'InvalidSettingsKept',
+          message: `${k.problem}: the last valid settings stay in force until it is fixed`,
+        });
+    }
+  }
+
+  /** An Event per VIP this node starts announcing (once per VIP and node), through the lane. */
+  reportAnnounced(vips: readonly { address: string; owners: readonly string[] }[]): void {
     const current = new Set<string>();
     for (const vip of vips) {
       for (const owner of vip.owners) {
@@ -233,14 +287,10 @@ export class KubernetesController {
         current.add(key);
         if (this.announcedEvents.has(key)) continue;
         this.announcedEvents.add(key);
-        const svc = byId.get(owner);
-        if (!svc?.metadata?.name) continue;
-        await this.writer.event({
-          service: {
-            namespace: svc.metadata.namespace ?? '',
-            name: svc.metadata.name,
-            uid: svc.metadata.uid,
-          },
+        const ref = this.serviceRef(owner);
+        if (!ref) continue;
+        this.submitEvent({
+          service: ref,
           type: 'Normal',
           reason: 'Announced',
           message: `node ${this.o.nodeName} announces ${vip.address}`,
@@ -248,5 +298,15 @@ export class KubernetesController {
       }
     }
     for (const key of this.announcedEvents) if (!current.has(key)) this.announcedEvents.delete(key);
+  }
+
+  /** An Event on this Node (conditions an operator must see). */
+  nodeEvent(type: 'Normal' | 'Warning', reason: string, message: string): void {
+    this.submitEvent({
+      service: { kind: 'Node', namespace: '', name: this.o.nodeName, uid: undefined },
+      type,
+      reason,
+      message,
+    });
   }
 }

@@ -1,49 +1,55 @@
-// Lease-based leader election (coordination.k8s.io/v1), as client-go does it: a replica
-// leads while it renews the Lease within the renew deadline; others take over once the
-// holder has not renewed for the lease duration, judged by their own clock from when
-// they last saw the record change (no clock synchronisation assumed). Optimistic
-// concurrency (resourceVersion, 409) makes sure two replicas never both win.
+// Lease-based leader election (coordination.k8s.io/v1) with client-go's semantics: a
+// replica leads while it renews the Lease within the renew deadline, and every Lease
+// call of a leader is aborted at that deadline (a hung API server cannot keep a stale
+// leader writing). Others take over once the holder has not renewed for the lease
+// duration, judged by their own monotonic clock from when they last saw the record change
+// (no clock synchronisation assumed, no wall-clock step matters). Optimistic concurrency
+// (resourceVersion, 409) makes sure two replicas never both win.
 import { EventEmitter } from 'node:events';
-import { type CoordinationV1Api, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
 import { describeError } from '../errors.ts';
-import { type Clock, systemClock } from '../util/clock.ts';
+import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
+import { type Json, KubeApiError, type KubeClient } from './client.ts';
 
 export interface LeaderElectorOptions {
-  api: CoordinationV1Api;
+  client: KubeClient;
   namespace: string;
   name: string;
   identity: string;
   leaseDurationMs: number;
   renewDeadlineMs: number;
   retryPeriodMs: number;
-  clock?: Clock;
+  clock: Clock;
   logger?: Logger;
 }
 
-const statusCode = (err: unknown): number | undefined =>
-  typeof (err as { code?: unknown })?.code === 'number' ? (err as { code: number }).code : undefined;
+/** The API's MicroTime: RFC 3339 with microseconds. */
+export const microTime = (ms: number): string => new Date(ms).toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
 
 export class LeaderElector {
   private readonly o: LeaderElectorOptions;
-  private readonly clock: Clock;
   private readonly log: Logger;
   private readonly events = new EventEmitter();
   private leading = false;
+  /** Monotonic time of the last successful acquire or renew. */
   private lastRenew = 0;
   private observed: { record: string; at: number } | undefined;
-  private readonly stop = new AbortController();
+  private readonly stopper = new AbortController();
   private loop: Promise<void> | undefined;
   transitions = 0;
 
   constructor(options: LeaderElectorOptions) {
     this.o = options;
-    this.clock = options.clock ?? systemClock;
     this.log = (options.logger ?? silentLogger).child({ lease: `${options.namespace}/${options.name}` });
   }
 
+  /** Leading, and within the renew deadline (a leader past it is none, before the loop even notices). */
   isLeader(): boolean {
-    return this.leading;
+    return this.leading && this.withinDeadline();
+  }
+
+  private withinDeadline(): boolean {
+    return this.o.clock.monotonic() - this.lastRenew <= this.o.renewDeadlineMs;
   }
 
   on(event: 'started' | 'stopped', fn: () => void): () => void {
@@ -58,7 +64,7 @@ export class LeaderElector {
 
   /** Stops campaigning; a leader releases the Lease so another replica takes over at once. */
   async close(): Promise<void> {
-    this.stop.abort();
+    this.stopper.abort();
     await this.loop?.catch(() => {});
     if (this.leading) {
       await this.release().catch((err) =>
@@ -76,91 +82,106 @@ export class LeaderElector {
     this.events.emit(value ? 'started' : 'stopped');
   }
 
+  /** The signal for one Lease call: a leader's is aborted at its renew deadline. */
+  private callSignal(): AbortSignal {
+    const budget = this.leading
+      ? this.lastRenew + this.o.renewDeadlineMs - this.o.clock.monotonic()
+      : this.o.renewDeadlineMs;
+    return AbortSignal.any([this.stopper.signal, AbortSignal.timeout(Math.max(1, budget))]);
+  }
+
   private async run(): Promise<void> {
-    while (!this.stop.signal.aborted) {
+    while (!this.stopper.signal.aborted) {
       try {
         if (await this.tryAcquireOrRenew()) {
-          this.lastRenew = this.clock.now();
+          this.lastRenew = this.o.clock.monotonic();
           this.setLeading(true);
         } else if (this.leading) {
           this.setLeading(false);
         }
       } catch (err) {
-        this.log.warn({ err: describeError(err) }, 'lease request failed');
+        if (!this.stopper.signal.aborted) this.log.warn({ err: describeError(err) }, 'lease request failed');
       }
-      if (this.leading && this.clock.now() - this.lastRenew > this.o.renewDeadlineMs) {
-        // Could not renew in time: stop writing before another replica may start.
-        this.setLeading(false);
-      }
-      await this.clock.sleep(this.o.retryPeriodMs, this.stop.signal).catch(() => {});
+      // Could not renew in time: stop writing before another replica may start.
+      if (this.leading && !this.withinDeadline()) this.setLeading(false);
+      await this.o.clock.sleep(this.o.retryPeriodMs, this.stopper.signal).catch(() => {});
     }
   }
 
-  private spec(now: number, prev?: V1Lease['spec']): V1Lease['spec'] {
+  private path(name?: string): string {
+    return `/apis/coordination.k8s.io/v1/namespaces/${this.o.namespace}/leases${name ? `/${name}` : ''}`;
+  }
+
+  private spec(prev?: Json): Json {
+    const now = this.o.clock.now();
     const changedHands = prev?.holderIdentity !== this.o.identity;
     return {
       holderIdentity: this.o.identity,
       leaseDurationSeconds: Math.ceil(this.o.leaseDurationMs / 1000),
-      acquireTime: changedHands ? new V1MicroTime(now) : prev?.acquireTime,
-      renewTime: new V1MicroTime(now),
+      acquireTime: changedHands ? microTime(now) : prev?.acquireTime,
+      renewTime: microTime(now),
       leaseTransitions: (prev?.leaseTransitions ?? 0) + (changedHands && prev?.holderIdentity ? 1 : 0),
     };
   }
 
   private async tryAcquireOrRenew(): Promise<boolean> {
-    const { api, namespace, name } = this.o;
-    const now = this.clock.now();
-    let lease: V1Lease;
+    const { client, name, namespace } = this.o;
+    const signal = this.callSignal();
+    let lease: Json;
     try {
-      lease = await api.readNamespacedLease({ name, namespace });
+      lease = await client.request('GET', this.path(name), { signal });
     } catch (err) {
-      if (statusCode(err) !== 404) throw err;
+      if (!(err instanceof KubeApiError && err.status === 404)) throw err;
       try {
-        await api.createNamespacedLease({
-          namespace,
-          body: { metadata: { name, namespace }, spec: this.spec(now) },
+        await client.request('POST', this.path(), {
+          body: {
+            apiVersion: 'coordination.k8s.io/v1',
+            kind: 'Lease',
+            metadata: { name, namespace },
+            spec: this.spec(),
+          },
+          signal,
         });
         return true;
       } catch (e) {
-        if (statusCode(e) === 409) return false; // someone else created it first
+        if (e instanceof KubeApiError && e.status === 409) return false; // someone else created it first
         throw e;
       }
     }
-    const spec = lease.spec ?? {};
+    const spec = lease?.spec ?? {};
+    const now = this.o.clock.monotonic();
     const record = JSON.stringify([spec.holderIdentity, spec.renewTime, spec.leaseTransitions]);
     if (!this.observed || this.observed.record !== record) this.observed = { record, at: now };
     const heldByOther = !!spec.holderIdentity && spec.holderIdentity !== this.o.identity;
     const durationMs = (spec.leaseDurationSeconds ?? Math.ceil(this.o.leaseDurationMs / 1000)) * 1000;
     if (heldByOther && now - this.observed.at < durationMs) return false;
     try {
-      await api.replaceNamespacedLease({
-        name,
-        namespace,
-        body: { metadata: { ...lease.metadata, name, namespace }, spec: this.spec(now, spec) },
+      await client.request('PUT', this.path(name), {
+        body: { ...lease, metadata: { ...lease.metadata, name, namespace }, spec: this.spec(spec) },
+        signal,
       });
       return true;
     } catch (err) {
-      if (statusCode(err) === 409) return false; // lost the race for this version
+      if (err instanceof KubeApiError && err.status === 409) return false; // lost the race for this version
       throw err;
     }
   }
 
   private async release(): Promise<void> {
-    const { api, namespace, name } = this.o;
-    const lease = await api.readNamespacedLease({ name, namespace });
-    if (lease.spec?.holderIdentity !== this.o.identity) return;
-    await api.replaceNamespacedLease({
-      name,
-      namespace,
+    const signal = AbortSignal.timeout(Math.max(1000, this.o.renewDeadlineMs));
+    const lease = await this.o.client.request('GET', this.path(this.o.name), { signal });
+    if (lease?.spec?.holderIdentity !== this.o.identity) return;
+    await this.o.client.request('PUT', this.path(this.o.name), {
       body: {
-        metadata: lease.metadata,
+        ...lease,
         spec: {
           ...lease.spec,
           holderIdentity: '',
-          renewTime: new V1MicroTime(this.clock.now()),
+          renewTime: microTime(this.o.clock.now()),
           leaseDurationSeconds: 1,
         },
       },
+      signal,
     });
   }
 }

@@ -2,10 +2,10 @@
 // 3, 4 and 11, including malformed objects (each skipped with a reason, never a crash).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { computeDesired, DesiredMemo, type DesiredState } from '../core/desired.ts';
 import type { NodeInfo } from '../core/types.ts';
 import { blockContains, parseAddressBlock } from '../net/pool.ts';
+import { leanEndpointSlice, leanNode, leanService } from './objects.ts';
 import { nodeInfo, type TranslateConfig, TranslateMemo, translateKubernetes } from './translate.ts';
 
 const CLASS = 'portlb.io/portlb';
@@ -22,10 +22,16 @@ const owns = (a: string) => pool.some((b) => blockContains(b, a));
 const node: NodeInfo = { name: 'edge-1', excluded: false, ready: true };
 
 type Obj = Record<string, unknown>;
+// biome-ignore lint/suspicious/noExplicitAny: API JSON as it arrives.
+type Raw = Record<string, any>;
+const lean = (services: Raw[], slices: Raw[]) => ({
+  services: services.map(leanService),
+  endpointSlices: slices.map(leanEndpointSlice),
+});
 function svc(
   name: string,
   extra: { spec?: Obj; status?: Obj; annotations?: Record<string, string>; ns?: string } = {},
-): V1Service {
+): Raw {
   return {
     metadata: { name, namespace: extra.ns ?? 'default', uid: `uid-${name}`, annotations: extra.annotations },
     spec: {
@@ -35,7 +41,7 @@ function svc(
       ...(extra.spec ?? {}),
     },
     status: extra.status ?? { loadBalancer: { ingress: [{ ip: '203.0.113.10', ipMode: 'Proxy' }] } },
-  } as V1Service;
+  };
 }
 
 interface Ep {
@@ -49,7 +55,7 @@ function slice(
   service: string,
   eps: Ep[],
   extra: { ports?: Obj[]; addressType?: string; name?: string; ns?: string } = {},
-): V1EndpointSlice {
+): Raw {
   return {
     metadata: {
       name: extra.name ?? `${service}-abc`,
@@ -63,16 +69,11 @@ function slice(
       nodeName: e.node,
       conditions: { ready: e.ready, serving: e.serving, terminating: e.terminating },
     })),
-  } as V1EndpointSlice;
+  };
 }
 
-function desired(
-  services: V1Service[],
-  slices: V1EndpointSlice[],
-  n: NodeInfo = node,
-  c: TranslateConfig = cfg,
-): DesiredState {
-  const t = translateKubernetes({ services, endpointSlices: slices }, c);
+function desired(services: Raw[], slices: Raw[], n: NodeInfo = node, c: TranslateConfig = cfg): DesiredState {
+  const t = translateKubernetes(lean(services, slices), c);
   const d = computeDesired({ services: t.services }, n, { owns });
   return { ...d, skipped: [...t.skipped, ...d.skipped] };
 }
@@ -232,18 +233,18 @@ describe('translate + computeDesired', () => {
   test('excluded or NotReady nodes program but do not announce', () => {
     const s = [svc('web')];
     const sl = [slice('web', [{ ip: '10.0.0.1' }])];
-    const excludedNode: V1Node = {
+    const excludedNode: Raw = {
       metadata: { name: 'edge-1', labels: { 'node.kubernetes.io/exclude-from-external-load-balancers': '' } },
       status: { conditions: [{ type: 'Ready', status: 'True' }] },
-    } as V1Node;
-    const notReady: V1Node = {
+    };
+    const notReady: Raw = {
       metadata: { name: 'edge-1' },
       status: { conditions: [{ type: 'Ready', status: 'False' }] },
-    } as V1Node;
-    const ex = desired(s, sl, nodeInfo(excludedNode, 'edge-1'));
+    };
+    const ex = desired(s, sl, nodeInfo(leanNode(excludedNode), 'edge-1'));
     assert.equal(ex.virtualServices.length, 1);
     assert.equal(ex.vips[0]?.withheld, 'NodeExcluded');
-    assert.equal(desired(s, sl, nodeInfo(notReady, 'edge-1')).vips[0]?.withheld, 'NodeNotReady');
+    assert.equal(desired(s, sl, nodeInfo(leanNode(notReady), 'edge-1')).vips[0]?.withheld, 'NodeNotReady');
     assert.equal(desired(s, sl, nodeInfo(undefined, 'edge-1')).vips[0]?.withheld, 'NodeNotReady');
   });
 
@@ -290,7 +291,7 @@ describe('translate + computeDesired', () => {
   });
 
   test('malformed objects: each skipped with a reason naming the problem, never a crash', () => {
-    const cases: [V1Service, string, RegExp][] = [
+    const cases: [Raw, string, RegExp][] = [
       [
         svc('sched', { annotations: { 'portlb.io/scheduler': 'fastest' } }),
         'InvalidAnnotation',
@@ -310,11 +311,6 @@ describe('translate + computeDesired', () => {
         svc('timeout', { annotations: { 'portlb.io/persistence-timeout': '-5' } }),
         'InvalidAnnotation',
         /persistence-timeout/,
-      ],
-      [
-        svc('typo', { annotations: { 'portlb.io/shceduler': 'rr' } }),
-        'InvalidAnnotation',
-        /unknown annotation/,
       ],
       [svc('noports', { spec: { ports: [] } }), 'NoPorts', /spec\.ports is empty/],
       [svc('nullports', { spec: { ports: null } }), 'NoPorts', /empty/],
@@ -341,8 +337,8 @@ describe('translate + computeDesired', () => {
       {
         metadata: { labels: { 'kubernetes.io/service-name': 'web' }, namespace: 'default' },
         endpoints: null,
-      } as unknown as V1EndpointSlice,
-      { metadata: null } as unknown as V1EndpointSlice,
+      },
+      { metadata: null },
     ];
     const d = desired([svc('web')], slices);
     assert.deepEqual(backends(d), ['10.0.0.1:8080']);
@@ -358,11 +354,8 @@ describe('translate + computeDesired', () => {
       {},
       { spec: null },
       { spec: { type: 'LoadBalancer', ports: 'nope' } },
-    ] as unknown as V1Service[];
-    const d = desired(
-      [...garbage, svc('web')],
-      [null as unknown as V1EndpointSlice, slice('web', [{ ip: '10.0.0.1' }])],
-    );
+    ] as unknown as Raw[];
+    const d = desired([...garbage, svc('web')], [null as unknown as Raw, slice('web', [{ ip: '10.0.0.1' }])]);
     assert.deepEqual(backends(d), ['10.0.0.1:8080']);
     assert.ok(
       d.skipped.every(
@@ -393,34 +386,75 @@ describe('translate + computeDesired', () => {
   });
 
   test('memos: an unchanged Service is not recomputed, a changed one is, results identical', () => {
-    const withRv = (o: V1Service | V1EndpointSlice, rv: string) => ({
+    const withRv = (o: Raw, rv: string) => ({
       ...o,
       metadata: { ...o.metadata, resourceVersion: rv },
     });
     const services = [
       withRv(svc('a'), '1'),
       withRv(svc('b', { status: { loadBalancer: { ingress: [{ ip: '203.0.113.11' }] } } }), '2'),
-    ] as V1Service[];
+    ];
     const slices = [
       withRv(slice('a', [{ ip: '10.0.0.1' }]), '3'),
       withRv(slice('b', [{ ip: '10.0.0.2' }]), '4'),
-    ] as V1EndpointSlice[];
+    ];
     const tm = new TranslateMemo();
     const dm = new DesiredMemo();
-    const first = translateKubernetes({ services, endpointSlices: slices }, cfg, tm);
-    const changed = [slices[0]!, withRv(slice('b', [{ ip: '10.0.0.9' }]), '5')] as V1EndpointSlice[];
-    const second = translateKubernetes({ services, endpointSlices: changed }, cfg, tm);
+    const first = translateKubernetes(lean(services, slices), cfg, { memo: tm });
+    const changed = [slices[0]!, withRv(slice('b', [{ ip: '10.0.0.9' }]), '5')];
+    const second = translateKubernetes(lean(services, changed), cfg, { memo: tm });
     assert.equal(second.services[0], first.services[0], 'a: same object');
     assert.notEqual(second.services[1], first.services[1], 'b: recomputed');
     const memoized = computeDesired({ services: second.services }, node, { owns }, dm);
     const again = computeDesired({ services: second.services }, node, { owns }, dm);
     const plain = computeDesired(
-      { services: translateKubernetes({ services, endpointSlices: changed }, cfg).services },
+      { services: translateKubernetes(lean(services, changed), cfg).services },
       node,
       { owns },
     );
     assert.deepEqual(memoized, plain);
     assert.deepEqual(again, plain);
     assert.equal(again.virtualServices[0], memoized.virtualServices[0], 'served from the memo');
+  });
+
+  test('an unknown portlb.io/ key is a warning; the Service keeps working', () => {
+    const d = desired(
+      [svc('typo', { annotations: { 'portlb.io/shceduler': 'rr' } })],
+      [slice('typo', [{ ip: '10.0.0.1' }])],
+    );
+    assert.deepEqual(backends(d), ['10.0.0.1:8080']);
+    assert.equal(d.skipped.length, 0);
+    assert.match(d.warnings[0]!.message, /unknown annotation portlb\.io\/shceduler ignored/);
+  });
+
+  test('a Service whose settings turn invalid keeps its last valid ones (a new invalid one is skipped)', () => {
+    const good = svc('web', { annotations: { 'portlb.io/scheduler': 'rr' } });
+    const first = translateKubernetes(lean([good], [slice('web', [{ ip: '10.0.0.1' }])]), cfg);
+    assert.equal(first.services[0]?.scheduler, 'rr');
+    const typo = svc('web', { annotations: { 'portlb.io/scheduler': 'fastest' } });
+    const second = translateKubernetes(
+      lean([typo], [slice('web', [{ ip: '10.0.0.1' }, { ip: '10.0.0.2' }])]),
+      cfg,
+      {
+        lastValid: first.lastValid,
+      },
+    );
+    assert.equal(second.skipped.length, 0, 'not skipped');
+    assert.equal(second.services[0]?.scheduler, 'rr', 'the last valid scheduler');
+    assert.equal(second.services[0]?.ports[0]?.endpoints.length, 2, 'endpoints still follow the cluster');
+    assert.deepEqual(
+      second.kept.map((k) => k.service),
+      ['default/web'],
+    );
+    assert.match(second.services[0]!.warnings.join(), /fastest.*last valid settings stay in force/);
+    // Replaced by another object of the same name: no last valid settings to keep.
+    const other = { ...typo, metadata: { ...typo.metadata, uid: 'another-uid' } };
+    const third = translateKubernetes(lean([other], []), cfg, { lastValid: second.lastValid });
+    assert.equal(third.skipped[0]?.reason, 'InvalidAnnotation');
+    // Fixed: the new settings, nothing kept.
+    const fixed = svc('web', { annotations: { 'portlb.io/scheduler': 'wrr' } });
+    const fourth = translateKubernetes(lean([fixed], []), cfg, { lastValid: second.lastValid });
+    assert.equal(fourth.services[0]?.scheduler, 'wrr');
+    assert.deepEqual(fourth.kept, []);
   });
 });

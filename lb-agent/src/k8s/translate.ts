@@ -1,19 +1,27 @@
-// Kubernetes objects -> ServiceIntents, pure. Which Services are ours (type, class), their
-// assigned VIPs (status), their ports, and their endpoints chosen as kube-proxy reads
-// EndpointSlices. Every LoadBalancer Service left out gets a reason; malformed objects are
-// read defensively and never throw.
-import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+// Kubernetes objects (lean, objects.ts) -> ServiceIntents, pure. Which Services are ours
+// (type, class), their assigned VIPs (status), their ports, and their endpoints chosen as
+// kube-proxy reads EndpointSlices. Every LoadBalancer Service left out gets a reason;
+// malformed objects never throw. A Service whose portlb.io/ settings turn invalid keeps
+// its last valid ones (with a warning) instead of going down: the caller hands the last
+// valid settings in and keeps the ones handed back.
 import type { Endpoint, PortIntent, ServiceIntent, Skip } from '../core/types.ts';
 import type { Protocol } from '../ipvs/types.ts';
 import { canonicalIp, type Family, ipFamily } from '../net/ip.ts';
 import { parseAnnotations, type ServiceSettings } from './annotations.ts';
+import {
+  EXCLUDE_LABEL,
+  type LeanEndpointSlice,
+  type LeanNode,
+  type LeanService,
+  objectKey,
+  SERVICE_NAME_LABEL,
+} from './objects.ts';
 
-export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
-export const EXCLUDE_LABEL = 'node.kubernetes.io/exclude-from-external-load-balancers';
+export { EXCLUDE_LABEL, SERVICE_NAME_LABEL };
 
 export interface KubeSnapshot {
-  services: readonly V1Service[];
-  endpointSlices: readonly V1EndpointSlice[];
+  services: readonly LeanService[];
+  endpointSlices: readonly LeanEndpointSlice[];
 }
 
 export interface TranslateConfig {
@@ -23,19 +31,16 @@ export interface TranslateConfig {
   defaultForwarding: 'nat' | 'tunnel' | 'dr';
 }
 
-export const serviceKey = (s: { metadata?: { namespace?: string; name?: string } }): string =>
-  `${s.metadata?.namespace ?? ''}/${s.metadata?.name ?? ''}`;
+export const serviceKey = (s: { namespace: string; name: string }): string => objectKey(s);
 
 /** Whether portlb is the implementation for this Service (type and class). */
 export function isOurs(
-  svc: V1Service,
+  svc: Pick<LeanService, 'type' | 'loadBalancerClass'>,
   cfg: Pick<TranslateConfig, 'loadBalancerClass' | 'serveServicesWithoutClass'>,
 ): boolean {
-  if (svc?.spec?.type !== 'LoadBalancer') return false;
-  const cls = svc.spec.loadBalancerClass;
-  return cls === undefined || cls === null || cls === ''
-    ? cfg.serveServicesWithoutClass
-    : cls === cfg.loadBalancerClass;
+  if (svc.type !== 'LoadBalancer') return false;
+  const cls = svc.loadBalancerClass;
+  return !cls ? cfg.serveServicesWithoutClass : cls === cfg.loadBalancerClass;
 }
 
 const PROTOCOLS: Record<string, Protocol> = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' };
@@ -46,7 +51,7 @@ function validPort(p: unknown): p is number {
 
 /** Endpoints of one service port, from all of the service's slices (deduplicated by ip:port). */
 export function endpointsForPort(
-  slices: readonly V1EndpointSlice[],
+  slices: readonly LeanEndpointSlice[],
   port: { name: string; protocol: Protocol },
   warnings: string[],
 ): Endpoint[] {
@@ -55,31 +60,29 @@ export function endpointsForPort(
     const family: Family | undefined =
       slice.addressType === 'IPv4' ? 'ipv4' : slice.addressType === 'IPv6' ? 'ipv6' : undefined;
     if (!family) continue; // FQDN slices carry no addresses to balance to
-    const slicePort = (slice.ports ?? []).find(
-      (p) => (p?.name ?? '') === port.name && PROTOCOLS[p?.protocol ?? 'TCP'] === port.protocol,
+    const slicePort = slice.ports.find(
+      (p) => p.name === port.name && PROTOCOLS[p.protocol ?? 'TCP'] === port.protocol,
     );
     if (!slicePort) continue;
     if (!validPort(slicePort.port)) {
       warnings.push(
-        `EndpointSlice ${slice.metadata?.name}: port ${JSON.stringify(port.name)} has no valid number (${JSON.stringify(slicePort.port)})`,
+        `EndpointSlice ${slice.name}: port ${JSON.stringify(port.name)} has no valid number (${JSON.stringify(slicePort.port)})`,
       );
       continue;
     }
-    for (const ep of slice.endpoints ?? []) {
-      // kube-proxy uses the first address only.
-      const raw = ep?.addresses?.[0];
+    for (const ep of slice.endpoints) {
+      const raw = ep.address;
       const address = typeof raw === 'string' ? canonicalIp(raw) : undefined;
       if (!address || ipFamily(address) !== family) {
         warnings.push(
-          `EndpointSlice ${slice.metadata?.name}: endpoint address ${JSON.stringify(raw)} is not an ${family} address, ignored`,
+          `EndpointSlice ${slice.name}: endpoint address ${JSON.stringify(raw)} is not an ${family} address, ignored`,
         );
         continue;
       }
-      const c = ep.conditions ?? {};
       // Unset conditions mean ready/serving (the API's documented default); terminating defaults to false.
-      const ready = c.ready !== false;
-      const serving = c.serving ?? ready;
-      const terminating = c.terminating === true;
+      const ready = ep.ready !== false;
+      const serving = ep.serving ?? ready;
+      const terminating = ep.terminating === true;
       const e: Endpoint = {
         address,
         family,
@@ -87,7 +90,7 @@ export function endpointsForPort(
         ready: ready && !terminating,
         serving,
         terminating,
-        nodeName: ep.nodeName ?? undefined,
+        nodeName: ep.nodeName,
       };
       const key = `${address}|${e.port}`;
       const prev = byKey.get(key);
@@ -98,24 +101,35 @@ export function endpointsForPort(
   return [...byKey.values()];
 }
 
-function persistenceOf(svc: V1Service, settings: ServiceSettings): ServiceIntent['persistence'] {
+function persistenceOf(svc: LeanService, settings: ServiceSettings): ServiceIntent['persistence'] {
   let timeout: number | undefined;
-  if (svc.spec?.sessionAffinity === 'ClientIP') {
-    timeout = svc.spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800;
-  }
+  if (svc.sessionAffinity === 'ClientIP') timeout = svc.affinityTimeoutSeconds ?? 10800;
   if (settings.persistenceTimeout !== undefined) timeout = settings.persistenceTimeout;
   if (!timeout) return undefined;
   return { timeout, prefix: settings.persistenceNetmask };
 }
 
+/** The last valid portlb.io/ settings of each Service, by namespace/name (with its uid). */
+export type LastValidSettings = ReadonlyMap<string, { uid: string | undefined; settings: ServiceSettings }>;
+
 export interface Translation {
   services: ServiceIntent[];
   skipped: Skip[];
-  /** The parsed settings of each of our Services (the allocator needs pools and sharing keys). */
+  /** The settings in force for each of our Services (the allocator needs pools and sharing keys). */
   settings: Map<string, ServiceSettings>;
+  /** Services running on their last valid settings because the current ones are invalid. */
+  kept: { service: string; problem: string }[];
+  /** To hand to the next translation. */
+  lastValid: Map<string, { uid: string | undefined; settings: ServiceSettings }>;
 }
 
-type OneResult = { skip: Skip } | { intent: ServiceIntent; settings: ServiceSettings };
+/** One Service's translation: an intent or a skip, and its settings whenever they are known. */
+type OneResult = ({ skip: Skip; intent?: undefined } | { intent: ServiceIntent; skip?: undefined }) & {
+  /** The settings in force (valid, or the last valid ones); absent when invalid with nothing to fall back on. */
+  settings?: ServiceSettings;
+  /** Why the current settings are not the ones in force. */
+  problem?: string;
+};
 
 /**
  * Per-Service results keyed by the resourceVersions of the Service and its slices: an
@@ -139,13 +153,16 @@ export class TranslateMemo {
   }
 }
 
-function versionKey(svc: V1Service, slices: readonly V1EndpointSlice[]): string | undefined {
-  const rv = svc.metadata?.resourceVersion;
-  if (!rv) return undefined;
-  const parts = [rv];
+function versionKey(
+  svc: LeanService,
+  slices: readonly LeanEndpointSlice[],
+  kept: boolean,
+): string | undefined {
+  if (!svc.resourceVersion) return undefined;
+  const parts = [svc.resourceVersion, kept ? 'kept' : ''];
   for (const s of slices) {
-    if (!s.metadata?.resourceVersion) return undefined;
-    parts.push(`${s.metadata.name}@${s.metadata.resourceVersion}`);
+    if (!s.resourceVersion) return undefined;
+    parts.push(`${s.name}@${s.resourceVersion}`);
   }
   return parts.sort().join('|');
 }
@@ -153,32 +170,37 @@ function versionKey(svc: V1Service, slices: readonly V1EndpointSlice[]): string 
 export function translateKubernetes(
   snapshot: KubeSnapshot,
   cfg: TranslateConfig,
-  memo?: TranslateMemo,
+  options: { memo?: TranslateMemo; lastValid?: LastValidSettings } = {},
 ): Translation {
-  const slicesByService = new Map<string, V1EndpointSlice[]>();
+  const slicesByService = new Map<string, LeanEndpointSlice[]>();
   for (const slice of snapshot.endpointSlices) {
-    const name = slice?.metadata?.labels?.[SERVICE_NAME_LABEL];
-    if (!name) continue;
-    const key = `${slice.metadata?.namespace ?? ''}/${name}`;
+    if (!slice.serviceName) continue;
+    const key = `${slice.namespace}/${slice.serviceName}`;
     const list = slicesByService.get(key);
     if (list) list.push(slice);
     else slicesByService.set(key, [slice]);
   }
-  const out: Translation = { services: [], skipped: [], settings: new Map() };
+  const out: Translation = { services: [], skipped: [], settings: new Map(), kept: [], lastValid: new Map() };
   const seen = new Set<string>();
   for (const svc of snapshot.services) {
-    if (svc?.spec?.type !== 'LoadBalancer') continue;
+    if (svc.type !== 'LoadBalancer') continue;
     const id = serviceKey(svc);
     seen.add(id);
+    const previous = options.lastValid?.get(id);
+    const fallback = previous && previous.uid === svc.uid ? previous.settings : undefined;
     try {
       const slices = slicesByService.get(id) ?? [];
-      const compute = () => translateOne(svc, id, slices, cfg);
-      const result = memo ? memo.lookup(id, versionKey(svc, slices), compute) : compute();
-      if ('skip' in result) out.skipped.push(result.skip);
-      else {
-        out.services.push(result.intent);
+      const compute = () => translateOne(svc, id, slices, cfg, fallback);
+      const result = options.memo
+        ? options.memo.lookup(id, versionKey(svc, slices, fallback !== undefined), compute)
+        : compute();
+      if (result.settings) {
         out.settings.set(id, result.settings);
+        out.lastValid.set(id, { uid: svc.uid, settings: result.settings });
+        if (result.problem) out.kept.push({ service: id, problem: result.problem });
       }
+      if (result.skip) out.skipped.push(result.skip);
+      else out.services.push(result.intent);
     } catch (err) {
       out.skipped.push({
         service: id,
@@ -187,52 +209,64 @@ export function translateKubernetes(
       });
     }
   }
+  options.memo?.retain(seen);
   return out;
 }
 
 function translateOne(
-  svc: V1Service,
+  svc: LeanService,
   id: string,
-  slices: readonly V1EndpointSlice[],
+  slices: readonly LeanEndpointSlice[],
   cfg: TranslateConfig,
+  fallback: ServiceSettings | undefined,
 ): OneResult {
-  const skip = (reason: Skip['reason'], detail: string) => ({ skip: { service: id, reason, detail } });
+  let settings: ServiceSettings | undefined;
+  let problem: string | undefined;
+  const skip = (reason: Skip['reason'], detail: string): OneResult => ({
+    skip: { service: id, reason, detail },
+    settings,
+    problem,
+  });
   if (!isOurs(svc, cfg)) {
     return skip(
       'NotOurClass',
-      `loadBalancerClass ${JSON.stringify(svc.spec?.loadBalancerClass ?? null)} is not ${cfg.loadBalancerClass}`,
+      `loadBalancerClass ${JSON.stringify(svc.loadBalancerClass ?? null)} is not ${cfg.loadBalancerClass}`,
     );
   }
-  const parsed = parseAnnotations(svc.metadata?.annotations, cfg.defaultScheduler);
-  if (!parsed.ok) return skip('InvalidAnnotation', parsed.problem);
-  const settings = parsed.settings;
+  const parsed = parseAnnotations(svc.annotations, cfg.defaultScheduler);
+  const warnings: string[] = parsed.ok ? [...parsed.warnings] : [];
+  if (parsed.ok) settings = parsed.settings;
+  else if (fallback) {
+    // A typo on a serving Service must not take it down: the last valid settings stay.
+    settings = fallback;
+    problem = parsed.problem;
+    warnings.push(`${parsed.problem}; the last valid settings stay in force until it is fixed`);
+  } else return skip('InvalidAnnotation', parsed.problem);
 
-  const rawPorts = svc.spec?.ports;
+  const rawPorts = svc.ports;
   if (!Array.isArray(rawPorts) || rawPorts.length === 0) return skip('NoPorts', 'spec.ports is empty');
   const ports: PortIntent[] = [];
-  const warnings: string[] = [];
   for (const [i, p] of rawPorts.entries()) {
-    const protocol = PROTOCOLS[p?.protocol ?? 'TCP'];
+    const protocol =
+      PROTOCOLS[typeof p.protocol === 'string' ? p.protocol : p.protocol === undefined ? 'TCP' : ''];
     if (!protocol)
       return skip(
         'UnsupportedProtocol',
-        `spec.ports[${i}].protocol ${JSON.stringify(p?.protocol)} is not TCP, UDP or SCTP`,
+        `spec.ports[${i}].protocol ${JSON.stringify(p.protocol)} is not TCP, UDP or SCTP`,
       );
-    if (!validPort(p?.port))
-      return skip('InvalidPort', `spec.ports[${i}].port ${JSON.stringify(p?.port)} is not 1..65535`);
-    const name = typeof p.name === 'string' ? p.name : '';
+    if (!validPort(p.port))
+      return skip('InvalidPort', `spec.ports[${i}].port ${JSON.stringify(p.port)} is not 1..65535`);
     ports.push({
-      name,
+      name: p.name,
       protocol,
       port: p.port,
-      endpoints: endpointsForPort(slices, { name, protocol }, warnings),
+      endpoints: endpointsForPort(slices, { name: p.name, protocol }, warnings),
     });
   }
 
-  const ingress = svc.status?.loadBalancer?.ingress ?? [];
   const vips: string[] = [];
-  for (const ing of ingress) {
-    if (!ing?.ip) continue; // hostname-only entries are for other implementations
+  for (const ing of svc.ingress) {
+    if (!ing.ip) continue; // hostname-only entries are for other implementations
     const ip = canonicalIp(ing.ip);
     if (!ip)
       return skip(
@@ -252,24 +286,18 @@ function translateOne(
     schedulerFlags: settings.schedulerFlags ?? [],
     forwarding: settings.forwarding ?? cfg.defaultForwarding,
     persistence: persistenceOf(svc, settings),
-    trafficPolicy: svc.spec?.externalTrafficPolicy === 'Local' ? 'Local' : 'Cluster',
+    trafficPolicy: svc.externalTrafficPolicy === 'Local' ? 'Local' : 'Cluster',
     announce: true,
     warnings,
   };
-  return { intent, settings };
+  return { intent, settings, problem };
 }
 
 /** The node facts that decide whether this node announces. */
 export function nodeInfo(
-  node: V1Node | undefined,
+  node: LeanNode | undefined,
   name: string,
 ): { name: string; excluded: boolean; ready: boolean } {
   if (!node) return { name, excluded: false, ready: false };
-  const labels = node.metadata?.labels ?? {};
-  const readyCond = (node.status?.conditions ?? []).find((c) => c?.type === 'Ready');
-  return {
-    name,
-    excluded: Object.hasOwn(labels, EXCLUDE_LABEL),
-    ready: readyCond?.status === 'True',
-  };
+  return { name, excluded: node.excluded, ready: node.ready };
 }

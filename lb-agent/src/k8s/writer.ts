@@ -1,27 +1,31 @@
 // The Kubernetes side effects: Service status (status subresource, merge patch, one entry
-// per VIP with ipMode Proxy) and Events. Events are de-duplicated so a steady state
-// does not repeat itself on every sync.
-import { type CoreV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import { describeError } from '../errors.ts';
+// per VIP with ipMode Proxy) and Events. Each call takes the lane's deadline. Events are
+// de-duplicated so a steady state does not repeat itself.
 import type { Clock } from '../util/clock.ts';
-import { systemClock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
-import type { KubeEvent, StatusUpdate } from './allocator.ts';
+import type { KubeEvent, ServiceRef, StatusUpdate } from './allocator.ts';
+import type { Json, KubeClient } from './client.ts';
+import { microTime } from './leader.ts';
 
 export interface KubeWriterOptions {
-  core: CoreV1Api;
-  /** "portlb" + node: who reports the Events. */
+  client: KubeClient;
+  /** "portlb": who reports the Events. */
   component: string;
+  /** The node: which instance reports them. */
   host: string;
-  clock?: Clock;
+  clock: Clock;
   logger?: Logger;
   /** How long an identical Event is not repeated. */
   eventDedupMs?: number;
 }
 
+export interface StatusResult {
+  /** The API server kept the ingress IPs but dropped ipMode (Kubernetes < 1.30, or the feature gate off). */
+  ipModeDropped: boolean;
+}
+
 export class KubeWriter {
   private readonly o: KubeWriterOptions;
-  private readonly clock: Clock;
   private readonly log: Logger;
   private readonly recent = new Map<string, number>();
   statusWrites = 0;
@@ -29,59 +33,51 @@ export class KubeWriter {
 
   constructor(options: KubeWriterOptions) {
     this.o = options;
-    this.clock = options.clock ?? systemClock;
     this.log = options.logger ?? silentLogger;
   }
 
-  /** Writes one Service's status; returns an error message instead of throwing. */
-  async writeStatus(update: StatusUpdate): Promise<string | undefined> {
+  /** Writes one Service's status; throws on failure (the lane counts it). */
+  async writeStatus(update: StatusUpdate, signal: AbortSignal): Promise<StatusResult> {
     const { namespace, name } = update.service;
-    try {
-      await this.o.core.patchNamespacedServiceStatus(
-        {
-          name,
-          namespace,
-          // Merge patch: replaces the ingress list, touches nothing else of the status.
-          body: { status: { loadBalancer: { ingress: update.ips.map((ip) => ({ ip, ipMode: 'Proxy' })) } } },
-        },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
-      this.statusWrites++;
-      this.log.info({ service: `${namespace}/${name}`, ips: update.ips }, 'wrote Service status');
-      return undefined;
-    } catch (err) {
-      const message = `status of ${namespace}/${name}: ${describeError(err)}`;
-      this.log.warn(
-        { service: `${namespace}/${name}`, err: describeError(err) },
-        'could not write Service status',
-      );
-      return message;
-    }
+    const written: Json = await this.o.client.request(
+      'PATCH',
+      `/api/v1/namespaces/${namespace}/services/${name}/status`,
+      {
+        // Merge patch: replaces the ingress list, touches nothing else of the status.
+        body: { status: { loadBalancer: { ingress: update.ips.map((ip) => ({ ip, ipMode: 'Proxy' })) } } },
+        contentType: 'application/merge-patch+json',
+        signal,
+      },
+    );
+    this.statusWrites++;
+    this.log.info({ service: `${namespace}/${name}`, ips: update.ips }, 'wrote Service status');
+    const ingress = (written?.status?.loadBalancer?.ingress ?? []) as Json[];
+    return { ipModeDropped: update.ips.length > 0 && ingress.length > 0 && ingress.every((i) => !i?.ipMode) };
   }
 
-  /** Records an Event on a Service unless the same one was sent recently. */
-  async event(ev: KubeEvent): Promise<void> {
-    const key = `${ev.service.namespace}/${ev.service.name}|${ev.type}|${ev.reason}|${ev.message}`;
-    const now = this.clock.now();
-    const last = this.recent.get(key);
-    if (last !== undefined && now - last < (this.o.eventDedupMs ?? 10 * 60_000)) return;
-    this.recent.set(key, now);
+  /** Whether this Event was recorded recently (then it is not sent again). */
+  isRecent(ev: KubeEvent): boolean {
+    const last = this.recent.get(eventKey(ev));
+    return last !== undefined && this.o.clock.monotonic() - last < (this.o.eventDedupMs ?? 10 * 60_000);
+  }
+
+  /** Records an Event on a Service (or the Node); de-duplicated; throws on failure. */
+  async event(ev: KubeEvent, signal: AbortSignal): Promise<void> {
+    if (this.isRecent(ev)) return;
+    const now = this.o.clock.monotonic();
+    this.recent.set(eventKey(ev), now);
     if (this.recent.size > 10_000) {
       for (const [k, t] of this.recent) if (now - t > (this.o.eventDedupMs ?? 600_000)) this.recent.delete(k);
     }
-    const time = new Date(now);
+    const time = new Date(this.o.clock.now()).toISOString();
+    const target = involvedObject(ev.service);
     try {
-      await this.o.core.createNamespacedEvent({
-        namespace: ev.service.namespace,
+      await this.o.client.request('POST', `/api/v1/namespaces/${target.namespace || 'default'}/events`, {
         body: {
-          metadata: { generateName: `${ev.service.name}.`, namespace: ev.service.namespace },
-          involvedObject: {
-            kind: 'Service',
-            apiVersion: 'v1',
-            namespace: ev.service.namespace,
-            name: ev.service.name,
-            uid: ev.service.uid,
-          },
+          apiVersion: 'v1',
+          kind: 'Event',
+          metadata: { generateName: `${ev.service.name}.`, namespace: target.namespace || 'default' },
+          involvedObject: target,
           type: ev.type,
           reason: ev.reason,
           message: ev.message,
@@ -90,12 +86,26 @@ export class KubeWriter {
           reportingInstance: this.o.host,
           firstTimestamp: time,
           lastTimestamp: time,
+          eventTime: microTime(this.o.clock.now()),
+          action: ev.reason,
           count: 1,
         },
+        signal,
       });
       this.eventsSent++;
     } catch (err) {
-      this.log.debug({ err: describeError(err), reason: ev.reason }, 'could not record an Event');
+      // Not sent: may be tried again.
+      this.recent.delete(eventKey(ev));
+      throw err;
     }
   }
+}
+
+const eventKey = (ev: KubeEvent) =>
+  `${ev.service.kind ?? 'Service'}|${ev.service.namespace}/${ev.service.name}|${ev.type}|${ev.reason}|${ev.message}`;
+
+function involvedObject(ref: ServiceRef): Json {
+  if (ref.kind === 'Node')
+    return { kind: 'Node', apiVersion: 'v1', name: ref.name, uid: ref.uid, namespace: '' };
+  return { kind: 'Service', apiVersion: 'v1', namespace: ref.namespace, name: ref.name, uid: ref.uid };
 }

@@ -1,15 +1,25 @@
 // Time, injected: retry, backoff, drain and supervision logic take a Clock so tests can
-// drive them without sleeping.
+// drive them without sleeping. Two kinds of time: the wall clock, for what people and the
+// API server read (timestamps), and a monotonic clock, for every interval, deadline,
+// drain and lease, so that a clock step (NTP, a VM resumed) changes none of them.
 
 export interface Clock {
-  /** Milliseconds since the epoch. */
+  /** Wall-clock milliseconds since the epoch: timestamps only, never intervals. */
   now(): number;
-  /** Resolves after `ms`, or rejects with the signal's reason when aborted. */
+  /** Monotonic milliseconds from an arbitrary origin: intervals, deadlines, durations. */
+  monotonic(): number;
+  /** Resolves after `ms` of monotonic time, or rejects with the signal's reason when aborted. */
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+/** A monotonic instant as wall-clock time (for showing when something started). */
+export function wallTimeOf(clock: Clock, monotonicAt: number): number {
+  return clock.now() - (clock.monotonic() - monotonicAt);
 }
 
 export const systemClock: Clock = {
   now: () => Date.now(),
+  monotonic: () => performance.now(),
   sleep: (ms, signal) =>
     new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
@@ -25,9 +35,10 @@ export const systemClock: Clock = {
     }),
 };
 
-/** A clock that moves only when told to. */
+/** A clock that moves only when told to; its wall clock can also jump on its own. */
 export class ManualClock implements Clock {
   private time: number;
+  private wallOffset = 0;
   private sleepers: { at: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
 
   constructor(start = 1_700_000_000_000) {
@@ -35,7 +46,16 @@ export class ManualClock implements Clock {
   }
 
   now(): number {
+    return this.time + this.wallOffset;
+  }
+
+  monotonic(): number {
     return this.time;
+  }
+
+  /** Steps the wall clock only (as NTP or a resumed VM does); monotonic time is unaffected. */
+  jumpWall(ms: number): void {
+    this.wallOffset += ms;
   }
 
   sleep(ms: number, signal?: AbortSignal): Promise<void> {

@@ -1,0 +1,83 @@
+// The status document of one node (`/status`, `portlb status`): what it programs, with
+// which backends and live connection counts, which VIPs it announces or withholds and
+// why, its BGP peers, its last pass. Built from the last pass and a read of the kernel.
+import type { PeerStatus } from '../bgp/types.ts';
+import type { ServiceState } from '../ipvs/types.ts';
+import { destinationId, serviceId } from '../ipvs/types.ts';
+import { type Clock, wallTimeOf } from '../util/clock.ts';
+import { vipPrefix } from './announcer.ts';
+import type { PassResult } from './reconciler.ts';
+
+export interface StatusInput {
+  node: string;
+  mode: string;
+  leader: boolean | null;
+  source: { kind: string; synced: boolean; healthy: boolean; error: string | undefined };
+  ready: { ready: boolean; reasons: string[] };
+  live: { ok: boolean; reason: string | undefined };
+  last: PassResult | undefined;
+  /** The kernel's services inside the pools, with counters. */
+  table: ServiceState[];
+  bgp: { connected: boolean; peers: PeerStatus[] } | null;
+  notices: { what: string; subject: string; reason: string | undefined; message: string }[];
+  clock: Clock;
+}
+
+export function buildStatus(s: StatusInput): Record<string, unknown> {
+  const last = s.last;
+  const owners = new Map(
+    (last?.desired.virtualServices ?? []).map((v) => [serviceId(v.spec.service.key), v.owner]),
+  );
+  const announced = new Set((last?.ads ?? []).map((a) => a.prefix));
+  const outcomes = last?.report.services;
+  return {
+    node: s.node,
+    mode: s.mode,
+    leader: s.leader,
+    source: s.source,
+    ready: s.ready,
+    live: s.live,
+    lastSync: last && {
+      at: new Date(last.at).toISOString(),
+      ok: last.ok,
+      full: last.full,
+      durationMs: Math.round(last.durationMs),
+      failures: last.report.failures,
+    },
+    services: s.table.map((t) => {
+      const id = serviceId(t.service.key);
+      return {
+        id,
+        owner: owners.get(id) ?? null,
+        state: outcomes?.get(id)?.outcome ?? null,
+        scheduler: t.service.scheduler,
+        flags: t.service.schedulerFlags,
+        connections: t.stats?.connections ?? 0,
+        backends: t.destinations.map((d) => ({
+          id: destinationId(d),
+          forward: d.forward,
+          weight: d.weight,
+          active: d.activeConnections,
+          inactive: d.inactiveConnections,
+        })),
+      };
+    }),
+    vips: (last?.desired.vips ?? []).map((v) => ({
+      address: v.address,
+      owners: v.owners,
+      announced: announced.has(vipPrefix(v.address, v.family)),
+      withheld: last?.withheld.find((w) => w.address === v.address)?.reason ?? null,
+      kept: last?.kept.includes(v.address) ?? false,
+    })),
+    draining: (last?.report.draining ?? []).map((d) => ({
+      service: serviceId(d.key),
+      backend: destinationId(d.destination),
+      active: d.activeConnections,
+      since: new Date(wallTimeOf(s.clock, d.since)).toISOString(),
+    })),
+    skipped: last?.desired.skipped ?? [],
+    warnings: last?.desired.warnings ?? [],
+    notices: s.notices,
+    bgp: s.bgp && { ...s.bgp, announced: [...announced] },
+  };
+}
