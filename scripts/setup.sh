@@ -24,7 +24,7 @@ PACKAGES=(
   kmod iproute2 procps ipvsadm iptables nftables
   gobgpd golang-github-osrg-gobgp-dev bird2 frr
   make g++ python3 ca-certificates
-  podman runc catatonit debootstrap jq unzip
+  podman runc catatonit debootstrap jq unzip ipset iputils-ping
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

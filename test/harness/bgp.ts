@@ -99,15 +99,25 @@ export interface Bird {
   socket: string;
 }
 
-export async function startBird(
+export function startBird(
   lab: NetnsLab,
   ns: string,
   options: BirdOptions,
   label = `bird-${ns}`,
 ): Promise<Bird> {
+  return startBirdWithConfig(lab, ns, birdConfig(options), label);
+}
+
+/** BIRD with a configuration of the test's own (other routing roles than the ECMP core). */
+export async function startBirdWithConfig(
+  lab: NetnsLab,
+  ns: string,
+  config: string,
+  label = `bird-${ns}`,
+): Promise<Bird> {
   const conf = path.join(lab.dir, `${label}.conf`);
   const socket = path.join(lab.dir, `${label}.ctl`);
-  writeFileSync(conf, birdConfig(options));
+  writeFileSync(conf, config);
   // ECMP hashing on ports too, or every flow between two hosts lands on one replica.
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.fib_multipath_hash_policy=1']);
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv6.fib_multipath_hash_policy=1']);

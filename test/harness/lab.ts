@@ -7,9 +7,10 @@
 //
 // Used by `npm run lab` (scripts/lab.ts) and the end-to-end tests (test/e2e).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { type Bird, birdProtocolState, type Gobgpd, startBird, startGobgpd } from './bgp.ts';
+import { type Bird, birdc, birdProtocolState, type Gobgpd, startBird, startGobgpd } from './bgp.ts';
+import { KubeApiClient } from './kube-api-client.ts';
 import type { LoadResult } from './load-client.ts';
 import { type Daemon, fibNextHops, NetnsLab, run, waitFor } from './netns.ts';
 
@@ -36,8 +37,24 @@ export interface LabOptions {
   drainTimeoutSeconds?: number;
   resyncSeconds?: number;
   gracefulShutdownSeconds?: number;
+  /**
+   * Kubernetes mode: the agents watch a fake API server (its own process, HTTPS, in the
+   * guest's root namespace on the lab bridge) instead of a services file; the lab's
+   * services are Services and EndpointSlices there.
+   */
+  kubernetes?: boolean;
   say?: (line: string) => void;
 }
+
+export interface AgentStartOptions {
+  agentArgs?: string[];
+  configOverrides?: string[];
+  /** Extra environment (e.g. PORTLB_TEST_FAULTS). */
+  env?: Record<string, string>;
+}
+
+export const API_HOST = '10.0.0.254';
+export const API_PORT = 6443;
 
 /** The lab's two VIPs: one with IPIP tunnel forwarding (DSR), one with NAT; mh on both. */
 export const TUNNEL_VIP = '203.0.113.10';
@@ -66,6 +83,9 @@ export class Lab {
   readonly o: LabOptions;
   bird!: Bird;
   services: LabService[];
+  /** Kubernetes mode: the API server's client, and its process. */
+  kube: KubeApiClient | undefined;
+  private api: Daemon | undefined;
   private readonly replicas = new Map<number, Replica>();
   private readonly say: (line: string) => void;
 
@@ -84,9 +104,109 @@ export class Lab {
     return path.join(this.dir, 'services.yaml');
   }
 
-  /** Writes the services file every agent reads (and reloads when it changes). */
-  writeServices(services: LabService[] = this.services): void {
+  get kubeconfigFile(): string {
+    return path.join(this.dir, 'kubeconfig.yaml');
+  }
+
+  /** Kubernetes mode: the fake API server, a kubeconfig for the agents, the nodes. */
+  private async startApi(): Promise<void> {
+    const tlsDir = path.join(this.dir, 'api');
+    this.api = this.net.spawnHost('kube-api', node, [
+      path.join(repo, 'test', 'harness', 'fake-kube-api-server.ts'),
+      '--host',
+      API_HOST,
+      '--port',
+      String(API_PORT),
+      '--tls-dir',
+      tlsDir,
+    ]);
+    await waitFor('the API server', () => this.net.log(this.api!).includes('listening'), {
+      timeoutMs: 60_000,
+      intervalMs: 200,
+    });
+    const ca = readFileSync(path.join(tlsDir, 'ca.crt'), 'utf8');
+    this.kube = new KubeApiClient(`https://${API_HOST}:${API_PORT}`, ca);
+    writeFileSync(
+      this.kubeconfigFile,
+      [
+        'apiVersion: v1',
+        'kind: Config',
+        'clusters:',
+        `- name: lab`,
+        `  cluster: { server: "https://${API_HOST}:${API_PORT}", certificate-authority-data: ${Buffer.from(ca).toString('base64')} }`,
+        'users:',
+        '- name: agent',
+        '  user: { token: lab-token }',
+        'contexts:',
+        '- name: lab',
+        '  context: { cluster: lab, user: agent }',
+        'current-context: lab',
+        '',
+      ].join('\n'),
+    );
+    for (let i = 1; i <= this.o.maxReplicas; i++) {
+      await this.kube.create('nodes', {
+        metadata: { name: `lb${i}`, labels: { 'portlb.io/edge': 'true' } },
+        status: { conditions: [{ type: 'Ready', status: 'True' }] },
+      });
+    }
+  }
+
+  /** Kubernetes mode: the lab's services as Services (VIP pinned) and EndpointSlices. */
+  private async writeKubeServices(services: LabService[]): Promise<void> {
+    const kube = this.kube!;
+    for (const s of services) {
+      const service = {
+        metadata: {
+          name: s.name,
+          namespace: 'default',
+          annotations: {
+            'portlb.io/load-balancer-ips': s.vip,
+            'portlb.io/forwarding': s.forwarding,
+            'portlb.io/scheduler': s.scheduler ?? 'mh',
+            ...((s.scheduler ?? 'mh') === 'mh' ? { 'portlb.io/scheduler-flags': 'mh-port' } : {}),
+          },
+        },
+        spec: {
+          type: 'LoadBalancer',
+          loadBalancerClass: 'portlb.io/portlb',
+          ports: [{ name: 'http', port: s.port, protocol: 'TCP' }],
+        },
+      };
+      const slice = {
+        metadata: {
+          name: `${s.name}-1`,
+          namespace: 'default',
+          labels: { 'kubernetes.io/service-name': s.name },
+        },
+        addressType: 'IPv4',
+        ports: [{ name: 'http', port: s.backendPort, protocol: 'TCP' }],
+        endpoints: s.backends.map((b) => ({
+          addresses: [beAddress(b.n)],
+          conditions: { ready: b.ready ?? true },
+        })),
+      };
+      const exists = await kube.get('services', 'default', s.name).catch(() => undefined);
+      if (exists) {
+        await kube.patch('services', 'default', s.name, {
+          metadata: { annotations: service.metadata.annotations },
+          spec: service.spec,
+        });
+        await kube.patch('endpointslices', 'default', slice.metadata.name, {
+          endpoints: slice.endpoints,
+          ports: slice.ports,
+        });
+      } else {
+        await kube.create('services', service);
+        await kube.create('endpointslices', slice);
+      }
+    }
+  }
+
+  /** Writes the services file every agent reads (and reloads when it changes), or the API objects. */
+  async writeServices(services: LabService[] = this.services): Promise<void> {
     this.services = services;
+    if (this.o.kubernetes) return this.writeKubeServices(services);
     const lines = ['pools: [203.0.113.0/24]', 'services:'];
     for (const s of services) {
       lines.push(
@@ -110,13 +230,20 @@ export class Lab {
 
   agentConfig(i: number, overrides: string[] = []): string {
     const file = path.join(this.dir, `agent-lb${i}.yaml`);
+    const source = this.o.kubernetes
+      ? [
+          'mode: kubernetes',
+          'kubernetes:',
+          `  kubeconfig: ${this.kubeconfigFile}`,
+          '  leaderElection: { namespace: portlb-system, leaseDurationSeconds: 6, renewDeadlineSeconds: 4, retryPeriodSeconds: 1 }',
+        ]
+      : ['mode: standalone', `standalone: { servicesFile: ${this.servicesFile} }`];
     writeFileSync(
       file,
       [
-        'mode: standalone',
+        ...source,
         `nodeName: lb${i}`,
         'pools: [{ name: lab, addresses: [203.0.113.0/24] }]',
-        `standalone: { servicesFile: ${this.servicesFile} }`,
         `defaults: { scheduler: mh, forwarding: nat, drainTimeoutSeconds: ${this.o.drainTimeoutSeconds ?? 10} }`,
         'bgp:',
         '  asn: 65001',
@@ -201,6 +328,14 @@ export class Lab {
       })),
     });
     this.say('router: BIRD 2 with multipath (merge paths) and L4 ECMP hashing');
+    if (this.o.kubernetes) {
+      await this.startApi();
+      this.say(
+        `Kubernetes: a fake API server on https://${API_HOST}:${API_PORT}, nodes lb1..lb${this.o.maxReplicas}`,
+      );
+      await this.writeKubeServices(this.services);
+      return;
+    }
     await Promise.all(
       servers.map((d) =>
         waitFor(`${d.name}`, () => this.net.log(d).includes('listening'), {
@@ -214,10 +349,7 @@ export class Lab {
   }
 
   /** Starts a replica: its gobgpd, then its agent. */
-  async startReplica(
-    i: number,
-    options: { agentArgs?: string[]; configOverrides?: string[] } = {},
-  ): Promise<void> {
+  async startReplica(i: number, options: AgentStartOptions = {}): Promise<void> {
     const r = this.replica(i);
     if (!r.gobgpd || r.gobgpd.daemon.child.exitCode !== null || r.gobgpd.daemon.child.signalCode !== null) {
       r.gobgpd = await startGobgpd(this.net, `lb${i}`, path.join(this.dir, `gobgp-lb${i}.sock`));
@@ -225,19 +357,22 @@ export class Lab {
     await this.startAgent(i, options);
   }
 
-  async startAgent(
-    i: number,
-    options: { agentArgs?: string[]; configOverrides?: string[] } = {},
-  ): Promise<Daemon> {
+  async startAgent(i: number, options: AgentStartOptions = {}): Promise<Daemon> {
     const r = this.replica(i);
     const config = this.agentConfig(i, options.configOverrides);
-    r.agent = this.net.spawn(`lb${i}`, `agent-lb${i}`, node, [
-      path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
-      'agent',
-      '--config',
-      config,
-      ...(options.agentArgs ?? []),
-    ]);
+    r.agent = this.net.spawn(
+      `lb${i}`,
+      `agent-lb${i}`,
+      node,
+      [
+        path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
+        'agent',
+        '--config',
+        config,
+        ...(options.agentArgs ?? []),
+      ],
+      { ...process.env, ...options.env },
+    );
     await waitFor(
       `agent lb${i} ready`,
       async () => {
@@ -300,7 +435,33 @@ export class Lab {
       },
       // Each poll spawns `ip`, which is costly in UML: poll gently, the load runs meanwhile.
       { timeoutMs, intervalMs: 400 },
-    );
+    ).catch((err) => {
+      throw new Error(`${(err as Error).message}\n${this.diagnostics()}`);
+    });
+  }
+
+  /** What the router and the replicas say, for a failure message. */
+  diagnostics(): string {
+    const out: string[] = [];
+    try {
+      out.push(`router: ${birdc(this.net, 'router', this.bird, 'show protocols')}`);
+      out.push(`router routes: ${birdc(this.net, 'router', this.bird, 'show route')}`);
+    } catch (err) {
+      out.push(`router: ${(err as Error).message}`);
+    }
+    for (const [i, r] of this.replicas) {
+      if (r.agent) out.push(`--- agent lb${i} ---\n${this.net.log(r.agent).slice(-2500)}`);
+      if (r.gobgpd) out.push(`--- gobgpd lb${i} ---\n${this.net.log(r.gobgpd.daemon).slice(-1500)}`);
+    }
+    return out.join('\n');
+  }
+
+  /** The router's count of route withdraws received from replica i (BIRD's import stats). */
+  routerWithdraws(i: number): number {
+    const out = birdc(this.net, 'router', this.bird, `show protocols all lb${i}`);
+    const m = /Import withdraws:\s+(\d+)/.exec(out);
+    if (!m) throw new Error(`no import stats for lb${i}: ${out}`);
+    return Number(m[1]);
   }
 
   sessionState(i: number): string {
@@ -323,6 +484,16 @@ export class Lab {
 
   ipvsadm(i: number, args: string[]): string {
     return this.net.exec(`lb${i}`, 'ipvsadm', args);
+  }
+
+  /** The real servers of a TCP VIP:port on replica i, as its kernel has them. */
+  backendsIn(i: number, vip: string, port = 80): { address: string; weight: number; active: number }[] {
+    const out = this.ipvsadm(i, ['-Ln', '-t', `${vip}:${port}`]);
+    return out
+      .split('\n')
+      .map((l) => /->\s+([\d.]+):\d+\s+\S+\s+(\d+)\s+(\d+)/.exec(l))
+      .filter((m): m is RegExpExecArray => !!m)
+      .map((m) => ({ address: m[1]!, weight: Number(m[2]), active: Number(m[3]) }));
   }
 
   /**

@@ -116,12 +116,19 @@ export class NetnsLab {
   }
 
   /** Starts a long-running process inside a namespace; its output goes to a log file. */
-  spawn(name: string, label: string, cmd: string, args: string[]): Daemon {
+  spawn(name: string, label: string, cmd: string, args: string[], env?: NodeJS.ProcessEnv): Daemon {
+    return this.start(name, label, 'ip', ['netns', 'exec', this.ns(name), cmd, ...args], env);
+  }
+
+  /** Starts a long-running process in the current (root) namespace, cleaned up with the lab. */
+  spawnHost(label: string, cmd: string, args: string[], env?: NodeJS.ProcessEnv): Daemon {
+    return this.start('', label, cmd, args, env);
+  }
+
+  private start(name: string, label: string, cmd: string, args: string[], env?: NodeJS.ProcessEnv): Daemon {
     const logFile = path.join(this.dir, `${label}.log`);
     const out = createWriteStream(logFile, { flags: 'a' });
-    const child = spawn('ip', ['netns', 'exec', this.ns(name), cmd, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
     child.stdout?.pipe(out);
     child.stderr?.pipe(out);
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));

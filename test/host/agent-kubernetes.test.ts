@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { Agent } from '../../lb-agent/src/agent/agent.ts';
 import { KubernetesSource } from '../../lb-agent/src/agent/kubernetes-source.ts';
-import { FakeSnat } from '../../lb-agent/src/agent/snat.ts';
+import { FakeNetfilter } from '../../lb-agent/src/agent/netfilter.ts';
 import { FakeAddressManager } from '../../lb-agent/src/agent/vips.ts';
 import { FakeBgpSpeaker } from '../../lb-agent/src/bgp/fake-speaker.ts';
 import { parseAgentConfig } from '../../lb-agent/src/config/agent-config.ts';
@@ -83,7 +83,7 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
     await source.prepare();
     agent = new Agent(
       { config, nodeName: 'edge-1', identity: 'portlb-abcde' },
-      { ipvs, addresses, snat: new FakeSnat(), speaker, source, logger },
+      { ipvs, addresses, netfilter: new FakeNetfilter(), speaker, source, logger },
     );
     await agent.start();
     url = `http://127.0.0.1:${agent.httpAddress!.port}`;

@@ -2,8 +2,9 @@
 // rtnetlink, and SNAT rules through legacy iptables (this kernel has no nftables ip
 // family, so auto-detection must pick legacy iptables).
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { detectSnat, type IptablesLegacySnat } from '../../lb-agent/src/agent/snat.ts';
+import { detectNetfilter, netfilterCleaners, type PortRule } from '../../lb-agent/src/agent/netfilter.ts';
 import { LinkAddressManager } from '../../lb-agent/src/agent/vips.ts';
 import { requireKernelHarness, sh } from '../harness/kernel.ts';
 
@@ -43,18 +44,13 @@ describe('agent data plane boundaries (kernel)', () => {
     }
   });
 
-  test('SNAT: auto-detection picks legacy iptables here; the chain is replaced as a whole', async () => {
-    const snat = await detectSnat('auto');
-    assert.equal(snat.kind, 'iptables-legacy');
-    const legacy = snat as IptablesLegacySnat;
+  test('netfilter: auto-detection picks legacy iptables with ipset here; chains and sets replaced as a whole', async () => {
+    const nf = await detectNetfilter('auto');
+    assert.equal(nf.kind, 'iptables-legacy');
+    const web: PortRule = { vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' };
+    const dns: PortRule = { vip: '203.0.113.10', family: 'ipv4', port: 53, protocol: 'udp' };
     try {
-      assert.equal(
-        await legacy.apply([
-          { vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' },
-          { vip: '203.0.113.10', family: 'ipv4', port: 53, protocol: 'udp' },
-        ]),
-        true,
-      );
+      assert.equal(await nf.apply({ snat: [web, dns], filter: [web, dns] }), true);
       const rules = sh('iptables-legacy -t nat -S PORTLB-SNAT');
       assert.match(
         rules,
@@ -62,26 +58,81 @@ describe('agent data plane boundaries (kernel)', () => {
       );
       assert.match(rules, /--vproto 17 .* --vport 53/);
       assert.match(sh('iptables-legacy -t nat -S POSTROUTING'), /-j PORTLB-SNAT/);
-      assert.equal(
-        await legacy.apply([
-          { vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' },
-          { vip: '203.0.113.10', family: 'ipv4', port: 53, protocol: 'udp' },
-        ]),
-        false,
-        'unchanged: no write',
+      assert.match(
+        sh('iptables-legacy -t filter -S INPUT'),
+        /-A INPUT -m comment --comment "portlb VIP filter" -j PORTLB-FILTER/,
       );
-      await legacy.apply([{ vip: '203.0.113.12', family: 'ipv4', port: 443, protocol: 'tcp' }]);
+      assert.match(sh('ipset list portlb-services4'), /203\.0\.113\.10,tcp:80/);
+      assert.match(sh('ipset list portlb-services4'), /203\.0\.113\.10,udp:53/);
+      assert.equal(await nf.apply({ snat: [web, dns], filter: [web, dns] }), false, 'unchanged: no write');
+      const other: PortRule = { vip: '203.0.113.12', family: 'ipv4', port: 443, protocol: 'tcp' };
+      await nf.apply({ snat: [other], filter: [other] });
       const after = sh('iptables-legacy -t nat -S PORTLB-SNAT');
       assert.doesNotMatch(after, /203\.0\.113\.10/);
       assert.match(after, /203\.0\.113\.12/);
+      assert.doesNotMatch(sh('ipset list portlb-vips4'), /203\.0\.113\.10/);
       assert.equal(
         sh('iptables-legacy -t nat -S POSTROUTING').match(/PORTLB-SNAT/g)?.length,
         1,
         'one jump, not one per apply',
       );
+      assert.equal(sh('iptables-legacy -t filter -S INPUT').match(/PORTLB-FILTER/g)?.length, 1);
     } finally {
-      await legacy.remove();
+      for (const c of netfilterCleaners()) if (await c.present()) await c.remove();
     }
-    assert.doesNotMatch(sh('iptables-legacy -t nat -S'), /PORTLB/);
+    assert.doesNotMatch(sh('iptables-legacy -t nat -S; iptables-legacy -t filter -S'), /PORTLB/);
+    assert.doesNotMatch(sh('ipset list -n'), /portlb/);
+  });
+
+  test('the VIP filter: a host listener on 0.0.0.0 does not answer on a VIP, the service port does', async () => {
+    sh('ip netns add plf-n; ip netns add plf-c');
+    try {
+      sh('ip link add plf-n0 netns plf-n type veth peer name plf-c0 netns plf-c');
+      sh(
+        'ip -n plf-n addr add 192.0.2.1/24 dev plf-n0; ip -n plf-n link set plf-n0 up; ip -n plf-n link set lo up',
+      );
+      sh(
+        'ip -n plf-c addr add 192.0.2.2/24 dev plf-c0; ip -n plf-c link set plf-c0 up; ip -n plf-c link set lo up',
+      );
+      sh('ip -n plf-n addr add 203.0.113.10/32 dev lo; ip -n plf-c route add 203.0.113.10/32 via 192.0.2.1');
+      const listener = `require('net').createServer((s) => s.end('hello ' + s.localPort + '\\n')).listen(process.argv[1], '0.0.0.0')`;
+      sh(
+        `for p in 80 2222; do ip netns exec plf-n ${process.execPath} -e "${listener}" $p >/dev/null 2>&1 & done; sleep 2`,
+      );
+      const connect = (port: number) => {
+        try {
+          return sh(
+            `ip netns exec plf-c timeout 3 bash -c 'exec 3<>/dev/tcp/203.0.113.10/${port}; cat <&3'`,
+          ).trim();
+        } catch {
+          return 'failed';
+        }
+      };
+      assert.equal(connect(2222), 'hello 2222', 'without the filter the host listener answers on the VIP');
+      const web: PortRule = { vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' };
+      // The agent writes its rules in its own network namespace: so does this.
+      const rules = Buffer.from(JSON.stringify({ snat: [], filter: [web] })).toString('base64');
+      const module = path.resolve(
+        import.meta.dirname,
+        '..',
+        '..',
+        'lb-agent',
+        'src',
+        'agent',
+        'netfilter.ts',
+      );
+      sh(
+        `RULES=${rules} ip netns exec plf-n ${process.execPath} --input-type=module -e "const m = await import('${module}'); await new m.LegacyNetfilter().apply(JSON.parse(Buffer.from(process.env.RULES, 'base64').toString()))"`,
+      );
+      assert.equal(connect(80), 'hello 80');
+      assert.equal(connect(2222), 'failed', 'filtered');
+      assert.equal(
+        sh('ip netns exec plf-c ping -c1 -W2 203.0.113.10 >/dev/null && echo ok').trim(),
+        'ok',
+        'ICMP passes',
+      );
+    } finally {
+      sh('pkill -f "listen(process.argv" || true; ip netns del plf-n; ip netns del plf-c');
+    }
   });
 });

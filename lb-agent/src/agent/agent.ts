@@ -20,8 +20,8 @@ import { Conditions } from './conditions.ts';
 import { DataPlane } from './data-plane.ts';
 import { listenAddress, startAgentHttp } from './http.ts';
 import { AgentMetrics } from './metrics.ts';
+import { detectNetfilter, type NetfilterManager } from './netfilter.ts';
 import { type DesiredSource, Reconciler } from './reconciler.ts';
-import { detectSnat, type SnatManager } from './snat.ts';
 import { StandaloneSource } from './sources.ts';
 import { buildStatus } from './status.ts';
 import { type AddressManager, LinkAddressManager } from './vips.ts';
@@ -29,7 +29,7 @@ import { type AddressManager, LinkAddressManager } from './vips.ts';
 export interface AgentDeps {
   ipvs?: IpvsClient;
   addresses?: AddressManager;
-  snat?: SnatManager;
+  netfilter?: NetfilterManager;
   speaker?: BgpSpeaker;
   source?: DesiredSource;
   clock?: Clock;
@@ -56,6 +56,12 @@ export function nodeIpv4(given: string | undefined): string | undefined {
   return undefined;
 }
 
+/** The address families a configured peer carries (its own address's by default). */
+const peerFamilies = (p: {
+  address: string;
+  families?: readonly ('ipv4' | 'ipv6')[];
+}): ('ipv4' | 'ipv6')[] => [...(p.families ?? [ipFamily(p.address) ?? 'ipv4'])];
+
 export function peersFromConfig(config: AgentConfig): BgpPeerConfig[] {
   return (config.bgp?.peers ?? []).map((p) => ({
     address: p.address,
@@ -66,7 +72,7 @@ export function peersFromConfig(config: AgentConfig): BgpPeerConfig[] {
     keepaliveInterval: p.keepaliveInterval ?? Math.floor(p.holdTime / 3),
     ebgpMultihopTtl: p.ebgpMultihopTtl,
     gracefulRestart: p.gracefulRestartTime ? { restartTime: p.gracefulRestartTime } : undefined,
-    families: p.families ?? [ipFamily(p.address) ?? 'ipv4'],
+    families: peerFamilies(p),
     localAddress: p.localAddress,
     passive: p.passive,
     description: p.description,
@@ -85,7 +91,7 @@ export class Agent {
   private readonly deps: AgentDeps;
   ipvs!: IpvsClient;
   addresses!: AddressManager;
-  snat!: SnatManager;
+  netfilter!: NetfilterManager;
   speaker: BgpSpeaker | undefined;
   source!: DesiredSource;
   reconciler!: Reconciler;
@@ -138,8 +144,21 @@ export class Agent {
     const cfg = this.config;
     this.ipvs = this.deps.ipvs ?? NetlinkIpvsClient.open({ sysctls: new ProcSysctls(cfg.ipvs.sysctlPath) });
     this.addresses = this.deps.addresses ?? new LinkAddressManager(cfg.ipvs.vipInterface);
-    this.snat = this.deps.snat ?? (await detectSnat(cfg.ipvs.snat));
-    this.log.info({ snat: this.snat.kind, mode: cfg.mode, node: this.o.nodeName }, 'starting');
+    // ipvs.snat naming a backend is the older spelling of ipvs.netfilter.
+    const backend =
+      cfg.ipvs.netfilter === 'auto' && cfg.ipvs.snat !== 'auto' && cfg.ipvs.snat !== 'none'
+        ? cfg.ipvs.snat
+        : cfg.ipvs.netfilter;
+    this.netfilter = this.deps.netfilter ?? (await detectNetfilter(backend));
+    this.log.info(
+      {
+        netfilter: this.netfilter.kind,
+        vipFilter: cfg.ipvs.vipFilter,
+        mode: cfg.mode,
+        node: this.o.nodeName,
+      },
+      'starting',
+    );
     await this.checkHost();
     if (cfg.bgp) await this.startSpeaker(cfg.bgp);
 
@@ -147,7 +166,9 @@ export class Agent {
     const dataPlane = new DataPlane({
       ipvs: this.ipvs,
       addresses: this.addresses,
-      snat: this.snat,
+      netfilter: this.netfilter,
+      vipFilter: cfg.ipvs.vipFilter,
+      snat: cfg.ipvs.snat !== 'none',
       owns: this.owns,
       drainTimeoutMs: cfg.defaults.drainTimeoutSeconds * 1000,
       clock: this.clock,
@@ -157,7 +178,11 @@ export class Agent {
       source: this.source,
       dataPlane,
       speaker: this.speaker,
-      announce: { communities: [...(cfg.bgp?.communities ?? [])] },
+      announce: {
+        communities: [...(cfg.bgp?.communities ?? [])],
+        // Without BGP nothing is announced anyway: no family to leave out.
+        peerFamilies: new Set(cfg.bgp ? cfg.bgp.peers.flatMap((p) => peerFamilies(p)) : ['ipv4', 'ipv6']),
+      },
       clock: this.clock,
       logger: this.log,
       metrics: this.metrics,

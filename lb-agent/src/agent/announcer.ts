@@ -14,6 +14,8 @@ import type { DataPlaneReport } from './data-plane.ts';
 export interface AnnounceOptions {
   communities: readonly string[];
   shuttingDown: boolean;
+  /** The address families some configured peer carries: a VIP of another reaches no router. */
+  peerFamilies: ReadonlySet<'ipv4' | 'ipv6'>;
 }
 
 export type Withheld = { address: string; reason: string };
@@ -42,6 +44,10 @@ export function announcements(
     const prefix = vipPrefix(vip.address, vip.family);
     if (!vip.announce) {
       withheld.push({ address: vip.address, reason: vip.withheld ?? 'NotAnnounced' });
+      continue;
+    }
+    if (!o.peerFamilies.has(vip.family)) {
+      withheld.push({ address: vip.address, reason: 'NoPeerForFamily' });
       continue;
     }
     const states = (byVip.get(vip.address) ?? []).map((id) => report.services.get(id));

@@ -13,13 +13,17 @@ import type { IpvsOperation, IpvsSysctls, ServiceKey, ServiceSpec, ServiceState 
 import { destinationId, serviceId } from '../ipvs/types.ts';
 import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
-import type { SnatManager, SnatRule } from './snat.ts';
+import type { NetfilterManager, NetfilterRules, PortRule } from './netfilter.ts';
 import type { AddressManager, AddressSyncResult } from './vips.ts';
 
 export interface DataPlaneOptions {
   ipvs: IpvsClient;
   addresses: AddressManager;
-  snat: SnatManager;
+  netfilter: NetfilterManager;
+  /** Whether new traffic to a VIP is limited to its service ports. */
+  vipFilter: boolean;
+  /** Whether NAT-mode services get SNAT rules (ipvs.snat none: replies route back by other means). */
+  snat: boolean;
   /** Pools: the only addresses portlb programs or removes. */
   owns: (address: string) => boolean;
   drainTimeoutMs: number;
@@ -28,7 +32,7 @@ export interface DataPlaneOptions {
 }
 
 export interface PassFailure {
-  step: 'sysctl' | 'vips' | 'ipvs' | 'snat' | 'read';
+  step: 'sysctl' | 'vips' | 'ipvs' | 'netfilter' | 'read';
   code: string;
   message: string;
 }
@@ -57,7 +61,7 @@ export interface DataPlaneReport {
   vanished: string[];
   draining: DrainStatus[];
   vips: AddressSyncResult;
-  snatChanged: boolean;
+  netfilterChanged: boolean;
   foreign: number;
 }
 
@@ -85,6 +89,24 @@ export function wantedSysctls(desired: DesiredState): Partial<IpvsSysctls> {
     // the old connection's backend, also for tunnel/dr connections the LB last saw in
     // FIN_WAIT (it never sees the replies): a drained backend gets no new connections.
     conn_reuse_mode: 2,
+  };
+}
+
+/** The SNAT rules and the VIP filter a desired state needs. */
+export function netfilterRules(
+  desired: DesiredState,
+  o: { vipFilter: boolean; snat: boolean },
+): NetfilterRules {
+  const rule = (v: DesiredState['virtualServices'][number]): PortRule | undefined => {
+    const k = v.spec.service.key;
+    return k.kind === 'address'
+      ? { vip: k.address, family: k.family, port: k.port, protocol: k.protocol }
+      : undefined;
+  };
+  const all = (list: DesiredState['virtualServices']) => list.map(rule).filter((r): r is PortRule => !!r);
+  return {
+    snat: o.snat ? all(desired.virtualServices.filter((v) => v.snat)) : [],
+    filter: o.vipFilter ? all(desired.virtualServices) : [],
   };
 }
 
@@ -121,7 +143,7 @@ export class DataPlane {
       vanished: [],
       draining: [],
       vips: { added: [], removed: [], failed: [] },
-      snatChanged: false,
+      netfilterChanged: false,
       foreign: 0,
     };
     const fail = (step: PassFailure['step'], err: unknown) =>
@@ -145,7 +167,7 @@ export class DataPlane {
         report.vanished = [...this.lastProgrammed].filter((id) => wanted.has(id) && !seen.has(id));
         this.cache.reset(table, now);
         this.loaded = true;
-        this.o.snat.invalidate();
+        this.o.netfilter.invalidate();
       } catch (err) {
         return unknownAfter('read', err);
       }
@@ -166,7 +188,15 @@ export class DataPlane {
       fail('sysctl', err);
     }
 
-    // 3. VIP addresses: present before the IPVS services they serve.
+    // 3. portlb's netfilter rules, before the VIP addresses: a new VIP is never reachable on
+    // a host listener's port, and NAT-mode replies have their SNAT from the first packet.
+    try {
+      report.netfilterChanged = await this.o.netfilter.apply(netfilterRules(desired, this.o));
+    } catch (err) {
+      fail('netfilter', err);
+    }
+
+    // 4. VIP addresses: present before the IPVS services they serve.
     try {
       report.vips = await this.o.addresses.sync(
         desired.vips.map((v) => v.address),
@@ -178,7 +208,7 @@ export class DataPlane {
       fail('vips', err);
     }
 
-    // 4. IPVS: the pure diff, applied per object.
+    // 5. IPVS: the pure diff, applied per object.
     // A spec object seen last pass and programmed then is what the kernel holds: the planner
     // skips it (a 1% change costs 1% of the work), unless one of its backends is draining.
     const unchanged = full
@@ -245,18 +275,6 @@ export class DataPlane {
     this.lastSpecs = new Map(specs.map((s, i) => [specIds[i]!, s]));
     this.lastProgrammed = new Set(specIds.filter((id) => report.services.get(id)?.outcome === 'programmed'));
 
-    // 5. SNAT for NAT-mode services reaching backends anywhere.
-    const rules: SnatRule[] = desired.virtualServices
-      .filter((v) => v.snat && v.spec.service.key.kind === 'address')
-      .map((v) => {
-        const k = v.spec.service.key as Extract<ServiceKey, { kind: 'address' }>;
-        return { vip: k.address, family: k.family, port: k.port, protocol: k.protocol };
-      });
-    try {
-      report.snatChanged = await this.o.snat.apply(rules);
-    } catch (err) {
-      fail('snat', err);
-    }
     // After a refused IPVS write the cache may be wrong: the next pass reads the kernel back.
     if (report.failures.some((f) => f.step === 'ipvs')) this.loaded = false;
     return report;

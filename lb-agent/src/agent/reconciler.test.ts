@@ -11,12 +11,12 @@ import { FaultyIpvsClient, MemoryFaults } from '../ipvs/faulty-client.ts';
 import { type AddressBlock, blockContains, parseAddressBlock } from '../net/pool.ts';
 import { ManualClock } from '../util/clock.ts';
 import { DataPlane } from './data-plane.ts';
+import { FakeNetfilter } from './netfilter.ts';
 import { type DesiredSource, Reconciler } from './reconciler.ts';
-import { FakeSnat } from './snat.ts';
 import { FakeAddressManager } from './vips.ts';
 
-const pool = parseAddressBlock('203.0.113.0/24') as AddressBlock;
-const owns = (a: string) => blockContains(pool, a);
+const pools = [parseAddressBlock('203.0.113.0/24'), parseAddressBlock('fd00:203::/120')] as AddressBlock[];
+const owns = (a: string) => pools.some((p) => blockContains(p, a));
 
 const ep = (address: string, ready = true): Endpoint => ({
   address,
@@ -67,19 +67,21 @@ class TestSource implements DesiredSource {
   }
 }
 
-async function rig() {
+async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[] } = {}) {
   const clock = new ManualClock();
   const faults = new MemoryFaults();
   const ipvs = new FakeIpvsClient();
   const addresses = new FakeAddressManager();
-  const snat = new FakeSnat();
+  const netfilter = new FakeNetfilter();
   const speaker = new FakeBgpSpeaker();
   await speaker.setGlobal({ asn: 65001, routerId: '192.0.2.1', listenPort: -1, listenAddresses: [] });
   const source = new TestSource();
   const dataPlane = new DataPlane({
     ipvs: new FaultyIpvsClient(ipvs, faults),
     addresses,
-    snat,
+    netfilter,
+    vipFilter: true,
+    snat: true,
     owns,
     drainTimeoutMs: 30_000,
     clock,
@@ -92,7 +94,7 @@ async function rig() {
     speaker,
     clock,
     logger,
-    announce: { communities: ['64512:1'] },
+    announce: { communities: ['64512:1'], peerFamilies: new Set(o.peerFamilies ?? ['ipv4', 'ipv6']) },
     minIntervalMs: 200,
     resyncMs: 60_000,
     retryMaxMs: 5_000,
@@ -112,7 +114,7 @@ async function rig() {
     r.trigger(full);
     await r.idle();
   };
-  return { clock, ipvs, faults, addresses, snat, speaker, source, r, pass, once, settle, logs };
+  return { clock, ipvs, faults, addresses, netfilter, speaker, source, r, pass, once, settle, logs };
 }
 
 describe('reconciler + data plane (fakes)', () => {
@@ -125,7 +127,10 @@ describe('reconciler + data plane (fakes)', () => {
     assert.equal(table.length, 1);
     assert.equal(table[0]!.destinations.length, 2);
     assert.deepEqual([...t.addresses.addresses], ['203.0.113.10']);
-    assert.deepEqual(t.snat.rules, [{ vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' }]);
+    assert.deepEqual(t.netfilter.rules, {
+      snat: [{ vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' }],
+      filter: [{ vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' }],
+    });
     assert.deepEqual(
       await t.ipvs.getSysctls().then((s) => [s.conntrack, s.sloppy_tcp, s.expire_nodest_conn]),
       [1, 1, 1],
@@ -135,10 +140,10 @@ describe('reconciler + data plane (fakes)', () => {
       [['203.0.113.10/32', ['64512:1']]],
     );
     assert.equal(t.r.last?.ok, true);
-    const writes = [t.ipvs.writes, t.addresses.changes, t.snat.writes, t.speaker.log.length];
+    const writes = [t.ipvs.writes, t.addresses.changes, t.netfilter.writes, t.speaker.log.length];
     await t.pass();
     await t.pass(true);
-    assert.deepEqual([t.ipvs.writes, t.addresses.changes, t.snat.writes, t.speaker.log.length], writes);
+    assert.deepEqual([t.ipvs.writes, t.addresses.changes, t.netfilter.writes, t.speaker.log.length], writes);
   });
 
   test('adopts what the kernel already holds: a restart writes nothing', async () => {
@@ -152,7 +157,9 @@ describe('reconciler + data plane (fakes)', () => {
     const dp = new DataPlane({
       ipvs: first.ipvs,
       addresses: first.addresses,
-      snat: new FakeSnat(),
+      netfilter: new FakeNetfilter(),
+      vipFilter: true,
+      snat: true,
       owns,
       drainTimeoutMs: 1,
       clock,
@@ -163,7 +170,7 @@ describe('reconciler + data plane (fakes)', () => {
       dataPlane: dp,
       speaker: first.speaker,
       clock,
-      announce: { communities: [] },
+      announce: { communities: [], peerFamilies: new Set(['ipv4', 'ipv6']) },
       minIntervalMs: 0,
       resyncMs: 60_000,
       retryMaxMs: 1000,
@@ -483,5 +490,17 @@ describe('reconciler + data plane (fakes)', () => {
     await t.clock.advance(25_000);
     await t.settle();
     assert.equal((await t.ipvs.listDestinations(key)).length, 1, 'the drain ends after its 30 s');
+  });
+
+  test('a VIP of a family no peer carries is withheld (NoPeerForFamily), not reported as announced', async () => {
+    const t = await rig({ peerFamilies: ['ipv4'] });
+    t.source.intents = [
+      intent('web', '203.0.113.10', [ep('10.0.0.1')]),
+      intent('web6', 'fd00:203::10', [{ ...ep('fd00::1'), family: 'ipv6' }]),
+    ];
+    t.r.start();
+    await t.settle();
+    assert.deepEqual([...t.speaker.announced().keys()], ['203.0.113.10/32']);
+    assert.deepEqual(t.r.last?.withheld, [{ address: 'fd00:203::10', reason: 'NoPeerForFamily' }]);
   });
 });

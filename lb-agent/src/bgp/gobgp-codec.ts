@@ -232,3 +232,104 @@ export function peerStatusFromWire(w: Wire): PeerStatus {
     flops: w.state?.flops ?? 0,
   };
 }
+
+// ---- routing policy -------------------------------------------------------------------
+// gobgpd accepts every route and re-advertises everything by default: an LB node would be
+// a transit between its routers. portlb's policy: import nothing; export only the paths
+// this node originates (its VIPs); toward eBGP peers, a path carrying GRACEFUL_SHUTDOWN
+// also gets our AS prepended twice (an iBGP peer would see its own AS: a loop, a hard
+// withdraw; it gets LOCAL_PREF 0 on the path instead).
+
+export const POLICY = {
+  export: 'portlb-export',
+  import: 'portlb-import',
+  ebgpPeers: 'portlb-ebgp-peers',
+  gracefulShutdown: 'portlb-graceful-shutdown',
+} as const;
+
+export interface PolicyWant {
+  ownAsn: number;
+  /** Addresses of the peers in another AS. */
+  ebgpPeers: string[];
+}
+
+const hostPrefix = (address: string) => `${address}/${address.includes(':') ? 128 : 32}`;
+
+/** Defined sets and policies (SetPolicies), then the two global assignments (SetPolicyAssignment). */
+export function policyToWire(want: PolicyWant): { definitions: Wire; assignments: Wire[] } {
+  const statements: Wire[] = [];
+  const definedSets: Wire[] = [
+    { defined_type: 'COMMUNITY', name: POLICY.gracefulShutdown, list: ['^65535:0$'] },
+  ];
+  if (want.ebgpPeers.length) {
+    definedSets.push({
+      defined_type: 'NEIGHBOR',
+      name: POLICY.ebgpPeers,
+      list: [...want.ebgpPeers].sort().map(hostPrefix),
+    });
+    statements.push({
+      name: 'portlb-graceful-shutdown-ebgp',
+      conditions: {
+        route_type: 'ROUTE_TYPE_LOCAL',
+        neighbor_set: { type: 'ANY', name: POLICY.ebgpPeers },
+        community_set: { type: 'ANY', name: POLICY.gracefulShutdown },
+      },
+      actions: { route_action: 'ACCEPT', as_prepend: { asn: want.ownAsn, repeat: 2, use_left_most: false } },
+    });
+  }
+  const own = (name: string) => ({
+    name,
+    conditions: { route_type: 'ROUTE_TYPE_LOCAL' },
+    actions: { route_action: 'ACCEPT' },
+  });
+  statements.push(own('portlb-own-paths'));
+  // The global import policy also sees the paths the agent adds: those pass, nothing else.
+  const imports = { name: POLICY.import, statements: [own('portlb-own-paths-in')] };
+  return {
+    definitions: { defined_sets: definedSets, policies: [{ name: POLICY.export, statements }, imports] },
+    assignments: [
+      { name: 'global', direction: 'EXPORT', policies: [{ name: POLICY.export }], default_action: 'REJECT' },
+      { name: 'global', direction: 'IMPORT', policies: [{ name: POLICY.import }], default_action: 'REJECT' },
+    ],
+  };
+}
+
+/** What gobgpd's global assignments and sets amount to, in a form to compare with what we want. */
+export function policySummary(
+  exportA: Wire | undefined,
+  importA: Wire | undefined,
+  ebgpSet: Wire | undefined,
+): string {
+  const statement = (s: Wire) => ({
+    name: s?.name,
+    routeType: s?.conditions?.route_type ?? 'ROUTE_TYPE_NONE',
+    neighbors: s?.conditions?.neighbor_set?.name ?? '',
+    communities: s?.conditions?.community_set?.name ?? '',
+    action: s?.actions?.route_action ?? 'NONE',
+    prepend: s?.actions?.as_prepend ? [s.actions.as_prepend.asn, s.actions.as_prepend.repeat] : null,
+  });
+  const assignment = (a: Wire | undefined) => ({
+    default: a?.default_action ?? 'NONE',
+    policies: ((a?.policies ?? []) as Wire[]).map((p) => ({
+      name: p?.name,
+      statements: ((p?.statements ?? []) as Wire[]).map(statement),
+    })),
+  });
+  return JSON.stringify({
+    export: assignment(exportA),
+    import: assignment(importA),
+    ebgpPeers: ((ebgpSet?.list ?? []) as string[]).slice().sort(),
+  });
+}
+
+/** The summary of what we want (same form as policySummary of gobgpd's answer). */
+export function wantedPolicySummary(want: PolicyWant): string {
+  const { definitions, assignments } = policyToWire(want);
+  const byName = new Map((definitions.policies as Wire[]).map((p) => [p.name, p]));
+  const inline = (a: Wire) => ({
+    ...a,
+    policies: (a.policies as Wire[]).map((p) => byName.get(p.name) ?? p),
+  });
+  const ebgp = (definitions.defined_sets as Wire[]).find((d) => d.name === POLICY.ebgpPeers);
+  return policySummary(inline(assignments[0]!), inline(assignments[1]!), ebgp);
+}

@@ -16,14 +16,19 @@ import {
   globalToWire,
   isLocalPath,
   normalizeAdvertisement,
+  POLICY,
+  type PolicyWant,
   pathFromWire,
   pathToWire,
   peerConfigFromWire,
   peerStatusFromWire,
   peerToWire,
+  policySummary,
+  policyToWire,
   sameAdvertisement,
   samePeerConfig,
   sessionStateFromWire,
+  wantedPolicySummary,
 } from './gobgp-codec.ts';
 import type {
   Advertisement,
@@ -117,7 +122,11 @@ export class GobgpSpeaker implements BgpSpeaker {
   async setPeers(peers: readonly BgpPeerConfig[]): Promise<void> {
     validatePeers(peers);
     this.desiredPeers = peers.map((p) => ({ ...p, address: canonicalIp(p.address)! }));
-    await this.serialized('set peers', () => this.syncPeers());
+    await this.serialized('set peers', async () => {
+      // The policy names the eBGP peers: in place before a new one is added.
+      await this.syncPolicies();
+      await this.syncPeers();
+    });
   }
 
   async setAdvertisements(ads: readonly Advertisement[]): Promise<void> {
@@ -183,6 +192,33 @@ export class GobgpSpeaker implements BgpSpeaker {
       );
     }
     return false;
+  }
+
+  private policyWant(): PolicyWant | undefined {
+    const g = this.desiredGlobal;
+    if (!g) return undefined;
+    return {
+      ownAsn: g.asn,
+      ebgpPeers: this.desiredPeers.filter((p) => p.asn !== g.asn).map((p) => p.address),
+    };
+  }
+
+  /** Import nothing, export only our own paths (gobgp-codec.ts, routing policy). */
+  private async syncPolicies(): Promise<void> {
+    const want = this.policyWant();
+    if (!want) return;
+    const [exp] = await this.api.list('ListPolicyAssignment', { name: 'global', direction: 'EXPORT' });
+    const [imp] = await this.api.list('ListPolicyAssignment', { name: 'global', direction: 'IMPORT' });
+    const sets = await this.api.list('ListDefinedSet', { defined_type: 'NEIGHBOR', name: '' });
+    const ebgp = sets.map((s) => s.defined_set).find((d) => d?.name === POLICY.ebgpPeers);
+    if (policySummary(exp?.assignment, imp?.assignment, ebgp) === wantedPolicySummary(want)) return;
+    const { definitions, assignments } = policyToWire(want);
+    await this.write('SetPolicies', definitions);
+    for (const assignment of assignments) await this.write('SetPolicyAssignment', { assignment });
+    this.log.info(
+      { ebgpPeers: want.ebgpPeers.length },
+      'routing policy set: import nothing, export only our own paths',
+    );
   }
 
   private async syncPeers(): Promise<void> {
@@ -269,6 +305,7 @@ export class GobgpSpeaker implements BgpSpeaker {
     const t0 = performance.now();
     const started = await this.syncGlobal();
     if (!this.desiredGlobal) return;
+    await this.syncPolicies();
     await this.syncPeers();
     if (this.adsDeclared) await this.syncPaths(true);
     else this.announced = await this.readPaths();

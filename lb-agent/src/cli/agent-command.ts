@@ -67,7 +67,10 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const faults = process.env.PORTLB_TEST_FAULTS;
   let ipvs: IpvsClient | undefined;
   if (faults) {
-    log.warn({ file: faults }, 'PORTLB_TEST_FAULTS is set: kernel faults are injected on request (test labs only)');
+    log.warn(
+      { file: faults },
+      'PORTLB_TEST_FAULTS is set: kernel faults are injected on request (test labs only)',
+    );
     ipvs = new FaultyIpvsClient(
       NetlinkIpvsClient.open({ sysctls: new ProcSysctls(config.ipvs.sysctlPath) }),
       new FileFaults(faults),

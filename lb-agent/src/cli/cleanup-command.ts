@@ -3,7 +3,7 @@
 // interface, and its netfilter objects (nftables tables, legacy iptables chains). It
 // never touches another IPVS service, interface, table or chain.
 
-import { netfilterCleaners } from '../agent/snat.ts';
+import { netfilterCleaners } from '../agent/netfilter.ts';
 import { parseAgentConfig } from '../config/agent-config.ts';
 import { readYamlFile } from '../config/validate.ts';
 import { describeError } from '../errors.ts';

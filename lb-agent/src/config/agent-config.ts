@@ -119,11 +119,18 @@ const schema = z
           .string()
           .regex(/^[a-zA-Z0-9_.-]{1,15}$/, { error: 'must be an interface name (1-15 characters)' })
           .default('portlb0'),
+        /** Which netfilter portlb writes its rules (SNAT, the VIP filter) with. */
+        netfilter: z
+          .enum(['auto', 'nftables', 'iptables'], { error: 'must be auto, nftables or iptables' })
+          .default('auto'),
+        /** `none`: no SNAT for NAT-mode services; nftables/iptables: the backend (as ipvs.netfilter). */
         snat: z
           .enum(['auto', 'nftables', 'iptables', 'none'], {
             error: 'must be auto, nftables, iptables or none',
           })
           .default('auto'),
+        /** New traffic to a VIP only for its service ports (host listeners never answer on a VIP). */
+        vipFilter: z.boolean({ error: 'must be true or false' }).default(true),
       })
       .strict()
       .prefault({}),

@@ -1,3 +1,4 @@
+import { PortlbError } from '../errors.ts';
 // IPVS objects <-> generic netlink attributes. Every wire quirk lives here and nowhere
 // else: 16-byte address fields decoded by family, big-endian ports, IPv4 netmasks as a
 // big-endian mask but IPv6 ones as a prefix length, flags as {flags, mask} with the
@@ -62,8 +63,17 @@ const FORWARD_BY_BITS = invert(FORWARD_BITS);
 const TUNNEL_BY_NUMBER = invert(TUNNEL_TYPES);
 
 /** Thrown when the kernel sends something this codec cannot represent. */
-export class CodecError extends Error {
-  readonly code = 'IPVS_DECODE';
+export class CodecError extends PortlbError<'IPVS_DECODE'> {
+  constructor(message: string) {
+    super('IPVS_DECODE', message);
+  }
+}
+
+/** An address attribute, checked for its family's length first. */
+function address(bytes: Buffer, family: Family, what: string): string {
+  if (bytes.length < (family === 'ipv4' ? 4 : 16))
+    throw new CodecError(`${what}: ${bytes.length} bytes for an ${family} address`);
+  return ipFromKernelBytes(bytes, family);
 }
 
 export function fullNetmaskPrefix(family: Family): number {
@@ -193,7 +203,7 @@ export function decodeService(
       kind: 'address',
       family,
       protocol,
-      address: ipFromKernelBytes(need(a[K.IPVS_SVC_ATTR_ADDR], 'service address'), family),
+      address: address(need(a[K.IPVS_SVC_ATTR_ADDR], 'service address'), family, 'service address'),
       port: need(readBe16(a[K.IPVS_SVC_ATTR_PORT]), 'service port'),
     };
   }
@@ -243,10 +253,10 @@ export function decodeDestination(
   if (!forward) throw new CodecError(`destination with unknown forwarding method ${fwd}`);
   const dest: RealServerState = {
     family,
-    address: ipFromKernelBytes(need(a[K.IPVS_DEST_ATTR_ADDR], 'destination address'), family),
+    address: address(need(a[K.IPVS_DEST_ATTR_ADDR], 'destination address'), family, 'destination address'),
     port: need(readBe16(a[K.IPVS_DEST_ATTR_PORT]), 'destination port'),
     forward,
-    weight: a[K.IPVS_DEST_ATTR_WEIGHT]?.readInt32LE(0) ?? 0,
+    weight: (a[K.IPVS_DEST_ATTR_WEIGHT]?.length ?? 0) >= 4 ? a[K.IPVS_DEST_ATTR_WEIGHT]!.readInt32LE(0) : 0,
     upperThreshold: readU32(a[K.IPVS_DEST_ATTR_U_THRESH]) ?? 0,
     lowerThreshold: readU32(a[K.IPVS_DEST_ATTR_L_THRESH]) ?? 0,
     activeConnections: readU32(a[K.IPVS_DEST_ATTR_ACTIVE_CONNS]) ?? 0,

@@ -58,7 +58,10 @@ function wantedFamilies(svc: LeanService): Family[] {
 }
 
 function portClaims(svc: LeanService): string[] {
-  return (svc.ports ?? []).map((p) => `${typeof p.protocol === 'string' ? p.protocol : 'TCP'}/${p.port}`);
+  // Any JSON may sit where a port belongs (translation skips such a Service): print it safely.
+  return (svc.ports ?? []).map(
+    (p) => `${typeof p.protocol === 'string' ? p.protocol : 'TCP'}/${JSON.stringify(p.port) ?? ''}`,
+  );
 }
 
 function currentIngress(svc: LeanService): { ips: string[]; allProxy: boolean } {

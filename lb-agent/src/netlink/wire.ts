@@ -1,3 +1,4 @@
+import { PortlbError } from '../errors.ts';
 // Netlink framing: message headers and type-length-value attributes, in host byte order
 // (netlink's own fields are native-endian; the agent only runs on little-endian Linux).
 // Protocol payloads (IPVS, rtnetlink) build on these two primitives.
@@ -29,6 +30,9 @@ export const NLM_F_ACK_TLVS = 0x200;
 export const NLMSGERR_ATTR_MSG = 1;
 
 export const align4 = (n: number): number => (n + 3) & ~3;
+
+/** Bytes that are not well-formed netlink (a truncated or corrupt message or attribute). */
+export class NetlinkMalformed extends PortlbError<'NETLINK_MALFORMED'> {}
 
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   throw new Error('portlb netlink codec supports little-endian hosts only');
@@ -220,7 +224,10 @@ export function parseMessages(datagram: Buffer): NlMessage[] {
   while (off + NLMSG_HDRLEN <= datagram.length) {
     const len = datagram.readUInt32LE(off);
     if (len < NLMSG_HDRLEN || off + len > datagram.length) {
-      throw new Error(`malformed netlink message: length ${len} at offset ${off} of ${datagram.length}`);
+      throw new NetlinkMalformed(
+        'NETLINK_MALFORMED',
+        `malformed netlink message: length ${len} at offset ${off} of ${datagram.length}`,
+      );
     }
     out.push({
       type: datagram.readUInt16LE(off + 4),
@@ -246,7 +253,10 @@ export function parseAttrs(buf: Buffer, start = 0, end = buf.length): Attrs {
   while (off + NLA_HDRLEN <= end) {
     const len = buf.readUInt16LE(off);
     if (len < NLA_HDRLEN || off + len > end) {
-      throw new Error(`malformed netlink attribute: length ${len} at offset ${off}`);
+      throw new NetlinkMalformed(
+        'NETLINK_MALFORMED',
+        `malformed netlink attribute: length ${len} at offset ${off}`,
+      );
     }
     const type = buf.readUInt16LE(off + 2) & NLA_TYPE_MASK;
     attrs[type] = buf.subarray(off + NLA_HDRLEN, off + len);
@@ -262,7 +272,10 @@ export function parseAttrList(buf: Buffer): { type: number; value: Buffer }[] {
   while (off + NLA_HDRLEN <= buf.length) {
     const len = buf.readUInt16LE(off);
     if (len < NLA_HDRLEN || off + len > buf.length) {
-      throw new Error(`malformed netlink attribute: length ${len} at offset ${off}`);
+      throw new NetlinkMalformed(
+        'NETLINK_MALFORMED',
+        `malformed netlink attribute: length ${len} at offset ${off}`,
+      );
     }
     out.push({
       type: buf.readUInt16LE(off + 2) & NLA_TYPE_MASK,

@@ -1,0 +1,339 @@
+// portlb's netfilter rules, in tables and chains of its own, replaced as a whole each time
+// they change; nothing else in the ruleset is touched. Two kinds:
+// - SNAT for NAT-mode services reaching backends anywhere: the backend must reply through
+//   this node, so traffic IPVS forwards for a VIP leaves with the node's address.
+// - The VIP filter (DESIGN.md decision 17): a VIP is a local address, so every host
+//   listener (sshd, the kubelet, gobgpd's 179) would answer on it. New traffic to a VIP is
+//   accepted only for the protocols and ports programmed on it (ICMP too), and dropped
+//   otherwise, before IPVS or any socket sees it (kube-proxy's KUBE-IPVS-FILTER lesson).
+// Two backends: nftables (sets, one atomic transaction per family) and, where the kernel
+// has no nftables ip family (UML's), legacy iptables with ipset (the ipvs match for SNAT,
+// as kube-proxy uses; hash sets for the filter, so a packet costs the same with 10,000
+// VIPs as with one).
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { PortlbError } from '../errors.ts';
+import type { Family } from '../net/ip.ts';
+
+const run = promisify(execFile);
+
+export interface PortRule {
+  vip: string;
+  family: Family;
+  port: number;
+  protocol: 'tcp' | 'udp' | 'sctp';
+}
+
+export interface NetfilterRules {
+  /** NAT-mode services whose traffic to backends leaves with the node's address. */
+  snat: PortRule[];
+  /** Every programmed VIP port: the only new traffic a VIP accepts. Empty when the filter is off. */
+  filter: PortRule[];
+}
+
+export class NetfilterError extends PortlbError<'NETFILTER_UNAVAILABLE' | 'NETFILTER_APPLY_FAILED'> {}
+
+export interface NetfilterManager {
+  readonly kind: string;
+  /** Makes portlb's rules exactly these; returns whether anything changed. */
+  apply(rules: NetfilterRules): Promise<boolean>;
+  /** Forgets what it believes is applied (the next apply rewrites). */
+  invalidate(): void;
+}
+
+export const SNAT_CHAIN = 'PORTLB-SNAT';
+export const FILTER_CHAIN = 'PORTLB-FILTER';
+export const NFT_TABLE = 'portlb';
+/** ipset names (legacy backend). */
+export const SETS = {
+  ipv4: { vips: 'portlb-vips4', services: 'portlb-services4' },
+  ipv6: { vips: 'portlb-vips6', services: 'portlb-services6' },
+} as const;
+
+const sortRules = (rules: readonly PortRule[]) =>
+  [...rules].sort((a, b) =>
+    `${a.vip}|${a.protocol}|${a.port}`.localeCompare(`${b.vip}|${b.protocol}|${b.port}`),
+  );
+
+const uniqueVips = (rules: readonly PortRule[], family: Family) => [
+  ...new Set(rules.filter((r) => r.family === family).map((r) => r.vip)),
+];
+
+/** One nft transaction that replaces portlb's tables (ip and ip6) with exactly these rules. */
+export function nftScript(rules: NetfilterRules): string {
+  const out: string[] = [];
+  for (const [family, nf, addrType, icmp] of [
+    ['ipv4', 'ip', 'ipv4_addr', 'icmp'],
+    ['ipv6', 'ip6', 'ipv6_addr', 'ipv6-icmp'],
+  ] as const) {
+    const filter = sortRules(rules.filter.filter((r) => r.family === family));
+    const vips = uniqueVips(filter, family);
+    out.push(`table ${nf} ${NFT_TABLE} {}`, `delete table ${nf} ${NFT_TABLE}`, `table ${nf} ${NFT_TABLE} {`);
+    out.push(
+      `  set vips { type ${addrType}; ${vips.length ? `elements = { ${vips.join(', ')} }` : ''} }`,
+      `  set services { type ${addrType} . inet_proto . inet_service; ${filter.length ? `elements = { ${filter.map((r) => `${r.vip} . ${r.protocol} . ${r.port}`).join(', ')} }` : ''} }`,
+      '  chain input {',
+      '    type filter hook input priority filter - 10; policy accept;',
+      `    ${nf} daddr != @vips accept`,
+      `    ${nf} daddr . meta l4proto . th dport @services accept`,
+      `    meta l4proto ${icmp} accept`,
+      '    counter drop comment "portlb: nothing but service ports on a VIP"',
+      '  }',
+      '  chain postrouting {',
+      '    type nat hook postrouting priority srcnat; policy accept;',
+    );
+    for (const r of sortRules(rules.snat.filter((x) => x.family === family))) {
+      out.push(
+        `    meta l4proto ${r.protocol} ct original ${nf} daddr ${r.vip} ct original proto-dst ${r.port} masquerade comment "portlb ${r.vip}:${r.port}/${r.protocol}"`,
+      );
+    }
+    out.push('  }', '}');
+  }
+  return `${out.join('\n')}\n`;
+}
+
+/** iptables-restore input that replaces portlb's chains (nat: SNAT, filter: the VIP filter) of one family. */
+export function iptablesRestoreText(rules: NetfilterRules, family: Family): string {
+  const bits = family === 'ipv4' ? 32 : 128;
+  const sets = SETS[family];
+  const lines = ['*nat', `:${SNAT_CHAIN} - [0:0]`];
+  for (const r of sortRules(rules.snat).filter((x) => x.family === family)) {
+    lines.push(
+      `-A ${SNAT_CHAIN} -m ipvs --vaddr ${r.vip}/${bits} --vport ${r.port} --vproto ${r.protocol} --vmethod masq -m comment --comment "portlb ${r.vip}:${r.port}/${r.protocol}" -j MASQUERADE`,
+    );
+  }
+  lines.push('COMMIT', '*filter', `:${FILTER_CHAIN} - [0:0]`);
+  lines.push(
+    `-A ${FILTER_CHAIN} -m set ! --match-set ${sets.vips} dst -j RETURN`,
+    `-A ${FILTER_CHAIN} -p ${family === 'ipv4' ? 'icmp' : 'ipv6-icmp'} -j RETURN`,
+    `-A ${FILTER_CHAIN} -m set --match-set ${sets.services} dst,dst -j RETURN`,
+    `-A ${FILTER_CHAIN} -m comment --comment "portlb: nothing but service ports on a VIP" -j DROP`,
+    'COMMIT',
+    '',
+  );
+  return lines.join('\n');
+}
+
+/** ipset restore input: both sets of a family refilled and swapped in atomically. */
+export function ipsetRestoreText(rules: NetfilterRules, family: Family): string {
+  const sets = SETS[family];
+  const inet = family === 'ipv4' ? 'inet' : 'inet6';
+  const filter = sortRules(rules.filter.filter((r) => r.family === family));
+  const lines: string[] = [];
+  for (const [name, type, members] of [
+    [sets.vips, 'hash:ip', uniqueVips(filter, family)],
+    [sets.services, 'hash:ip,port', filter.map((r) => `${r.vip},${r.protocol}:${r.port}`)],
+  ] as const) {
+    lines.push(
+      `create ${name} ${type} family ${inet} -exist`,
+      `create ${name}-next ${type} family ${inet} -exist`,
+      `flush ${name}-next`,
+      ...members.map((m) => `add ${name}-next ${m}`),
+      `swap ${name}-next ${name}`,
+      `destroy ${name}-next`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function feed(cmd: string, args: string[], input: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(cmd, args);
+    let stderr = '';
+    child.stderr?.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('exit', (code) =>
+      code === 0 ? resolve() : reject(Object.assign(new Error(`${cmd} exited ${code}`), { stderr })),
+    );
+    child.stdin?.end(input);
+  });
+}
+
+abstract class CachedNetfilter implements NetfilterManager {
+  abstract readonly kind: string;
+  private applied: string | undefined;
+  protected abstract write(rules: NetfilterRules): Promise<void>;
+
+  async apply(rules: NetfilterRules): Promise<boolean> {
+    const key = JSON.stringify([sortRules(rules.snat), sortRules(rules.filter)]);
+    if (key === this.applied) return false;
+    try {
+      await this.write(rules);
+    } catch (err) {
+      this.applied = undefined;
+      throw new NetfilterError(
+        'NETFILTER_APPLY_FAILED',
+        `${this.kind}: could not apply ${rules.snat.length} SNAT and ${rules.filter.length} filter rules: ${(err as { stderr?: string }).stderr || (err as Error).message}`,
+        { cause: err },
+      );
+    }
+    this.applied = key;
+    return true;
+  }
+
+  invalidate(): void {
+    this.applied = undefined;
+  }
+}
+
+export class NftNetfilter extends CachedNetfilter {
+  readonly kind = 'nftables';
+  protected write(rules: NetfilterRules): Promise<void> {
+    return feed('nft', ['-f', '-'], nftScript(rules));
+  }
+}
+
+export class LegacyNetfilter extends CachedNetfilter {
+  readonly kind = 'iptables-legacy';
+
+  /** A jump from a built-in chain to ours, first in line (a host firewall's earlier ACCEPT must not bypass it). */
+  private async ensureJump(
+    bin: string,
+    table: string,
+    from: string,
+    chain: string,
+    comment: string,
+  ): Promise<void> {
+    const spec = ['-m', 'comment', '--comment', comment, '-j', chain];
+    const exists = await run(bin, ['-w', '-t', table, '-C', from, ...spec]).then(
+      () => true,
+      () => false,
+    );
+    if (!exists) await run(bin, ['-w', '-t', table, '-I', from, '1', ...spec]);
+  }
+
+  protected async write(rules: NetfilterRules): Promise<void> {
+    for (const [family, bin, restore] of [
+      ['ipv4', 'iptables-legacy', 'iptables-legacy-restore'],
+      ['ipv6', 'ip6tables-legacy', 'ip6tables-legacy-restore'],
+    ] as const) {
+      const used = [...rules.snat, ...rules.filter].some((r) => r.family === family);
+      if (family === 'ipv6' && !used) continue;
+      // Sets first: the filter's rules name them.
+      await feed('ipset', ['restore'], ipsetRestoreText(rules, family));
+      await feed(restore, ['-w', '--noflush'], iptablesRestoreText(rules, family));
+      await this.ensureJump(bin, 'nat', 'POSTROUTING', SNAT_CHAIN, 'portlb SNAT');
+      await this.ensureJump(bin, 'filter', 'INPUT', FILTER_CHAIN, 'portlb VIP filter');
+    }
+  }
+}
+
+export class FakeNetfilter implements NetfilterManager {
+  readonly kind = 'fake';
+  rules: NetfilterRules = { snat: [], filter: [] };
+  writes = 0;
+  async apply(rules: NetfilterRules): Promise<boolean> {
+    const key = (r: NetfilterRules) => JSON.stringify([sortRules(r.snat), sortRules(r.filter)]);
+    if (key(rules) === key(this.rules)) return false;
+    this.rules = { snat: [...rules.snat], filter: [...rules.filter] };
+    this.writes++;
+    return true;
+  }
+  invalidate(): void {}
+}
+
+/** Picks the backend: nftables when the kernel has its ip family, else legacy iptables with ipset. */
+export async function detectNetfilter(mode: 'auto' | 'nftables' | 'iptables'): Promise<NetfilterManager> {
+  const nftWorks = async () => {
+    try {
+      await run('nft', ['add', 'table', 'ip', 'portlb_probe']);
+      await run('nft', ['delete', 'table', 'ip', 'portlb_probe']);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const legacyWorks = async () => {
+    try {
+      await run('iptables-legacy', ['-w', '-t', 'nat', '-S', 'POSTROUTING']);
+      await run('iptables-legacy', ['-w', '-t', 'filter', '-S', 'INPUT']);
+      await run('ipset', ['list', '-n']);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (mode !== 'iptables' && (await nftWorks())) return new NftNetfilter();
+  if (mode === 'nftables') {
+    throw new NetfilterError(
+      'NETFILTER_UNAVAILABLE',
+      'ipvs.netfilter: nftables: this kernel cannot create an nftables ip table (use iptables or auto)',
+    );
+  }
+  if (await legacyWorks()) return new LegacyNetfilter();
+  throw new NetfilterError(
+    'NETFILTER_UNAVAILABLE',
+    `ipvs.netfilter: ${mode}: neither nftables (ip family) nor legacy iptables with ipset (ip_tables, iptable_nat, iptable_filter, xt_ipvs, xt_set) works here; install nftables, or iptables and ipset`,
+  );
+}
+
+/** Something portlb created in netfilter, found and removed as a whole (`portlb cleanup`). */
+export interface NetfilterCleaner {
+  what: string;
+  present(): Promise<boolean>;
+  remove(): Promise<void>;
+}
+
+const succeeds = (cmd: string, args: string[]) =>
+  run(cmd, args).then(
+    () => true,
+    () => false,
+  );
+
+/** portlb's chains in a legacy iptables table: its own (PORTLB-*) and the jumps to them. */
+function legacyChains(bin: string, table: string): NetfilterCleaner {
+  const rules = async () => (await run(bin, ['-w', '-t', table, '-S'])).stdout.split('\n');
+  return {
+    what: `${bin} chains PORTLB-* in table ${table}`,
+    present: async () => (await rules().catch(() => [])).some((l) => l.startsWith('-N PORTLB-')),
+    remove: async () => {
+      const lines = await rules();
+      // Jumps from other chains first (a chain in use cannot be deleted).
+      for (const l of lines) {
+        if (!l.startsWith('-A ') || !/ -j PORTLB-\S+/.test(l) || l.startsWith('-A PORTLB-')) continue;
+        await run(bin, ['-w', '-t', table, '-D', ...splitRule(l.slice(3))]);
+      }
+      const chains = lines.filter((l) => l.startsWith('-N PORTLB-')).map((l) => l.slice(3).trim());
+      for (const c of chains) await run(bin, ['-w', '-t', table, '-F', c]);
+      for (const c of chains) await run(bin, ['-w', '-t', table, '-X', c]);
+    },
+  };
+}
+
+/** Splits an iptables -S rule into arguments (quoted comments stay one argument). */
+function splitRule(rule: string): string[] {
+  return [...rule.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)].map((m) => m[1] ?? m[2]!);
+}
+
+export function netfilterCleaners(): NetfilterCleaner[] {
+  const nftTable = (family: string): NetfilterCleaner => ({
+    what: `nftables table ${family} ${NFT_TABLE}`,
+    present: () => succeeds('nft', ['list', 'table', family, NFT_TABLE]),
+    remove: async () => {
+      await run('nft', ['delete', 'table', family, NFT_TABLE]);
+    },
+  });
+  const ipsets: NetfilterCleaner = {
+    what: 'ipsets portlb-*',
+    present: async () =>
+      (await run('ipset', ['list', '-n']).catch(() => ({ stdout: '' }))).stdout
+        .split('\n')
+        .some((n) => n.startsWith('portlb-')),
+    remove: async () => {
+      const names = (await run('ipset', ['list', '-n'])).stdout
+        .split('\n')
+        .filter((n) => n.startsWith('portlb-'));
+      for (const n of names) await run('ipset', ['destroy', n]);
+    },
+  };
+  return [
+    nftTable('ip'),
+    nftTable('ip6'),
+    nftTable('inet'),
+    ...['iptables-legacy', 'ip6tables-legacy'].flatMap((bin) =>
+      ['nat', 'filter'].map((table) => legacyChains(bin, table)),
+    ),
+    // After the chains: a set in use by a rule cannot be destroyed.
+    ipsets,
+  ];
+}

@@ -1,0 +1,263 @@
+// Faults nobody planned, under load, in the Kubernetes-mode lab (the real agents watch a
+// fake API server over HTTPS; real IPVS, gobgpd and BIRD): each injected while a client
+// runs through the VIPs, with its figures printed: failed requests, time to recovery,
+// route withdrawals seen by the router.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import {
+  Lab,
+  type LoadResult,
+  labServices,
+  lbAddress,
+  NAT_VIP as NAT,
+  TUNNEL_VIP as TUNNEL,
+} from '../harness/lab.ts';
+import { waitFor } from '../harness/netns.ts';
+
+const figures: string[] = [];
+const record = (line: string) => {
+  figures.push(line);
+  console.log(`# measured: ${line}`);
+};
+const summary = (r: LoadResult) =>
+  `${r.failed} failed of ${r.requests}${r.failed ? ` ${JSON.stringify(r.failures)}` : ''}${r.latencyMs ? ` (p99 ${r.latencyMs.p99} ms, max ${r.latencyMs.max} ms)` : ''}`;
+
+describe('e2e: faults under load (Kubernetes mode)', () => {
+  if (process.env.PORTLB_IN_UML !== '1')
+    throw new Error('e2e tests run inside the kernel harness (npm test does)');
+  const lab = new Lab({
+    prefix: 'e2f',
+    maxReplicas: 2,
+    backends: 3,
+    services: labServices(),
+    kubernetes: true,
+    resyncSeconds: 3,
+    drainTimeoutSeconds: 20,
+  });
+  const faultsFile = (i: number) => path.join(lab.dir, `faults-lb${i}.json`);
+  const inject = (i: number, faults: object) => writeFileSync(faultsFile(i), JSON.stringify(faults));
+  const withdraws = () => lab.routerWithdraws(1) + lab.routerWithdraws(2);
+  const metric = async (i: number, name: string) => {
+    const text = await (await fetch(`http://${lbAddress(i)}:9180/metrics`)).text();
+    return text
+      .split('\n')
+      .filter((l) => l.startsWith(name))
+      .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+  };
+
+  before(async () => {
+    await lab.up();
+    for (const i of [1, 2]) {
+      inject(i, {});
+      await lab.startReplica(i, { env: { PORTLB_TEST_FAULTS: faultsFile(i) } });
+    }
+    await lab.waitNextHops(TUNNEL, 2, 60_000);
+    await lab.waitNextHops(NAT, 2, 60_000);
+  });
+  after(async () => {
+    console.log(`# e2e faults summary:\n#   ${figures.join('\n#   ')}`);
+    await lab.down();
+  });
+
+  /** Runs `during` under short-connection load through both VIPs. */
+  async function underLoad(during: () => Promise<void>): Promise<LoadResult> {
+    const load = lab.load({ vips: [TUNNEL, NAT], seconds: 600, concurrency: 4 });
+    await load.started;
+    await new Promise((r) => setTimeout(r, 1500));
+    await during();
+    await new Promise((r) => setTimeout(r, 1500));
+    load.stop();
+    return load.done;
+  }
+
+  test('the kernel cannot be read for one pass: 0 withdrawals, 0 failed requests', async () => {
+    const before = withdraws();
+    const errors = await metric(1, 'portlb_errors_total{code="KERNEL_ERROR"');
+    const r = await underLoad(async () => {
+      inject(1, { read: 1 });
+      await waitFor(
+        'the fault fired',
+        async () => (await metric(1, 'portlb_errors_total{code="KERNEL_ERROR"')) > errors,
+        {
+          timeoutMs: 30_000,
+          intervalMs: 500,
+        },
+      );
+      await new Promise((res) => setTimeout(res, 4000)); // the next passes
+    });
+    const w = withdraws() - before;
+    record(`kernel read failed for one pass: ${summary(r)}; ${w} route withdrawals`);
+    assert.ok(r.requests > 30);
+    assert.equal(r.failed, 0, JSON.stringify(r.failures));
+    assert.equal(w, 0, 'no route withdrawn on doubt');
+    assert.deepEqual(lab.nextHops(TUNNEL), [lbAddress(1), lbAddress(2)]);
+  });
+
+  test('a write batch fails in transport: the agent stays up and converges on the next pass', async () => {
+    const pid = lab.agent(1)!.child.pid;
+    const r = await underLoad(async () => {
+      inject(1, { execute: 1 });
+      // A change that needs writes: a fourth backend for both Services... (be3 leaves, comes back)
+      await lab.writeServices(labServices([{ n: 1 }, { n: 2 }]));
+      const t0 = Date.now();
+      const has = (n: number) =>
+        lab.backendsIn(1, NAT).some((b) => b.address === `10.0.0.${20 + n}` && b.weight > 0);
+      await waitFor('converged without be3', () => !has(3), {
+        timeoutMs: 60_000,
+        intervalMs: 500,
+      });
+      record(`a write batch failed in transport: converged ${Date.now() - t0} ms after the change`);
+      await lab.writeServices(labServices());
+      await waitFor('be3 back', () => has(3), { timeoutMs: 60_000, intervalMs: 500 });
+    });
+    record(`write batch fault: ${summary(r)}`);
+    assert.equal(lab.agent(1)!.child.exitCode, null, 'the agent is still running');
+    assert.equal(lab.agent(1)!.child.pid, pid);
+    assert.equal(r.failed, 0, JSON.stringify(r.failures));
+  });
+
+  test('an annotation on a serving Service set to garbage and back: 0 failed requests, nothing withdrawn', async () => {
+    const kube = lab.kube!;
+    const before = withdraws();
+    const r = await underLoad(async () => {
+      await kube.patch('services', 'default', 'web', {
+        metadata: { annotations: { 'portlb.io/scheduler': 'fastest' } },
+      });
+      await waitFor(
+        'the warning',
+        async () => {
+          const events = await kube.list('events', 'default');
+          return events.some((e) => e.reason === 'InvalidSettingsKept' && e.involvedObject?.name === 'web');
+        },
+        { timeoutMs: 30_000, intervalMs: 500 },
+      );
+      await new Promise((res) => setTimeout(res, 4000));
+      assert.match(
+        lab.ipvsadm(1, ['-Ln', '-t', `${TUNNEL}:80`]),
+        /mh/,
+        'still programmed with its last valid settings',
+      );
+      await kube.patch('services', 'default', 'web', {
+        metadata: { annotations: { 'portlb.io/scheduler': 'mh' } },
+      });
+    });
+    const w = withdraws() - before;
+    record(`annotation garbage and back: ${summary(r)}; ${w} route withdrawals`);
+    assert.equal(r.failed, 0, JSON.stringify(r.failures));
+    assert.equal(w, 0);
+  });
+
+  test('the API server hangs for 60 s: the data plane keeps converging endpoint changes; the leader steps down', async () => {
+    const kube = lab.kube!;
+    const r = await underLoad(async () => {
+      await kube.call('POST', '/_fake/hang?on=1');
+      try {
+        await new Promise((res) => setTimeout(res, 3000));
+        // be3 leaves web-nat (through the server's own controls: the watches still stream).
+        const t0 = Date.now();
+        await kube.call('PATCH', '/_fake/objects/endpointslices/default/web-nat-1', {
+          endpoints: [1, 2].map((n) => ({ addresses: [`10.0.0.${20 + n}`], conditions: { ready: true } })),
+        });
+        const be3 = () => lab.backendsIn(1, NAT).find((b) => b.address === '10.0.0.23');
+        await waitFor('the kernel has the change', () => !be3() || be3()!.weight === 0, {
+          timeoutMs: 30_000,
+          intervalMs: 100,
+        });
+        record(`API server hung: EndpointSlice change -> kernel ${Date.now() - t0} ms`);
+        await new Promise((res) => setTimeout(res, Math.max(0, 60_000 - (Date.now() - t0) - 3000)));
+        const leaders = (await Promise.all([1, 2].map((i) => metric(i, 'portlb_leader')))).reduce(
+          (a, b) => a + b,
+          0,
+        );
+        assert.equal(
+          leaders,
+          0,
+          'no leader while every Lease call hangs (each aborted at the renew deadline)',
+        );
+      } finally {
+        await kube.call('POST', '/_fake/hang?on=0');
+      }
+    });
+    record(`API server hung 60 s: ${summary(r)}`);
+    assert.equal(r.failed, 0, JSON.stringify(r.failures));
+    await waitFor(
+      'a leader again',
+      async () => (await metric(1, 'portlb_leader')) + (await metric(2, 'portlb_leader')) === 1,
+      {
+        timeoutMs: 30_000,
+        intervalMs: 500,
+      },
+    );
+    await lab.writeServices(labServices());
+  });
+
+  test('the wall clock jumps forward and back an hour: passes keep their pace, the drain its length, the leader its lease', async () => {
+    const syncs = async () => metric(1, 'portlb_syncs_total');
+    const leaderOf = async () => ((await metric(1, 'portlb_leader')) ? 1 : 2);
+    const leader = await leaderOf();
+    // A long-lived connection to be3 through the tunnel VIP, then be3 leaves: it drains (20 s).
+    const keep = lab.load({ vips: [TUNNEL], seconds: 600, keepalive: 12, intervalMs: 200 });
+    await keep.started;
+    await new Promise((r) => setTimeout(r, 2000));
+    await lab.writeServices(labServices([{ n: 1 }, { n: 2 }]));
+    const be3 = () => lab.backendsIn(1, TUNNEL).find((b) => b.address === '10.0.0.23');
+    const draining = () => be3()?.weight === 0 && be3()!.active > 0;
+    await waitFor('be3 draining', draining, { timeoutMs: 30_000, intervalMs: 300 });
+    const drainStart = Date.now();
+    for (const step of ['+1 hour', '-2 hours']) {
+      const before = await syncs();
+      execFileSync('date', ['-s', step]);
+      await new Promise((r) => setTimeout(r, 6000));
+      const passes = (await syncs()) - before;
+      record(
+        `wall clock ${step}: ${passes} passes in the next 6 s (resync 3 s); leader lb${await leaderOf()}`,
+      );
+      assert.ok(passes >= 2, `passes continue (${passes})`);
+      assert.equal(await leaderOf(), leader, 'the same leader: its lease follows monotonic time');
+      if (Date.now() - drainStart < 15_000) assert.ok(draining(), 'the drain is not cut short');
+    }
+    execFileSync('date', ['-s', '+1 hour']);
+    await waitFor('the drain ends after its timeout', () => !be3(), {
+      timeoutMs: 40_000,
+      intervalMs: 500,
+    });
+    const drained = (Date.now() - drainStart) / 1000;
+    record(`drain under clock steps: ${drained.toFixed(1)} s (timeout 20 s)`);
+    assert.ok(drained >= 15, `the drain lasted ${drained} s`);
+    keep.stop();
+    await keep.done;
+    await lab.writeServices(labServices());
+  });
+
+  test('a host listener on 0.0.0.0 of an LB node is unreachable through a VIP; the service port is', async () => {
+    lab.net.spawn('lb1', 'listener', process.execPath, [
+      '-e',
+      "require('net').createServer((s) => s.end('host\\n')).listen(2222, '0.0.0.0')",
+    ]);
+    await new Promise((r) => setTimeout(r, 2000));
+    const connect = (address: string, port: number) => {
+      try {
+        return lab.net
+          .exec('client', 'bash', ['-c', `timeout 3 bash -c 'exec 3<>/dev/tcp/${address}/${port}; cat <&3'`])
+          .trim();
+      } catch {
+        return 'unreachable';
+      }
+    };
+    assert.equal(connect(lbAddress(1), 2222), 'host', "the node's own address reaches it");
+    for (const vip of [TUNNEL, NAT]) {
+      assert.equal(connect(vip, 2222), 'unreachable', `${vip}:2222`);
+      assert.equal(connect(vip, 9180), 'unreachable', `the agent's HTTP on ${vip}`);
+      assert.equal(connect(vip, 179), 'unreachable', `gobgpd on ${vip}`);
+    }
+    const r = await lab.load({ vips: [NAT], seconds: 3, concurrency: 2 }).done;
+    assert.equal(r.failed, 0);
+    assert.ok(r.ok > 0, 'the service port answers');
+    record(
+      `VIP filter: host listener, agent HTTP and BGP unreachable on the VIPs; service port ${summary(r)}`,
+    );
+  });
+});

@@ -1,0 +1,97 @@
+// portlb's nftables rules on this host's kernel (which has the nftables ip family), in
+// network namespaces of the test's own: SNAT matching the conntrack original destination;
+// the VIP filter letting through only service ports (and ICMP), checked with real
+// connections to a listener bound to every address; replaced as a whole; nothing else in
+// the ruleset touched.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import { nftScript, type PortRule } from '../../lb-agent/src/agent/netfilter.ts';
+import { NetnsLab } from '../harness/netns.ts';
+
+const VIP = '203.0.113.10';
+
+describe('netfilter through nftables (host kernel, own namespaces)', () => {
+  const lab = new NetnsLab(`pln${process.pid % 10000}`);
+  before(async () => {
+    lab.addNamespace('n');
+    lab.addNamespace('c');
+    lab.link('n', 'n-c', ['192.0.2.1/24'], 'c', 'c-n', ['192.0.2.2/24']);
+    lab.exec('n', 'ip', ['addr', 'add', `${VIP}/32`, 'dev', 'lo']);
+    lab.exec('c', 'ip', ['route', 'add', `${VIP}/32`, 'via', '192.0.2.1']);
+    lab.exec('n', 'nft', ['add', 'table', 'inet', 'someone_else']);
+    // Host listeners on every address, as sshd or the kubelet would be.
+    for (const port of [80, 2222]) {
+      lab.spawn('n', `listener-${port}`, process.execPath, [
+        '-e',
+        `require('net').createServer((s) => s.end('hello ${port}\\n')).listen(${port}, '0.0.0.0')`,
+      ]);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  });
+  after(() => lab.cleanup());
+
+  const apply = (snat: PortRule[], filter: PortRule[]) =>
+    lab.exec('n', 'nft', ['-f', '-'], nftScript({ snat, filter }));
+  /** A TCP connect from the client namespace, bounded: the answer, or why not. */
+  const connect = (address: string, port: number) => {
+    const r = spawnSync(
+      'ip',
+      [
+        'netns',
+        'exec',
+        lab.ns('c'),
+        'bash',
+        '-c',
+        `timeout 2 bash -c 'exec 3<>/dev/tcp/${address}/${port}; cat <&3'`,
+      ],
+      { encoding: 'utf8' },
+    );
+    return r.status === 0 ? r.stdout.trim() : `failed (${r.status})`;
+  };
+  const web: PortRule = { vip: VIP, family: 'ipv4', port: 80, protocol: 'tcp' };
+
+  test('SNAT rules match the conntrack original destination and masquerade; replaced atomically', () => {
+    apply([web, { vip: 'fd00:203::10', family: 'ipv6', port: 443, protocol: 'tcp' }], []);
+    const v4 = lab.exec('n', 'nft', ['list', 'table', 'ip', 'portlb']);
+    assert.match(v4, /type nat hook postrouting priority srcnat/);
+    assert.match(v4, /ct original ip daddr 203\.0\.113\.10 ct original proto-dst 80 masquerade/);
+    assert.match(
+      lab.exec('n', 'nft', ['list', 'table', 'ip6', 'portlb']),
+      /ct original ip6 daddr fd00:203::10 ct original proto-dst 443 masquerade/,
+    );
+    apply([{ vip: '203.0.113.11', family: 'ipv4', port: 53, protocol: 'udp' }], []);
+    const after = lab.exec('n', 'nft', ['list', 'table', 'ip', 'portlb']);
+    assert.doesNotMatch(after, /203\.0\.113\.10 ct original/);
+    assert.match(
+      after,
+      /meta l4proto udp ct original ip daddr 203\.0\.113\.11 ct original proto-dst 53 masquerade/,
+    );
+    assert.match(
+      lab.exec('n', 'nft', ['list', 'ruleset']),
+      /table inet someone_else/,
+      'other tables untouched',
+    );
+  });
+
+  test('the VIP filter: a listener on 0.0.0.0 is unreachable through the VIP, the service port is not', () => {
+    apply([], []);
+    assert.equal(
+      connect(VIP, 2222),
+      'hello 2222',
+      'without the filter, the host listener answers on the VIP',
+    );
+    apply([], [web]);
+    assert.equal(connect(VIP, 80), 'hello 80', 'the service port passes');
+    assert.match(connect(VIP, 2222), /^failed/, 'a host listener does not answer on the VIP');
+    assert.equal(connect('192.0.2.1', 2222), 'hello 2222', "the node's own address is not filtered");
+    const ping = spawnSync('ip', ['netns', 'exec', lab.ns('c'), 'ping', '-c1', '-W2', VIP]);
+    assert.equal(ping.status, 0, 'ICMP passes');
+    assert.match(
+      lab.exec('n', 'nft', ['list', 'table', 'ip', 'portlb']),
+      /counter packets [1-9]\d* bytes \d+ drop/,
+    );
+    apply([], []);
+    assert.equal(connect(VIP, 2222), 'hello 2222', 'rules replaced as a whole');
+  });
+});
