@@ -15,7 +15,6 @@ import {
   imageExists,
   imageSize,
   pinnedRef,
-  podman,
   podmanEnv,
   podmanStream,
   repo,

@@ -21,6 +21,10 @@ interface Phase {
   umlArgs?: string[];
   /** Host-side work before the phase runs (e.g. building the images it tests). */
   prepare?: string[][];
+  /** Groups of files (globs), each run by its own process (kernel phases: its own boot). */
+  shards?: string[][];
+  /** How many shards run at once (a UML guest keeps one host core busy). */
+  parallel?: number;
 }
 
 const PHASES: Phase[] = [
@@ -74,6 +78,12 @@ const PHASES: Phase[] = [
     inKernel: true,
     timeoutS: 1500,
     mem: '2560M',
+    // Two boots side by side (each guest keeps one core busy), balanced by their run time.
+    shards: [
+      ['test/e2e/faults.test.ts', 'test/e2e/systemd.test.ts'],
+      ['test/e2e/resilience.test.ts', 'test/e2e/traffic.test.ts'],
+    ],
+    parallel: 2,
   },
   {
     name: 'pod',
@@ -154,7 +164,73 @@ function runPhase(phase: Phase): Promise<Result> {
     console.error(`\n[${phase.name}] FAILED before it started: ${result.note}`);
     return Promise.resolve(result);
   }
-  // In the kernel one process runs every file, one file at a time: labs must not overlap.
+  console.log(`\n=== ${phase.name}: ${phase.description} (${files.length} files) ===`);
+  for (const step of phase.prepare ?? []) {
+    const res = spawnSync(process.execPath, step, { cwd: repo, stdio: ['ignore', 'inherit', 'inherit'] });
+    if (res.status !== 0) {
+      result.note = `preparing failed: node ${step.join(' ')} exited ${res.status}`;
+      console.error(`\n[${phase.name}] FAILED before it started: ${result.note}`);
+      result.seconds = (Date.now() - started) / 1000;
+      return Promise.resolve(result);
+    }
+  }
+  const shards = shardFiles(phase, files);
+  return runShards(phase, shards).then((runs) => {
+    for (const r of runs) {
+      result.tests += r.tests;
+      result.pass += r.pass;
+      result.fail += r.fail;
+    }
+    const notes = runs.map((r) => r.note).filter(Boolean);
+    result.ok = runs.every((r) => r.ok);
+    if (notes.length) result.note = notes.join('; ');
+    result.seconds = (Date.now() - started) / 1000;
+    return result;
+  });
+}
+
+/** Files of a phase grouped into its shards; a file no shard names goes to the first. */
+function shardFiles(phase: Phase, files: string[]): string[][] {
+  if (!phase.shards) return [files];
+  const groups = phase.shards.map((globs) => {
+    const named = new Set(globs.flatMap((g) => globSync(g, { cwd: repo })));
+    return files.filter((f) => named.has(f));
+  });
+  const placed = new Set(groups.flat());
+  groups[0]!.push(...files.filter((f) => !placed.has(f)));
+  return groups.filter((g) => g.length > 0);
+}
+
+interface ShardRun {
+  ok: boolean;
+  tests: number;
+  pass: number;
+  fail: number;
+  note?: string;
+}
+
+/**
+ * Each shard in its own process (for kernel phases: its own UML boot), at most
+ * `parallel` at once. With several, each output line carries its shard's tag.
+ */
+async function runShards(phase: Phase, shards: string[][]): Promise<ShardRun[]> {
+  const parallel = Math.min(shards.length, phase.parallel ?? 1);
+  const runs: ShardRun[] = new Array(shards.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < shards.length) {
+      const i = next++;
+      const tag = shards.length > 1 ? `[${phase.name} ${i + 1}/${shards.length}] ` : '';
+      if (tag) console.log(`${tag}${shards[i]!.join(' ')}`);
+      runs[i] = await runShard(phase, shards[i]!, tag);
+    }
+  };
+  await Promise.all(Array.from({ length: parallel }, worker));
+  return runs;
+}
+
+function runShard(phase: Phase, files: string[], tag: string): Promise<ShardRun> {
+  // In the kernel one process runs every file of a shard, one file at a time: labs must not overlap.
   const nodeArgs = [
     '--test',
     '--test-reporter=spec',
@@ -176,35 +252,36 @@ function runPhase(phase: Phase): Promise<Result> {
         ],
       ]
     : [process.execPath, nodeArgs];
-  console.log(`\n=== ${phase.name}: ${phase.description} (${files.length} files) ===`);
-  for (const step of phase.prepare ?? []) {
-    const res = spawnSync(process.execPath, step, { cwd: repo, stdio: ['ignore', 'inherit', 'inherit'] });
-    if (res.status !== 0) {
-      result.note = `preparing failed: node ${step.join(' ')} exited ${res.status}`;
-      console.error(`\n[${phase.name}] FAILED before it started: ${result.note}`);
-      result.seconds = (Date.now() - started) / 1000;
-      return Promise.resolve(result);
-    }
-  }
   return new Promise((resolve) => {
     const child = spawn(cmd, args as string[], { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'] });
     const timer = phase.inKernel ? undefined : setTimeout(() => child.kill('SIGKILL'), phase.timeoutS * 1000);
     let tail = '';
+    let partial = '';
     child.stdout.on('data', (chunk: Buffer) => {
-      process.stdout.write(chunk);
-      tail = (tail + chunk.toString()).slice(-4000);
+      const text = chunk.toString();
+      tail = (tail + text).slice(-4000);
+      if (!tag) {
+        process.stdout.write(chunk);
+        return;
+      }
+      const lines = (partial + text).split('\n');
+      partial = lines.pop() ?? '';
+      if (lines.length) process.stdout.write(lines.map((l) => `${tag}${l}\n`).join(''));
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      if (partial) process.stdout.write(`${tag}${partial}\n`);
       const count = (name: string) => Number(new RegExp(`ℹ ${name} (\\d+)`).exec(tail)?.[1] ?? 0);
-      result.tests = count('tests');
-      result.pass = count('pass');
-      result.fail = count('fail') + count('cancelled');
-      result.ok = code === 0 && result.fail === 0 && result.tests > 0;
-      if (signal) result.note = `killed by ${signal} (timeout ${phase.timeoutS}s)`;
-      else if (code !== 0 && result.fail === 0) result.note = `exit code ${code}`;
-      result.seconds = (Date.now() - started) / 1000;
-      resolve(result);
+      const run: ShardRun = {
+        ok: false,
+        tests: count('tests'),
+        pass: count('pass'),
+        fail: count('fail') + count('cancelled'),
+      };
+      run.ok = code === 0 && run.fail === 0 && run.tests > 0;
+      if (signal) run.note = `${tag}killed by ${signal} (timeout ${phase.timeoutS}s)`;
+      else if (code !== 0 && run.fail === 0) run.note = `${tag}exit code ${code}`;
+      resolve(run);
     });
   });
 }

@@ -233,25 +233,41 @@ describe('e2e: faults under load (Kubernetes mode)', () => {
   });
 
   test('a host listener on 0.0.0.0 of an LB node is unreachable through a VIP; the service port is', async () => {
-    lab.net.spawn('lb1', 'listener', process.execPath, [
+    const listener = lab.net.spawn('lb1', 'listener', process.execPath, [
       '-e',
-      "require('net').createServer((s) => s.end('host\\n')).listen(2222, '0.0.0.0')",
+      "require('net').createServer((s) => s.end('host\\n')).listen(2222, '0.0.0.0', () => console.log('listening'))",
     ]);
-    await new Promise((r) => setTimeout(r, 2000));
-    const connect = (address: string, port: number) => {
-      try {
-        return lab.net
-          .exec('client', 'bash', ['-c', `timeout 3 bash -c 'exec 3<>/dev/tcp/${address}/${port}; cat <&3'`])
-          .trim();
-      } catch {
-        return 'unreachable';
-      }
-    };
-    assert.equal(connect(lbAddress(1), 2222), 'host', "the node's own address reaches it");
+    await waitFor('the host listener', () => lab.net.log(listener).includes('listening'), {
+      timeoutMs: 30_000,
+    });
+    // Every probe at once, each bounded: a filtered port answers nothing (DROP), so each
+    // unreachable one costs its whole timeout.
+    const probes = [
+      [lbAddress(1), 2222],
+      ...[TUNNEL, NAT].flatMap((vip) => [
+        [vip, 2222],
+        [vip, 9180],
+        [vip, 179],
+      ]),
+    ] as const;
+    const script = probes
+      .map(
+        ([a, p]) =>
+          `(r=$(timeout 4 bash -c 'exec 3<>/dev/tcp/${a}/${p}; timeout 2 cat <&3' 2>/dev/null); echo "${a}:${p} \${r:-unreachable}") &`,
+      )
+      .join('\n');
+    const seen = Object.fromEntries(
+      lab.net
+        .exec('client', 'bash', ['-c', `${script}\nwait`])
+        .trim()
+        .split('\n')
+        .map((l) => l.split(' ') as [string, string]),
+    );
+    assert.equal(seen[`${lbAddress(1)}:2222`], 'host', "the node's own address reaches it");
     for (const vip of [TUNNEL, NAT]) {
-      assert.equal(connect(vip, 2222), 'unreachable', `${vip}:2222`);
-      assert.equal(connect(vip, 9180), 'unreachable', `the agent's HTTP on ${vip}`);
-      assert.equal(connect(vip, 179), 'unreachable', `gobgpd on ${vip}`);
+      assert.equal(seen[`${vip}:2222`], 'unreachable', `${vip}:2222`);
+      assert.equal(seen[`${vip}:9180`], 'unreachable', `the agent's HTTP on ${vip}`);
+      assert.equal(seen[`${vip}:179`], 'unreachable', `gobgpd on ${vip}`);
     }
     const r = await lab.load({ vips: [NAT], seconds: 3, concurrency: 2 }).done;
     assert.equal(r.failed, 0);

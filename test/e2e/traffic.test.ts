@@ -169,6 +169,18 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
     await new Promise((r) => setTimeout(r, 4000)); // a few more passes, one a full resync
     assert.equal(lab.ipvsadm(1, ['-Ln', '-t', '192.0.2.50:80']), foreign);
     lab.ipvsadm(1, ['-D', '-t', '192.0.2.50:80']);
+    // Again: the pattern of a controller deleting them (kube-proxy in IPVS mode), reported.
+    lab.ipvsadm(1, ['-D', '-t', `${NAT}:80`]);
+    await waitFor('back again', () => lab.ipvsadm(1, ['-Ln']).includes(`${NAT}:80`), { timeoutMs: 20_000 });
+    const notice = await waitFor(
+      'the conflict reported',
+      async () =>
+        ((await lab.status(1)).notices as { reason: string; message: string }[]).find(
+          (n) => n.reason === 'IpvsServicesDeleted',
+        ),
+      { timeoutMs: 20_000, intervalMs: 1000 },
+    );
+    assert.match(notice.message, /--ipvs-exclude-cidrs/);
   });
 
   // The table without its connection counters (which traffic changes).

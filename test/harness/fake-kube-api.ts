@@ -75,6 +75,11 @@ interface Watcher {
 export interface FakeKubeApiOptions {
   /** How an expired watch is told: HTTP 410, or a 200 stream with an ERROR event. */
   goneAs?: 'status' | 'event';
+  /**
+   * Drop status.loadBalancer.ingress[].ipMode on writes, as an API server before 1.30 (or
+   * with the LoadBalancerIPMode feature gate off) does.
+   */
+  dropIpMode?: boolean;
   /** Send bookmarks every N ms even to watches that did not ask (the client must cope). */
   unsolicitedBookmarksMs?: number;
   /** Listen address (default 127.0.0.1). */
@@ -329,8 +334,10 @@ current-context: fake
       );
     }
     let next: Obj;
-    if (opts.subresource === 'status') next = { ...clone(cur), status: clone(obj.status) };
-    else {
+    if (opts.subresource === 'status') {
+      next = { ...clone(cur), status: clone(obj.status) };
+      if (this.options.dropIpMode) for (const i of next.status?.loadBalancer?.ingress ?? []) delete i.ipMode;
+    } else {
       next = clone(obj);
       delete next.kind;
       delete next.apiVersion;

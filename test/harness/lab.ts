@@ -235,7 +235,7 @@ export class Lab {
           'mode: kubernetes',
           'kubernetes:',
           `  kubeconfig: ${this.kubeconfigFile}`,
-          '  leaderElection: { namespace: portlb-system, leaseDurationSeconds: 6, renewDeadlineSeconds: 4, retryPeriodSeconds: 1 }',
+          '  leaderElection: { namespace: portlb-system, leaseDurationSeconds: 15, renewDeadlineSeconds: 10, retryPeriodSeconds: 2 }',
         ]
       : ['mode: standalone', `standalone: { servicesFile: ${this.servicesFile} }`];
     writeFileSync(

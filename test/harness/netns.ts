@@ -1,7 +1,7 @@
 // Network namespaces, veth links and daemons for tests and the lab. Everything a lab
 // creates carries its own prefix and is removed by cleanup(), even after a failure.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, createWriteStream, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -164,6 +164,16 @@ export class NetnsLab {
         // already gone
       }
     }
+    // PORTLB_KEEP_LABS=<dir> keeps each lab's files (daemon logs, configs) for a post-mortem.
+    const keep = process.env.PORTLB_KEEP_LABS;
+    if (keep)
+      cpSync(this.dir, path.join(keep, path.basename(this.dir)), {
+        recursive: true,
+        filter: (src) => {
+          const st = lstatSync(src);
+          return st.isFile() || st.isDirectory();
+        },
+      });
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

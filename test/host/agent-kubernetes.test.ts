@@ -12,6 +12,7 @@ import { FakeAddressManager } from '../../lb-agent/src/agent/vips.ts';
 import { FakeBgpSpeaker } from '../../lb-agent/src/bgp/fake-speaker.ts';
 import { parseAgentConfig } from '../../lb-agent/src/config/agent-config.ts';
 import { FakeIpvsClient } from '../../lb-agent/src/ipvs/fake-client.ts';
+import { FaultyIpvsClient, MemoryFaults } from '../../lb-agent/src/ipvs/faulty-client.ts';
 import { systemClock } from '../../lb-agent/src/util/clock.ts';
 import { silentLogger } from '../../lb-agent/src/util/log.ts';
 import { FakeKubeApi } from '../harness/fake-kube-api.ts';
@@ -20,6 +21,7 @@ import { waitFor } from '../harness/netns.ts';
 describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', () => {
   const api = new FakeKubeApi();
   const ipvs = new FakeIpvsClient();
+  const faults = new MemoryFaults();
   const addresses = new FakeAddressManager();
   const speaker = new FakeBgpSpeaker();
   const logs: { level: number; msg: string; service?: string; reason?: string }[] = [];
@@ -83,7 +85,14 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
     await source.prepare();
     agent = new Agent(
       { config, nodeName: 'edge-1', identity: 'portlb-abcde' },
-      { ipvs, addresses, netfilter: new FakeNetfilter(), speaker, source, logger },
+      {
+        ipvs: new FaultyIpvsClient(ipvs, faults),
+        addresses,
+        netfilter: new FakeNetfilter(),
+        speaker,
+        source,
+        logger,
+      },
     );
     await agent.start();
     url = `http://127.0.0.1:${agent.httpAddress!.port}`;
@@ -131,6 +140,19 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
     ]) {
       assert.ok(metrics.includes(name), `metrics have ${name}`);
     }
+  });
+
+  test('the kernel cannot be read for /status: the document says unknown (not empty) and why; the error is counted', async () => {
+    faults.faults = { statsRead: 1 };
+    const res = await fetch(`${url}/status`);
+    assert.equal(res.status, 200);
+    const status = (await res.json()) as Record<string, any>;
+    assert.equal(status.services, null, 'unknown, not an empty table');
+    assert.match(status.kernelError, /injected fault/);
+    assert.equal(status.vips[0].announced, true, 'the last pass still speaks');
+    assert.match(await metricsText(), /portlb_errors_total\{code="KERNEL_ERROR",step="status"\} 1/);
+    const again = (await (await fetch(`${url}/status`)).json()) as Record<string, any>;
+    assert.equal(again.services.length, 1, 'read again on the next request');
   });
 
   test('a bad Service is skipped with a reason (Event, metric); the others keep working', async () => {

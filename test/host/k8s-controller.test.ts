@@ -82,6 +82,7 @@ describe('Kubernetes controller against a fake API server', () => {
   async function setup(
     opts: {
       goneAs?: 'status' | 'event';
+      dropIpMode?: boolean;
       pools?: string[];
       identity?: string;
       api?: FakeKubeApi;
@@ -90,13 +91,19 @@ describe('Kubernetes controller against a fake API server', () => {
   ) {
     let api = opts.api;
     if (!api) {
-      api = new FakeKubeApi({ goneAs: opts.goneAs, unsolicitedBookmarksMs: 200 });
+      api = new FakeKubeApi({
+        goneAs: opts.goneAs,
+        dropIpMode: opts.dropIpMode,
+        unsolicitedBookmarksMs: 200,
+      });
       await api.start();
       apis.push(api);
       api.create('nodes', node('edge-1'));
     }
     let changes = 0;
+    const dropped: string[] = [];
     const ctl = new KubernetesController({
+      onIpModeDropped: (service) => dropped.push(service),
       client: new KubeClient(api.connection()),
       config: config(opts.pools),
       nodeName: 'edge-1',
@@ -109,7 +116,7 @@ describe('Kubernetes controller against a fake API server', () => {
     controllers.push(ctl);
     ctl.start();
     await waitFor('informers synced', () => ctl.synced());
-    return { api, ctl, changes: () => changes };
+    return { api, ctl, changes: () => changes, dropped };
   }
 
   const syncUntil = (
@@ -307,5 +314,29 @@ describe('Kubernetes controller against a fake API server', () => {
       'the stuck Service allocated after recovery',
       () => ingressOf(api, 'stuck').length === 1,
     );
+  });
+
+  test('an API server that drops ipMode: said once, and status is not rewritten in a loop', async () => {
+    const { api, ctl, dropped } = await setup({ dropIpMode: true });
+    await waitFor('leader', () => ctl.isLeader());
+    api.create('services', service('web'));
+    await syncUntil(ctl, 'allocated', () => ingressOf(api, 'web').length === 1);
+    assert.deepEqual(
+      ingressOf(api, 'web'),
+      [{ ip: '203.0.113.1' }],
+      'the server kept the address, not ipMode',
+    );
+    await ctl.lane.idle();
+    await waitFor('noticed', () => dropped.length === 1);
+    const writes = ctl.writer.statusWrites;
+    for (let i = 0; i < 10; i++) {
+      ctl.sync();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    api.create('services', service('other'));
+    await syncUntil(ctl, 'a real change is still written', () => ingressOf(api, 'other').length === 1);
+    await ctl.lane.idle();
+    assert.equal(ctl.writer.statusWrites, writes + 1, 'only the new Service was written, no ipMode loop');
+    assert.deepEqual(dropped, ['default/web']);
   });
 });

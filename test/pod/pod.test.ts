@@ -209,8 +209,8 @@ describe('the shipped pod (real images, rendered chart, CRI semantics)', () => {
     const logs = pod.logs('lb-agent');
     assert.match(
       logs,
-      /"snat":"iptables-legacy"/,
-      'SNAT backend chosen (this kernel has no nftables ip family)',
+      /"netfilter":"iptables-legacy"/,
+      'netfilter backend chosen from the image (this kernel has no nftables ip family)',
     );
   });
 
@@ -266,5 +266,11 @@ describe('the shipped pod (real images, rendered chart, CRI semantics)', () => {
     assert.match(answer, /be[12]/, 'a backend answered');
     assert.ok(answer.includes(lbAddress(1)), 'NAT: the backend saw the LB node (SNAT) as the source');
     assert.ok(!answer.includes(CLIENT));
+    // The VIP filter, set up by the image's own iptables and ipset: only service ports pass.
+    assert.match(
+      lab.net.exec('lb1', 'ipset', ['list', 'portlb-vips4']),
+      new RegExp(`^${vip.replaceAll('.', '\\.')}$`, 'm'),
+    );
+    assert.match(lab.net.exec('lb1', 'iptables-legacy', ['-S', 'INPUT']), /-j PORTLB-FILTER/);
   });
 });

@@ -7,11 +7,11 @@ import { GobgpSpeaker } from '../bgp/gobgp-speaker.ts';
 import type { BgpPeerConfig, BgpSpeaker, PeerStatus } from '../bgp/types.ts';
 import { type AgentConfig, readPassword } from '../config/agent-config.ts';
 import { poolOwnership } from '../config/ownership.ts';
-import { describeError } from '../errors.ts';
+import { describeError, errorCode } from '../errors.ts';
 import type { IpvsClient } from '../ipvs/client.ts';
 import { NetlinkIpvsClient } from '../ipvs/netlink-client.ts';
 import { ProcSysctls } from '../ipvs/sysctl.ts';
-import { serviceId } from '../ipvs/types.ts';
+import { type ServiceState, serviceId } from '../ipvs/types.ts';
 import { ipFamily } from '../net/ip.ts';
 import { type Clock, systemClock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
@@ -171,6 +171,7 @@ export class Agent {
       snat: cfg.ipvs.snat !== 'none',
       owns: this.owns,
       drainTimeoutMs: cfg.defaults.drainTimeoutSeconds * 1000,
+      netfilterResyncMs: cfg.sync.netfilterResyncSeconds * 1000,
       clock: this.clock,
       logger: this.log,
     });
@@ -210,7 +211,11 @@ export class Agent {
         liveness: () => this.liveness(),
         readiness: () => this.readiness(),
         metrics: async () => {
-          await this.perServiceMetrics().catch(() => {});
+          // The gauges keep their last values when the kernel cannot be read; the error is counted.
+          await this.perServiceMetrics().catch((err) => {
+            this.metrics.errors.inc({ code: errorCode(err), step: 'metrics' });
+            this.log.debug({ err: describeError(err) }, 'per-service metrics: kernel read failed');
+          });
           await this.refreshPeerMetrics();
           return {
             contentType: this.metrics.registry.contentType,
@@ -313,9 +318,16 @@ export class Agent {
 
   /** What this node does, for `portlb status`. Reads the kernel for live connection counts. */
   async status(): Promise<Record<string, unknown>> {
-    const table = (await this.ipvs.getTable({ stats: true })).filter(
-      (s) => s.service.key.kind === 'address' && this.owns(s.service.key.address),
-    );
+    let table: ServiceState[] | undefined;
+    let kernelError: string | undefined;
+    try {
+      table = (await this.ipvs.getTable({ stats: true })).filter(
+        (s) => s.service.key.kind === 'address' && this.owns(s.service.key.address),
+      );
+    } catch (err) {
+      kernelError = describeError(err);
+      this.metrics.errors.inc({ code: errorCode(err), step: 'status' });
+    }
     const peers = await this.refreshPeerMetrics();
     return buildStatus({
       node: this.o.nodeName,
@@ -331,6 +343,7 @@ export class Agent {
       live: this.liveness(),
       last: this.reconciler.last,
       table,
+      kernelError,
       bgp: this.speaker ? { connected: this.speaker.connected(), peers } : null,
       notices: this.conditions.list(),
       clock: this.clock,

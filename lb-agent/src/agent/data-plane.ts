@@ -27,6 +27,11 @@ export interface DataPlaneOptions {
   /** Pools: the only addresses portlb programs or removes. */
   owns: (address: string) => boolean;
   drainTimeoutMs: number;
+  /**
+   * How often a full pass rewrites portlb's netfilter objects as a whole (repairing an
+   * external flush). Not on every full pass: with legacy iptables that is four processes.
+   */
+  netfilterResyncMs?: number;
   clock: Clock;
   logger?: Logger;
 }
@@ -115,6 +120,8 @@ export class DataPlane {
   private readonly log: Logger;
   private readonly cache = new IpvsStateCache();
   private loaded = false;
+  /** Monotonic time netfilter was last written (-Infinity: never, so the first full pass writes). */
+  private netfilterWrittenAt = Number.NEGATIVE_INFINITY;
   private draining = new Map<string, number>();
   private lastSpecs = new Map<string, ServiceSpec>();
   private lastProgrammed = new Set<string>();
@@ -167,7 +174,8 @@ export class DataPlane {
         report.vanished = [...this.lastProgrammed].filter((id) => wanted.has(id) && !seen.has(id));
         this.cache.reset(table, now);
         this.loaded = true;
-        this.o.netfilter.invalidate();
+        if (now - this.netfilterWrittenAt >= (this.o.netfilterResyncMs ?? 60_000))
+          this.o.netfilter.invalidate();
       } catch (err) {
         return unknownAfter('read', err);
       }
@@ -192,6 +200,7 @@ export class DataPlane {
     // a host listener's port, and NAT-mode replies have their SNAT from the first packet.
     try {
       report.netfilterChanged = await this.o.netfilter.apply(netfilterRules(desired, this.o));
+      if (report.netfilterChanged) this.netfilterWrittenAt = now;
     } catch (err) {
       fail('netfilter', err);
     }

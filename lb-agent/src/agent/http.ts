@@ -61,6 +61,10 @@ export async function startAgentHttp(
       }
     })();
   });
+  // Idle keep-alive connections are closed by the client first (kubelet probes, Prometheus,
+  // fetch keep theirs for seconds): a server closing at the same moment a client reuses
+  // the connection makes that request fail ("socket hang up"), which a probe counts as a failure.
+  server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) =>
       reject(new Error(`http.listen ${address.host}:${address.port}: ${describeError(err)}`)),

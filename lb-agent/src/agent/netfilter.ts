@@ -222,14 +222,19 @@ export class FakeNetfilter implements NetfilterManager {
   readonly kind = 'fake';
   rules: NetfilterRules = { snat: [], filter: [] };
   writes = 0;
+  /** As the real ones: after invalidate() the next apply writes even unchanged rules. */
+  private stale = false;
   async apply(rules: NetfilterRules): Promise<boolean> {
     const key = (r: NetfilterRules) => JSON.stringify([sortRules(r.snat), sortRules(r.filter)]);
-    if (key(rules) === key(this.rules)) return false;
+    if (!this.stale && key(rules) === key(this.rules)) return false;
     this.rules = { snat: [...rules.snat], filter: [...rules.filter] };
+    this.stale = false;
     this.writes++;
     return true;
   }
-  invalidate(): void {}
+  invalidate(): void {
+    this.stale = true;
+  }
 }
 
 /** Picks the backend: nftables when the kernel has its ip family, else legacy iptables with ipset. */

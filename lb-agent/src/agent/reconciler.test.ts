@@ -5,6 +5,7 @@ import { describe, test } from 'node:test';
 import { pino } from 'pino';
 import { FakeBgpSpeaker } from '../bgp/fake-speaker.ts';
 import { computeDesired, type DesiredState } from '../core/desired.ts';
+import { ep, intent } from '../core/fixtures.ts';
 import type { Endpoint, ServiceIntent } from '../core/types.ts';
 import { FakeIpvsClient } from '../ipvs/fake-client.ts';
 import { FaultyIpvsClient, MemoryFaults } from '../ipvs/faulty-client.ts';
@@ -17,34 +18,6 @@ import { FakeAddressManager } from './vips.ts';
 
 const pools = [parseAddressBlock('203.0.113.0/24'), parseAddressBlock('fd00:203::/120')] as AddressBlock[];
 const owns = (a: string) => pools.some((p) => blockContains(p, a));
-
-const ep = (address: string, ready = true): Endpoint => ({
-  address,
-  family: 'ipv4',
-  port: 8080,
-  ready,
-  serving: ready,
-  terminating: false,
-  nodeName: undefined,
-});
-const intent = (
-  id: string,
-  vip: string,
-  endpoints: Endpoint[],
-  extra: Partial<ServiceIntent> = {},
-): ServiceIntent => ({
-  id,
-  vips: [vip],
-  ports: [{ name: '', protocol: 'tcp', port: 80, endpoints }],
-  scheduler: 'mh',
-  schedulerFlags: [],
-  forwarding: 'nat',
-  persistence: undefined,
-  trafficPolicy: 'Cluster',
-  announce: true,
-  warnings: [],
-  ...extra,
-});
 
 class TestSource implements DesiredSource {
   readonly kind = 'standalone' as const;
@@ -144,6 +117,26 @@ describe('reconciler + data plane (fakes)', () => {
     await t.pass();
     await t.pass(true);
     assert.deepEqual([t.ipvs.writes, t.addresses.changes, t.netfilter.writes, t.speaker.log.length], writes);
+  });
+
+  test('full passes rewrite the netfilter objects only once per netfilter resync, not on every pass', async () => {
+    const t = await rig();
+    t.source.intents = [intent('shop/web', '203.0.113.10', [ep('10.1.0.5')])];
+    await t.pass(true);
+    const writes = t.netfilter.writes;
+    assert.ok(writes >= 1);
+    for (let i = 0; i < 5; i++) {
+      await t.clock.advance(3_000);
+      await t.pass(true);
+    }
+    assert.equal(t.netfilter.writes, writes, 'five full passes within a minute: no rewrite');
+    await t.clock.advance(60_000);
+    await t.pass(true);
+    assert.equal(
+      t.netfilter.writes,
+      writes + 1,
+      'a full pass after the netfilter resync rewrites (repairs) them',
+    );
   });
 
   test('adopts what the kernel already holds: a restart writes nothing', async () => {
@@ -309,7 +302,10 @@ describe('reconciler + data plane (fakes)', () => {
     await t.settle();
     await t.pass(true);
     await t.pass();
-    const told = () => t.logs.map((l) => [l.level, l.msg, l.service ?? l.vip, l.reason ?? '']);
+    const told = () =>
+      t.logs
+        .filter((l) => l.msg !== 'kernel programmed')
+        .map((l) => [l.level, l.msg, l.service ?? l.vip, l.reason ?? '']);
     assert.deepEqual(told(), [
       [40, 'service skipped: tcp/80 on 203.0.113.10 is already used by a/web', 'b/clash', 'PortConflict'],
       [
@@ -328,6 +324,19 @@ describe('reconciler + data plane (fakes)', () => {
       [30, 'service warning cleared', 'c/tunnel', ''],
       [30, 'VIP no longer withheld', '203.0.113.10', 'NoReadyBackends'],
     ]);
+  });
+
+  test('a pass that changes the kernel says what it did, once; a converged pass is quiet', async () => {
+    const t = await rig();
+    t.source.intents = [intent('shop/web', '203.0.113.10', [ep('10.1.0.5'), ep('10.1.0.6')])];
+    await t.pass(true);
+    const programmed = () => t.logs.filter((l) => l.msg === 'kernel programmed') as Record<string, unknown>[];
+    assert.equal(programmed().length, 1);
+    assert.deepEqual(programmed()[0]!.applied, { 'add-service': 1, 'add-destination': 2 });
+    assert.deepEqual(programmed()[0]!.vipsAdded, ['203.0.113.10']);
+    await t.pass();
+    await t.pass(true);
+    assert.equal(programmed().length, 1, 'nothing changed: nothing logged at info');
   });
 
   test('the kernel cannot be read for one pass: state unknown, nothing withdrawn, then back to normal', async () => {

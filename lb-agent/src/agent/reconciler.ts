@@ -303,6 +303,21 @@ export class Reconciler {
 
   /** Logs each skip, warning and withheld VIP once when it starts or changes, and when it ends. */
   private tell(r: PassResult): void {
+    // What the kernel was told, once per pass that changed it (a quiet pass is debug only).
+    const applied = Object.fromEntries(Object.entries(r.report.applied).filter(([, n]) => n > 0));
+    const vips = r.report.vips.added.length + r.report.vips.removed.length;
+    const changed = Object.keys(applied).length > 0 || vips > 0 || r.report.netfilterChanged;
+    this.log[changed ? 'info' : 'debug'](
+      {
+        full: r.full,
+        durationMs: Math.round(r.durationMs),
+        applied,
+        ...(vips ? { vipsAdded: r.report.vips.added, vipsRemoved: r.report.vips.removed } : {}),
+        ...(r.report.netfilterChanged ? { netfilter: 'replaced' } : {}),
+        announced: r.ads.length,
+      },
+      changed ? 'kernel programmed' : 'pass: kernel already as desired',
+    );
     const { appeared, cleared } = this.notices.update([
       ...r.desired.skipped.map(
         (s): Notice => ({ what: 'skipped', subject: s.service, reason: s.reason, message: s.detail }),

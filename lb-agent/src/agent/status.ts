@@ -16,8 +16,10 @@ export interface StatusInput {
   ready: { ready: boolean; reasons: string[] };
   live: { ok: boolean; reason: string | undefined };
   last: PassResult | undefined;
-  /** The kernel's services inside the pools, with counters. */
-  table: ServiceState[];
+  /** The kernel's services inside the pools, with counters; undefined when the read failed. */
+  table: ServiceState[] | undefined;
+  /** Why the kernel could not be read for this document. */
+  kernelError?: string;
   bgp: { connected: boolean; peers: PeerStatus[] } | null;
   notices: { what: string; subject: string; reason: string | undefined; message: string }[];
   clock: Clock;
@@ -44,24 +46,27 @@ export function buildStatus(s: StatusInput): Record<string, unknown> {
       durationMs: Math.round(last.durationMs),
       failures: last.report.failures,
     },
-    services: s.table.map((t) => {
-      const id = serviceId(t.service.key);
-      return {
-        id,
-        owner: owners.get(id) ?? null,
-        state: outcomes?.get(id)?.outcome ?? null,
-        scheduler: t.service.scheduler,
-        flags: t.service.schedulerFlags,
-        connections: t.stats?.connections ?? 0,
-        backends: t.destinations.map((d) => ({
-          id: destinationId(d),
-          forward: d.forward,
-          weight: d.weight,
-          active: d.activeConnections,
-          inactive: d.inactiveConnections,
-        })),
-      };
-    }),
+    // Unknown is not empty: a failed read shows as null with its reason.
+    kernelError: s.kernelError ?? null,
+    services:
+      s.table?.map((t) => {
+        const id = serviceId(t.service.key);
+        return {
+          id,
+          owner: owners.get(id) ?? null,
+          state: outcomes?.get(id)?.outcome ?? null,
+          scheduler: t.service.scheduler,
+          flags: t.service.schedulerFlags,
+          connections: t.stats?.connections ?? 0,
+          backends: t.destinations.map((d) => ({
+            id: destinationId(d),
+            forward: d.forward,
+            weight: d.weight,
+            active: d.activeConnections,
+            inactive: d.inactiveConnections,
+          })),
+        };
+      }) ?? null,
     vips: (last?.desired.vips ?? []).map((v) => ({
       address: v.address,
       owners: v.owners,

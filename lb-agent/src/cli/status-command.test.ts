@@ -50,3 +50,67 @@ test('portlb status: services with backends, draining, VIPs with reasons, peers,
   assert.match(text, /SKIPPED\n {2}shop\/typo: InvalidAnnotation/);
   assert.match(text, /WARNINGS\n {2}shop\/web: tunnel forwarding cannot change ports/);
 });
+
+test('portlb status in doubt: the kernel unreadable, the API unreachable, VIPs kept, notices, a service not programmed', () => {
+  const text = formatStatus({
+    node: 'edge-1',
+    mode: 'kubernetes',
+    leader: false,
+    source: {
+      kind: 'kubernetes',
+      synced: true,
+      healthy: false,
+      error: 'watch services: no answer before the deadline',
+    },
+    ready: { ready: true, reasons: [] },
+    live: { ok: false, reason: "the kernel's state has been unknown for 190 s" },
+    lastSync: {
+      at: '2026-11-27T17:00:00.000Z',
+      ok: false,
+      durationMs: 3,
+      failures: [{ step: 'read', code: 'KERNEL_ERROR', message: 'IPVS dump: EIO' }],
+    },
+    kernelError: 'IPVS dump: EIO',
+    services: null,
+    draining: [],
+    vips: [{ address: '203.0.113.1', owners: ['shop/web'], announced: true, withheld: null, kept: true }],
+    bgp: null,
+    skipped: [],
+    warnings: [],
+    notices: [
+      {
+        what: 'IpvsServicesVanish',
+        subject: 'node/edge-1',
+        reason: 'ExternalDeletes',
+        message: 'kube-proxy ...',
+      },
+    ],
+  });
+  assert.match(text, /last sync .* FAILED in 3 ms: read KERNEL_ERROR IPVS dump: EIO/);
+  assert.match(text, /^live no \(the kernel's state has been unknown for 190 s\)$/m);
+  assert.match(
+    text,
+    /^source kubernetes UNHEALTHY: watch services: no answer before the deadline \(last known state kept\)$/m,
+  );
+  assert.match(text, /^IPVS: the kernel could not be read: IPVS dump: EIO$/m);
+  assert.doesNotMatch(text, /^SERVICE/m, 'no table that looks empty');
+  assert.match(text, /203\.0\.113\.1 +yes \(kept: state unknown\) +shop\/web/);
+  assert.match(text, /NOTICES\n {2}IpvsServicesVanish node\/edge-1: kube-proxy/);
+});
+
+test('portlb status: a service whose programming failed is marked', () => {
+  const text = formatStatus({
+    node: 'edge-1',
+    mode: 'standalone',
+    leader: null,
+    ready: { ready: true, reasons: [] },
+    services: [
+      { id: 'tcp:203.0.113.1:80', state: 'not-programmed', scheduler: 'mh', connections: 0, backends: [] },
+    ],
+    draining: [],
+    vips: [],
+    bgp: null,
+    skipped: [],
+  });
+  assert.match(text, /tcp:203\.0\.113\.1:80 +mh +0 {2}\(no backends\) +NOT PROGRAMMED/);
+});

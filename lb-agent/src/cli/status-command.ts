@@ -21,22 +21,40 @@ export function formatStatus(s: Status): string {
   lines.push(
     `node ${s.node}  mode ${s.mode}${s.leader === null ? '' : `  leader ${s.leader ? 'yes' : 'no'}`}  ready ${s.ready.ready ? 'yes' : `no (${s.ready.reasons.join('; ')})`}`,
   );
-  if (s.lastSync)
+  if (s.lastSync) {
+    const failures = (s.lastSync.failures ?? []) as Status[];
     lines.push(
-      `last sync ${s.lastSync.at} ${s.lastSync.ok ? 'ok' : 'FAILED'} in ${s.lastSync.durationMs} ms`,
+      `last sync ${s.lastSync.at} ${s.lastSync.ok ? 'ok' : 'FAILED'} in ${s.lastSync.durationMs} ms${failures.length ? `: ${failures.map((f) => `${f.step} ${f.code} ${f.message}`).join('; ')}` : ''}`,
     );
-  lines.push(
-    '',
-    'SERVICE                                  SCHED   CONNS  BACKEND                       FWD     WEIGHT  ACTIVE  INACT',
-  );
-  for (const svc of s.services) {
-    const head = `${svc.id.padEnd(40)} ${String(svc.scheduler).padEnd(7)} ${String(svc.connections).padStart(5)}`;
-    if (!svc.backends.length) lines.push(`${head}  (no backends)`);
-    svc.backends.forEach((b: Status, i: number) => {
-      lines.push(
-        `${i === 0 ? head : ' '.repeat(head.length)}  ${b.id.padEnd(29)} ${b.forward.padEnd(7)} ${String(b.weight).padStart(6)}  ${String(b.active).padStart(6)}  ${String(b.inactive).padStart(5)}`,
-      );
-    });
+  }
+  if (s.live && !s.live.ok) lines.push(`live no (${s.live.reason})`);
+  if (s.source && !s.source.healthy)
+    lines.push(
+      `source ${s.source.kind} UNHEALTHY: ${s.source.error ?? 'unknown error'} (last known state kept)`,
+    );
+  // null is unknown (the read failed), not an empty table.
+  if (s.services === null) {
+    lines.push('', `IPVS: the kernel could not be read: ${s.kernelError ?? 'unknown error'}`);
+  } else {
+    lines.push(
+      '',
+      'SERVICE                                  SCHED   CONNS  BACKEND                       FWD     WEIGHT  ACTIVE  INACT',
+    );
+    for (const svc of s.services) {
+      const head = `${svc.id.padEnd(40)} ${String(svc.scheduler).padEnd(7)} ${String(svc.connections).padStart(5)}`;
+      const mark =
+        svc.state === 'not-programmed'
+          ? '  NOT PROGRAMMED'
+          : svc.state === 'unknown'
+            ? '  STATE UNKNOWN'
+            : '';
+      if (!svc.backends.length) lines.push(`${head}  (no backends)${mark}`);
+      svc.backends.forEach((b: Status, i: number) => {
+        lines.push(
+          `${i === 0 ? head : ' '.repeat(head.length)}  ${b.id.padEnd(29)} ${b.forward.padEnd(7)} ${String(b.weight).padStart(6)}  ${String(b.active).padStart(6)}  ${String(b.inactive).padStart(5)}${i === 0 ? mark : ''}`,
+        );
+      });
+    }
   }
   if (s.draining.length) {
     lines.push('', 'DRAINING');
@@ -46,7 +64,7 @@ export function formatStatus(s: Status): string {
   lines.push('', 'VIP                        ANNOUNCED  OWNERS');
   for (const v of s.vips)
     lines.push(
-      `${v.address.padEnd(26)} ${(v.announced ? 'yes' : `no: ${v.withheld}`).padEnd(10)} ${v.owners.join(', ')}`,
+      `${v.address.padEnd(26)} ${(v.announced ? (v.kept ? 'yes (kept: state unknown)' : 'yes') : `no: ${v.withheld}`).padEnd(10)} ${v.owners.join(', ')}`,
     );
   if (s.bgp) {
     lines.push('', `BGP speaker ${s.bgp.connected ? 'connected' : 'NOT connected'}`);
@@ -59,6 +77,10 @@ export function formatStatus(s: Status): string {
   if (s.warnings?.length) {
     lines.push('', 'WARNINGS');
     for (const w of s.warnings) lines.push(`  ${w.service}: ${w.message}`);
+  }
+  if (s.notices?.length) {
+    lines.push('', 'NOTICES');
+    for (const n of s.notices) lines.push(`  ${n.what} ${n.subject}: ${n.message}`);
   }
   return lines.join('\n');
 }

@@ -146,6 +146,8 @@ const schema = z
         minIntervalMs: int(0, 60_000).default(200),
         resyncSeconds: duration(1, 86_400).default(60),
         retryMaxSeconds: duration(1, 3600).default(30),
+        /** How often portlb's netfilter objects are rewritten as a whole (repairing an external flush). */
+        netfilterResyncSeconds: duration(5, 86_400).default(60),
         /** /healthz fails when no pass completed (or the kernel was unknown) for this many resync intervals. */
         livenessResyncs: int(2, 100).default(3),
       })

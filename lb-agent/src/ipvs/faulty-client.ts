@@ -20,25 +20,29 @@ import type {
 } from './types.ts';
 
 export interface Faults {
-  /** Fail this many of the next reads (dumps) with a transport error. */
+  /** Fail this many of the next state reads (the sync pass's dumps) with a transport error. */
   read?: number;
+  /** Fail this many of the next statistics dumps (/metrics, /status) with a transport error. */
+  statsRead?: number;
   /** Fail this many of the next write batches in transport (nothing known about what applied). */
   execute?: number;
   /** Delay every read by this many milliseconds (a slow or stuck kernel). */
   readDelayMs?: number;
 }
 
+export type FaultKind = 'read' | 'statsRead' | 'execute';
+
 export interface FaultSource {
   /** Takes one fault of this kind if one is pending. */
-  take(kind: 'read' | 'execute'): boolean;
+  take(kind: FaultKind): boolean;
   readDelayMs(): number;
 }
 
 /** Faults set by a test in memory. */
 export class MemoryFaults implements FaultSource {
   faults: Faults = {};
-  fired = { read: 0, execute: 0 };
-  take(kind: 'read' | 'execute'): boolean {
+  fired = { read: 0, statsRead: 0, execute: 0 };
+  take(kind: FaultKind): boolean {
     const n = this.faults[kind] ?? 0;
     if (n <= 0) return false;
     this.faults[kind] = n - 1;
@@ -63,7 +67,7 @@ export class FileFaults implements FaultSource {
       return {};
     }
   }
-  take(kind: 'read' | 'execute'): boolean {
+  take(kind: FaultKind): boolean {
     const f = this.read();
     const n = f[kind] ?? 0;
     if (n <= 0) return false;
@@ -87,10 +91,10 @@ export class FaultyIpvsClient implements IpvsClient {
     this.faults = faults;
   }
 
-  private async reading<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  private async reading<T>(what: string, options: ListOptions | undefined, fn: () => Promise<T>): Promise<T> {
     const delay = this.faults.readDelayMs();
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
-    if (this.faults.take('read')) throw transportError(what);
+    if (this.faults.take(options?.stats ? 'statsRead' : 'read')) throw transportError(what);
     return fn();
   }
 
@@ -98,13 +102,13 @@ export class FaultyIpvsClient implements IpvsClient {
     return this.inner.info();
   }
   listServices(options?: ListOptions): Promise<ServiceListing[]> {
-    return this.reading('IPVS list services', () => this.inner.listServices(options));
+    return this.reading('IPVS list services', options, () => this.inner.listServices(options));
   }
   listDestinations(key: ServiceKey, options?: ListOptions): Promise<RealServerState[]> {
-    return this.reading('IPVS list destinations', () => this.inner.listDestinations(key, options));
+    return this.reading('IPVS list destinations', options, () => this.inner.listDestinations(key, options));
   }
   getTable(options?: ListOptions): Promise<ServiceState[]> {
-    return this.reading('IPVS dump', () => this.inner.getTable(options));
+    return this.reading('IPVS dump', options, () => this.inner.getTable(options));
   }
   async execute(
     ops: readonly IpvsOperation[],

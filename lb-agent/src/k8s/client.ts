@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent, request as httpsRequest, type RequestOptions } from 'node:https';
 import { PortlbError } from '../errors.ts';
+import { deadlineSignal } from '../util/clock.ts';
 import type { KubeConnection } from './connection.ts';
 
 /** The API server answered with an error status (a Status object). */
@@ -102,7 +103,7 @@ export class KubeClient {
 
   /** One JSON request; rejects with KubeApiError (an error status) or KubeTransportError. */
   async request<T = Json>(method: string, path: string, o: RequestOpts = {}): Promise<T> {
-    const signal = o.signal ?? AbortSignal.timeout(DEFAULT_TIMEOUT_MS);
+    const signal = o.signal ?? deadlineSignal(DEFAULT_TIMEOUT_MS);
     const body = o.body === undefined ? undefined : JSON.stringify(o.body);
     const options = await this.options(
       method,

@@ -4,6 +4,7 @@
 // replaces it (the latest status of a Service wins), and the queue is bounded (Events are
 // dropped first, and counted, when the API server cannot keep up).
 import { describeError } from '../errors.ts';
+import { deadlineSignal } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 
 export interface LaneWork {
@@ -78,7 +79,7 @@ export class ApiLane {
       if (!next) break;
       this.queue.delete(next.key);
       this.running.add(next.key);
-      const signal = AbortSignal.any([this.stopper.signal, AbortSignal.timeout(this.deadlineMs)]);
+      const signal = AbortSignal.any([this.stopper.signal, deadlineSignal(this.deadlineMs)]);
       next
         .run(signal)
         .then(

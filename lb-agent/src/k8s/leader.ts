@@ -7,12 +7,15 @@
 // (resourceVersion, 409) makes sure two replicas never both win.
 import { EventEmitter } from 'node:events';
 import { describeError } from '../errors.ts';
-import type { Clock } from '../util/clock.ts';
+import { type Clock, deadlineSignal } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { type Json, KubeApiError, type KubeClient } from './client.ts';
 
+/** What the elector needs of the API client (a narrow seam for tests). */
+export type LeaseClient = Pick<KubeClient, 'request'>;
+
 export interface LeaderElectorOptions {
-  client: KubeClient;
+  client: LeaseClient;
   namespace: string;
   name: string;
   identity: string;
@@ -87,7 +90,7 @@ export class LeaderElector {
     const budget = this.leading
       ? this.lastRenew + this.o.renewDeadlineMs - this.o.clock.monotonic()
       : this.o.renewDeadlineMs;
-    return AbortSignal.any([this.stopper.signal, AbortSignal.timeout(Math.max(1, budget))]);
+    return AbortSignal.any([this.stopper.signal, deadlineSignal(budget)]);
   }
 
   private async run(): Promise<void> {
@@ -168,7 +171,7 @@ export class LeaderElector {
   }
 
   private async release(): Promise<void> {
-    const signal = AbortSignal.timeout(Math.max(1000, this.o.renewDeadlineMs));
+    const signal = deadlineSignal(Math.max(1000, this.o.renewDeadlineMs));
     const lease = await this.o.client.request('GET', this.path(this.o.name), { signal });
     if (lease?.spec?.holderIdentity !== this.o.identity) return;
     await this.o.client.request('PUT', this.path(this.o.name), {

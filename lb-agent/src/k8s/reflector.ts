@@ -4,7 +4,7 @@
 // the last known objects. Each object is transformed as it arrives: the raw JSON is
 // released at once.
 import { describeError } from '../errors.ts';
-import { backoffDelay, type Clock } from '../util/clock.ts';
+import { backoffDelay, type Clock, deadlineSignal } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { type Json, KubeApiError, type KubeClient } from './client.ts';
 
@@ -124,7 +124,7 @@ export class Reflector<T> {
           fieldSelector: this.o.fieldSelector,
           labelSelector: this.o.labelSelector,
         },
-        signal: AbortSignal.any([signal, AbortSignal.timeout(this.o.listTimeoutMs ?? 60_000)]),
+        signal: AbortSignal.any([signal, deadlineSignal(this.o.listTimeoutMs ?? 60_000)]),
       });
       for (const raw of (page?.items ?? []) as Json[]) {
         const item = this.o.transform(raw);
@@ -183,6 +183,7 @@ export class Reflector<T> {
         if (ev.type === 'BOOKMARK') continue;
         const item = this.o.transform(ev.object);
         const key = this.o.key(item);
+        this.log.trace({ type: ev.type, key, resourceVersion: nextRv }, 'watch event');
         if (ev.type === 'DELETED') this.store.delete(key);
         else this.store.set(key, item);
         this.o.onChange();

@@ -12,6 +12,14 @@ export interface Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
+/**
+ * An AbortSignal that fires after `ms`. AbortSignal.timeout itself throws on fractions of a
+ * millisecond, which deadlines computed from the monotonic clock always have.
+ */
+export function deadlineSignal(ms: number): AbortSignal {
+  return AbortSignal.timeout(Math.max(1, Math.ceil(ms)));
+}
+
 /** A monotonic instant as wall-clock time (for showing when something started). */
 export function wallTimeOf(clock: Clock, monotonicAt: number): number {
   return clock.now() - (clock.monotonic() - monotonicAt);
