@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
+  describeLoad,
   Lab,
   type LoadResult,
   labServices,
@@ -19,8 +20,7 @@ const record = (line: string) => {
   report.push(line);
   console.log(`# measured: ${line}`);
 };
-const summary = (r: LoadResult) =>
-  `${r.failed} failed of ${r.requests}${r.failed ? ` ${JSON.stringify(r.failures)}` : ''}${r.connections ? `, ${r.connections.broken} of ${r.connections.opened} long-lived connections broken` : ''}${r.latencyMs ? ` (latency p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, max ${r.latencyMs.max} ms)` : ''}`;
+const summary = describeLoad;
 
 describe('e2e: resilience under load', () => {
   if (process.env.PORTLB_IN_UML !== '1')

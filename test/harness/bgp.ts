@@ -35,6 +35,28 @@ export interface BirdNeighbor {
   password?: string;
   /** The neighbour's address family channel: ipv4 or ipv6. */
   family: 'ipv4' | 'ipv6';
+  /** The BGP session follows a BFD session (docs/routers.md: `bfd on`). */
+  bfd?: boolean;
+}
+
+/** Starts the shipped bfd container's entrypoint (a BFD-only BIRD) with its files in `dir`. */
+export async function startBfdResponder(lab: NetnsLab, ns: string, dir: string): Promise<Daemon> {
+  mkdirSync(dir, { recursive: true });
+  const socket = path.join(dir, 'bird-bfd.ctl');
+  rmSync(socket, { force: true });
+  const repo = path.resolve(import.meta.dirname, '..', '..');
+  const daemon = lab.spawn(
+    ns,
+    `bird-bfd-${ns}`,
+    'sh',
+    [path.join(repo, 'bgp-speaker', 'bfd-entrypoint.sh')],
+    {
+      ...process.env,
+      PORTLB_BFD_DIR: dir,
+    },
+  );
+  await waitForDaemonFile(lab, daemon, socket, { timeoutMs: 10_000 });
+  return daemon;
 }
 
 export interface BirdOptions {
@@ -43,6 +65,8 @@ export interface BirdOptions {
   neighbors: BirdNeighbor[];
   /** Hold time offered to the neighbours (seconds). */
   holdTime?: number;
+  /** BFD timers for neighbours with `bfd` (a protocol bfd is added). */
+  bfd?: { intervalMs: number; multiplier: number };
 }
 
 /**
@@ -62,6 +86,7 @@ protocol bgp ${n.name} {
   connect delay time 1;
   connect retry time 1;
   error wait time 1, 2;
+  ${n.bfd ? 'bfd on;' : ''}
   ${n.password ? `password "${n.password}";` : ''}
   ${n.family} {
     import filter gshut;
@@ -80,6 +105,7 @@ filter gshut {
 }
 
 protocol device { scan time 10; }
+${o.bfd ? `protocol bfd { interface "*" { interval ${o.bfd.intervalMs} ms; multiplier ${o.bfd.multiplier}; }; }` : ''}
 
 protocol kernel kernel4 {
   ipv4 { export all; };

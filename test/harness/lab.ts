@@ -9,7 +9,15 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { type Bird, birdc, birdProtocolState, type Gobgpd, startBird, startGobgpd } from './bgp.ts';
+import {
+  type Bird,
+  birdc,
+  birdProtocolState,
+  type Gobgpd,
+  startBfdResponder,
+  startBird,
+  startGobgpd,
+} from './bgp.ts';
 import { KubeApiClient } from './kube-api-client.ts';
 import type { LoadResult } from './load-client.ts';
 import { type Daemon, fibNextHops, NetnsLab, run, waitFor } from './netns.ts';
@@ -43,6 +51,18 @@ export interface LabOptions {
    * services are Services and EndpointSlices there.
    */
   kubernetes?: boolean;
+  /**
+   * BFD toward the router: each replica runs the bfd entrypoint (a BFD-only BIRD) that its
+   * agent provisions; the router ties the BGP sessions to BFD. Replicas listed in
+   * `without` have no BFD (and the hold time `holdTimeWithout`), for comparison.
+   */
+  bfd?: {
+    intervalMs: number;
+    multiplier: number;
+    deadManSeconds: number;
+    without?: number[];
+    holdTimeWithout?: number;
+  };
   say?: (line: string) => void;
 }
 
@@ -76,6 +96,22 @@ export const CLIENT = '192.168.1.2';
 interface Replica {
   gobgpd?: Gobgpd;
   agent?: Daemon;
+  bfd?: Daemon;
+}
+
+/** One line per load run: failures, then what users feel (stalls, retransmissions), then latency. */
+export function describeLoad(r: LoadResult): string {
+  const parts = [`${r.failed} failed of ${r.requests}${r.failed ? ` ${JSON.stringify(r.failures)}` : ''}`];
+  if (r.connections)
+    parts.push(`${r.connections.broken} of ${r.connections.opened} long-lived connections broken`);
+  if (r.stalls)
+    parts.push(
+      `${r.stalls.over900ms} over 900 ms${r.stalls.at.length ? ` (at ${r.stalls.at.join(', ')} s)` : ''}, ${r.stalls.synRetrans} SYN retransmissions, ${r.stalls.retransSegs} segments retransmitted`,
+    );
+  const latency = r.latencyMs
+    ? ` (latency p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, max ${r.latencyMs.max} ms)`
+    : '';
+  return parts.join(', ') + latency;
 }
 
 export class Lab {
@@ -228,6 +264,14 @@ export class Lab {
     renameSync(`${this.servicesFile}.tmp`, this.servicesFile);
   }
 
+  hasBfd(i: number): boolean {
+    return !!this.o.bfd && !(this.o.bfd.without ?? []).includes(i);
+  }
+
+  bfdDir(i: number): string {
+    return path.join(this.dir, `bfd-lb${i}`);
+  }
+
   agentConfig(i: number, overrides: string[] = []): string {
     const file = path.join(this.dir, `agent-lb${i}.yaml`);
     const source = this.o.kubernetes
@@ -252,7 +296,12 @@ export class Lab {
         `  listenAddresses: [${lbAddress(i)}]`,
         `  speakerSocket: unix://${path.join(this.dir, `gobgp-lb${i}.sock`)}`,
         `  gracefulShutdownSeconds: ${this.o.gracefulShutdownSeconds ?? 3}`,
-        `  peers: [{ address: ${ROUTER}, asn: 65000, holdTime: 9 }]`,
+        `  peers: [{ address: ${ROUTER}, asn: 65000, holdTime: ${this.hasBfd(i) || !this.o.bfd ? 9 : (this.o.bfd.holdTimeWithout ?? 9)}${this.o.bfd ? `, bfd: ${this.hasBfd(i)}` : ''} }]`,
+        ...(this.o.bfd
+          ? [
+              `bfd: { socket: ${path.join(this.bfdDir(i), 'bird-bfd.ctl')}, configFile: ${path.join(this.bfdDir(i), 'bird-bfd.conf')}, intervalMs: ${this.o.bfd.intervalMs}, multiplier: ${this.o.bfd.multiplier}, deadManSeconds: ${this.o.bfd.deadManSeconds} }`,
+            ]
+          : []),
         'ipvs: { snat: auto }',
         `http: { listen: "${lbAddress(i)}:9180" }`,
         `sync: { minIntervalMs: 100, resyncSeconds: ${this.o.resyncSeconds ?? 5}, retryMaxSeconds: 5 }`,
@@ -320,11 +369,13 @@ export class Lab {
       routerId: ROUTER,
       asn: 65000,
       holdTime: 9,
+      bfd: this.o.bfd,
       neighbors: Array.from({ length: this.o.maxReplicas }, (_, k) => ({
         name: `lb${k + 1}`,
         address: lbAddress(k + 1),
         asn: 65001,
         family: 'ipv4' as const,
+        bfd: this.hasBfd(k + 1),
       })),
     });
     this.say('router: BIRD 2 with multipath (merge paths) and L4 ECMP hashing');
@@ -353,6 +404,9 @@ export class Lab {
     const r = this.replica(i);
     if (!r.gobgpd || r.gobgpd.daemon.child.exitCode !== null || r.gobgpd.daemon.child.signalCode !== null) {
       r.gobgpd = await startGobgpd(this.net, `lb${i}`, path.join(this.dir, `gobgp-lb${i}.sock`));
+    }
+    if (this.hasBfd(i) && (!r.bfd || r.bfd.child.exitCode !== null || r.bfd.child.signalCode !== null)) {
+      r.bfd = await startBfdResponder(this.net, `lb${i}`, this.bfdDir(i));
     }
     await this.startAgent(i, options);
   }
@@ -413,6 +467,7 @@ export class Lab {
     const r = this.replicas.get(i);
     if (r?.agent) await this.net.kill(r.agent, 'SIGKILL');
     if (r?.gobgpd) await this.net.kill(r.gobgpd.daemon, 'SIGKILL');
+    if (r?.bfd) await this.net.kill(r.bfd, 'SIGKILL');
   }
 
   /** What Kubernetes does to a pod: SIGTERM to the agent (graceful), then to the speaker. */
@@ -420,6 +475,7 @@ export class Lab {
     const r = this.replicas.get(i);
     if (r?.agent) await this.net.kill(r.agent, 'SIGTERM', 60_000);
     if (r?.gobgpd) await this.net.kill(r.gobgpd.daemon, 'SIGTERM');
+    if (r?.bfd) await this.net.kill(r.bfd, 'SIGTERM');
   }
 
   nextHops(vip: string): string[] {

@@ -4,6 +4,7 @@
 // Short mode: a new TCP connection per request. Keep-alive mode: N long-lived connections,
 // one request every interval each; a connection that fails (reset, timeout) is counted
 // and not reopened (a reset is what a moved flow looks like).
+import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { parseArgs } from 'node:util';
 
@@ -34,9 +35,55 @@ export interface LoadResult {
   bySource: Record<string, number>;
   connections?: { opened: number; broken: number };
   latencyMs?: { p50: number; p99: number; max: number };
+  /**
+   * What users feel beyond failures: requests slower than 900 ms (a dropped SYN costs
+   * 1 s), when they started (seconds into the run), and the client namespace's TCP
+   * retransmissions over the run (this client is the only one in its namespace).
+   */
+  stalls: { over900ms: number; at: number[]; retransSegs: number; synRetrans: number };
 }
-const result: LoadResult = { requests: 0, ok: 0, failed: 0, failures: {}, byBackend: {}, bySource: {} };
+const result: LoadResult = {
+  requests: 0,
+  ok: 0,
+  failed: 0,
+  failures: {},
+  byBackend: {},
+  bySource: {},
+  stalls: { over900ms: 0, at: [], retransSegs: 0, synRetrans: 0 },
+};
 const latencies: number[] = [];
+const runStarted = performance.now();
+
+/** TCP counters of this network namespace (per-namespace files under /proc/net). */
+function tcpCounters(): { retransSegs: number; synRetrans: number } {
+  const field = (file: string, prefix: string, name: string) => {
+    try {
+      const lines = readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith(`${prefix}:`));
+      const names = lines[0]?.split(/\s+/) ?? [];
+      const values = lines[1]?.split(/\s+/) ?? [];
+      const i = names.indexOf(name);
+      return i > 0 ? Number(values[i]) : Number.NaN;
+    } catch {
+      return Number.NaN;
+    }
+  };
+  return {
+    retransSegs: field('/proc/net/snmp', 'Tcp', 'RetransSegs'),
+    synRetrans: field('/proc/net/netstat', 'TcpExt', 'TCPSynRetrans'),
+  };
+}
+const countersAtStart = tcpCounters();
+
+function recordLatency(started: number): void {
+  const ms = performance.now() - started;
+  latencies.push(ms);
+  if (ms > 900) {
+    result.stalls.over900ms++;
+    if (result.stalls.at.length < 20) result.stalls.at.push(Math.round((started - runStarted) / 100) / 10);
+  }
+}
 
 function once(url: string, agent: Agent | false, mustReuse = false): Promise<boolean> {
   return new Promise((resolve) => {
@@ -57,7 +104,7 @@ function once(url: string, agent: Agent | false, mustReuse = false): Promise<boo
         res.on('end', () => {
           const [backend = '?', source = '?'] = body.trim().split(' ');
           result.ok++;
-          latencies.push(performance.now() - started);
+          recordLatency(started);
           result.byBackend[backend] = (result.byBackend[backend] ?? 0) + 1;
           result.bySource[source] = (result.bySource[source] ?? 0) + 1;
           resolve(true);
@@ -107,6 +154,9 @@ if (keepalive > 0) {
     }),
   );
 }
+const countersAtEnd = tcpCounters();
+result.stalls.retransSegs = countersAtEnd.retransSegs - countersAtStart.retransSegs;
+result.stalls.synRetrans = countersAtEnd.synRetrans - countersAtStart.synRetrans;
 if (latencies.length) {
   latencies.sort((a, b) => a - b);
   const at = (q: number) =>

@@ -153,6 +153,21 @@ export function ipvsConformance(label: string, open: () => Promise<IpvsClient> |
       assert.deepEqual(await c.listDestinations(vip(10)), []);
     });
 
+    test('the destination list is in the kernel’s order: the newest first, an update keeps its place', async () => {
+      await c.addService(svc(vip(11), 'mh'));
+      for (const n of [1, 2, 3]) await c.addDestination(vip(11), dest(DEST_V4(n)));
+      const order = async () => (await c.listDestinations(vip(11))).map((d) => d.address);
+      assert.deepEqual(await order(), [DEST_V4(3), DEST_V4(2), DEST_V4(1)]);
+      await c.updateDestination(vip(11), dest(DEST_V4(2), { weight: 5 }));
+      assert.deepEqual(await order(), [DEST_V4(3), DEST_V4(2), DEST_V4(1)]);
+      // Deleted and added again in one batch: it moves to the head.
+      await c.execute([
+        { op: 'delete-destination', key: vip(11), destination: dest(DEST_V4(1)) },
+        { op: 'add-destination', key: vip(11), destination: dest(DEST_V4(1)) },
+      ]);
+      assert.deepEqual(await order(), [DEST_V4(1), DEST_V4(3), DEST_V4(2)]);
+    });
+
     test('bad weight or thresholds: OUT_OF_RANGE', async () => {
       await c.addService(svc(vip(11)));
       await rejectsWith(c.addDestination(vip(11), dest(DEST_V4(1), { weight: -1 })), 'OUT_OF_RANGE');

@@ -97,7 +97,7 @@ describe('agent data plane boundaries (kernel)', () => {
       sh('ip -n plf-n addr add 203.0.113.10/32 dev lo; ip -n plf-c route add 203.0.113.10/32 via 192.0.2.1');
       const listener = `require('net').createServer((s) => s.end('hello ' + s.localPort + '\\n')).listen(process.argv[1], '0.0.0.0')`;
       sh(
-        `for p in 80 2222; do ip netns exec plf-n ${process.execPath} -e "${listener}" $p >/dev/null 2>&1 & done; sleep 2`,
+        `for p in 80 2222; do ip netns exec plf-n ${process.execPath} -e "${listener}" $p >/dev/null 2>&1 & done`,
       );
       const connect = (port: number) => {
         try {
@@ -108,7 +108,18 @@ describe('agent data plane boundaries (kernel)', () => {
           return 'failed';
         }
       };
-      assert.equal(connect(2222), 'hello 2222', 'without the filter the host listener answers on the VIP');
+      // Node starts slowly in the guest when the machine is busy: wait for both listeners
+      // rather than sleeping a fixed time.
+      const listening = (port: number) => {
+        const deadline = Date.now() + 30_000;
+        while (connect(port) !== `hello ${port}`) {
+          if (Date.now() > deadline) return false;
+          sh('sleep 0.2');
+        }
+        return true;
+      };
+      assert.ok(listening(80), 'the service listener answers before the filter');
+      assert.ok(listening(2222), 'without the filter the host listener answers on the VIP');
       const web: PortRule = { vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' };
       // The agent writes its rules in its own network namespace: so does this.
       const rules = Buffer.from(JSON.stringify({ snat: [], filter: [web] })).toString('base64');

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { IMAGES } from '../../images/podman.ts';
+import { birdc } from '../harness/bgp.ts';
 import type { Obj } from '../harness/fake-kube-api.ts';
 import { requireKernelHarness } from '../harness/kernel.ts';
 import { KubeApiClient } from '../harness/kube-api-client.ts';
@@ -47,6 +48,8 @@ describe('the shipped pod (real images, rendered chart, CRI semantics)', () => {
     maxReplicas: 1,
     backends: 2,
     services: labServices([{ n: 1 }, { n: 2 }]),
+    // The router ties its BGP session to BFD, as docs/routers.md tells users to.
+    bfd: { intervalMs: 300, multiplier: 3, deadManSeconds: 2 },
   });
   let engine: GuestPodman;
   let api: ChildProcess;
@@ -125,11 +128,12 @@ describe('the shipped pod (real images, rendered chart, CRI semantics)', () => {
 
   const container = (name: string) => (plan.pod.spec.containers as Obj[]).find((c) => c.name === name)!;
   const diagnose = () =>
-    ['lb-agent', 'bgp-speaker'].map((c) => `--- ${c} ---\n${pod.logs(c).slice(-3000)}`).join('\n');
+    ['lb-agent', 'bgp-speaker', 'bfd'].map((c) => `--- ${c} ---\n${pod.logs(c).slice(-3000)}`).join('\n');
 
   test('the images are the ones built here, referenced as the chart renders them', () => {
     assert.equal(container('lb-agent').image, IMAGES.agent);
     assert.equal(container('bgp-speaker').image, IMAGES.speaker);
+    assert.equal(container('bfd').image, IMAGES.speaker);
     assert.equal(
       ipvsBefore,
       false,
@@ -138,7 +142,7 @@ describe('the shipped pod (real images, rendered chart, CRI semantics)', () => {
   });
 
   test('every container runs with exactly the uid, capabilities, no_new_privs and read-only root the manifest gives it', async () => {
-    await waitFor('both containers running', () => Object.values(pod.pids()).every((p) => p > 0), {
+    await waitFor('every container running', () => Object.values(pod.pids()).every((p) => p > 0), {
       timeoutMs: 60_000,
       intervalMs: 500,
     });
@@ -153,6 +157,18 @@ describe('the shipped pod (real images, rendered chart, CRI semantics)', () => {
     ).catch((err) => {
       throw new Error(`${(err as Error).message}\n${diagnose()}`);
     });
+    // So is bird the bfd container's (with its file capability, NET_ADMIN).
+    await waitFor(
+      'bird running',
+      () => readFileSync(`/proc/${pod.pids().bfd}/comm`, 'utf8').trim() === 'bird',
+      {
+        timeoutMs: 60_000,
+        intervalMs: 500,
+      },
+    ).catch((err) => {
+      throw new Error(`${(err as Error).message}\n${diagnose()}`);
+    });
+    assert.deepEqual(Object.keys(pod.pids()).sort(), ['bfd', 'bgp-speaker', 'lb-agent']);
     const podGroups = (plan.pod.spec.securityContext?.supplementalGroups ?? []) as number[];
     for (const [name, pid] of Object.entries(pod.pids())) {
       const sc = container(name).securityContext as Obj;
@@ -205,6 +221,23 @@ describe('the shipped pod (real images, rendered chart, CRI semantics)', () => {
     record(`pod start -> ready: ${((ready - pod.startedAt) / 1000).toFixed(1)} s`);
     const status = (await (await fetch(`http://${lbAddress(1)}:9180/status`)).json()) as Obj;
     assert.equal(status.bgp.connected, true, 'the agent is connected to gobgpd');
+    // BFD: the agent provisioned the bfd container's BIRD; the router sees the session up;
+    // the dead-man switch's guard is in place (legacy iptables + ipset here).
+    const bfdUp = await waitFor(
+      'BFD session up at the router',
+      () =>
+        /10\.0\.0\.11\s+\S+\s+Up/.test(birdc(lab.net, 'router', lab.bird, 'show bfd sessions')) && Date.now(),
+      { timeoutMs: 60_000, intervalMs: 300 },
+    ).catch((err) => {
+      throw new Error(`${(err as Error).message}\n${diagnose()}`);
+    });
+    record(`pod start -> BFD session up at the router: ${((bfdUp - pod.startedAt) / 1000).toFixed(1)} s`);
+    const withBfd = (await (await fetch(`http://${lbAddress(1)}:9180/status`)).json()) as Obj;
+    assert.equal(withBfd.bfd.reachable, true, "the agent reaches the bfd container's BIRD");
+    assert.deepEqual(withBfd.bfd.sessions, [{ peer: ROUTER, state: 'up' }]);
+    assert.equal(withBfd.bfd.deadMan.holding, null);
+    assert.match(lab.net.exec('lb1', 'iptables-legacy', ['-S', 'OUTPUT']), /-j PORTLB-BFD/);
+    assert.match(lab.net.exec('lb1', 'ipset', ['list', 'portlb-bfd4']), /10\.0\.0\.1 timeout \d/);
     assert.ok(loadedModules().has('ip_vs'), 'the agent had the kernel load ip_vs');
     const logs = pod.logs('lb-agent');
     assert.match(

@@ -3,6 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
+import type { GuardBackend } from '../bfd/dead-man.ts';
 import { GobgpSpeaker } from '../bgp/gobgp-speaker.ts';
 import type { BgpPeerConfig, BgpSpeaker, PeerStatus } from '../bgp/types.ts';
 import { type AgentConfig, readPassword } from '../config/agent-config.ts';
@@ -15,6 +16,7 @@ import { type ServiceState, serviceId } from '../ipvs/types.ts';
 import { ipFamily } from '../net/ip.ts';
 import { type Clock, systemClock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
+import { BfdLane } from './bfd-lane.ts';
 import { VanishDetector } from './coexistence.ts';
 import { Conditions } from './conditions.ts';
 import { DataPlane } from './data-plane.ts';
@@ -32,6 +34,8 @@ export interface AgentDeps {
   netfilter?: NetfilterManager;
   speaker?: BgpSpeaker;
   source?: DesiredSource;
+  /** Where the dead-man switch keeps its guard (default: the netfilter backend's kind). */
+  guard?: GuardBackend;
   clock?: Clock;
   logger?: Logger;
 }
@@ -95,6 +99,8 @@ export class Agent {
   speaker: BgpSpeaker | undefined;
   source!: DesiredSource;
   reconciler!: Reconciler;
+  bfd: BfdLane | undefined;
+  private routerId: string | undefined;
   private http: Server | undefined;
   private statsCache: { at: number; run: Promise<void> } | undefined;
 
@@ -227,6 +233,22 @@ export class Agent {
       { host, port },
     );
     this.reconciler.start();
+    if (cfg.bfd && cfg.bgp) this.startBfd();
+  }
+
+  private startBfd(): void {
+    const kind = this.netfilter.kind;
+    const guard = this.deps.guard ?? (kind === 'nftables' || kind === 'iptables-legacy' ? kind : undefined);
+    if (!guard) throw new Error(`bfd.deadManSeconds: no guard for netfilter backend ${kind}`);
+    this.bfd = new BfdLane({
+      config: this.config,
+      routerId: this.routerId!,
+      passRunningMs: () => this.reconciler.passRunningMs(),
+      guard,
+      metrics: this.metrics,
+      clock: this.clock,
+      logger: this.log,
+    }).start();
   }
 
   private poolText(): string {
@@ -250,6 +272,7 @@ export class Agent {
       throw new Error(
         'bgp.routerId: not set and no IPv4 address found on this node (set bgp.routerId or PORTLB_NODE_IP)',
       );
+    this.routerId = routerId;
     // Desired state is kept even if the speaker is not up yet: it is provisioned on connect.
     await speaker
       .setGlobal({
@@ -345,6 +368,7 @@ export class Agent {
       table,
       kernelError,
       bgp: this.speaker ? { connected: this.speaker.connected(), peers } : null,
+      bfd: this.bfd?.status() ?? null,
       notices: this.conditions.list(),
       clock: this.clock,
     });
@@ -401,6 +425,7 @@ export class Agent {
     } else {
       await this.reconciler?.close({ withdraw: false }).catch(() => {});
     }
+    this.bfd?.close();
     await this.speaker?.close();
     this.http?.close();
     this.ipvs?.close();

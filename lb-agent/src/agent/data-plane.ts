@@ -68,6 +68,8 @@ export interface DataPlaneReport {
   vips: AddressSyncResult;
   netfilterChanged: boolean;
   foreign: number;
+  /** mh destinations moved (deleted and added again) into the canonical list order. */
+  moved: number;
 }
 
 const emptyApplied = (): DataPlaneReport['applied'] => ({
@@ -152,6 +154,7 @@ export class DataPlane {
       vips: { added: [], removed: [], failed: [] },
       netfilterChanged: false,
       foreign: 0,
+      moved: 0,
     };
     const fail = (step: PassFailure['step'], err: unknown) =>
       report.failures.push({ step, code: errorCode(err), message: (err as Error).message ?? String(err) });
@@ -251,6 +254,7 @@ export class DataPlane {
       unchanged,
     });
     report.foreign = plan.foreign;
+    report.moved = plan.moved;
     let result: ApplyReport;
     try {
       result = await applyOperations(this.o.ipvs, plan.operations);

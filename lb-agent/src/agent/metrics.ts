@@ -110,6 +110,22 @@ export class AgentMetrics {
     help: 'Times the speaker was (re)provisioned from desired state',
     registers: [this.registry],
   });
+  readonly bfdSessionUp = new Gauge({
+    name: 'portlb_bfd_session_up',
+    help: 'BFD session toward a peer up (1) or not (0), as the BFD responder reports it; absent when unknown',
+    labelNames: ['peer', 'state'],
+    registers: [this.registry],
+  });
+  readonly bfdResponderReachable = new Gauge({
+    name: 'portlb_bfd_responder_reachable',
+    help: 'The BFD-only BIRD answered the last poll',
+    registers: [this.registry],
+  });
+  readonly deadManHolding = new Gauge({
+    name: 'portlb_dead_man_holding',
+    help: 'The dead-man switch holds BFD down because the agent is not live (1) or lets it out (0)',
+    registers: [this.registry],
+  });
   readonly sourceSynced = new Gauge({
     name: 'portlb_source_synced',
     help: 'Desired-state source synced (informers listed / file read)',

@@ -12,8 +12,10 @@
 // VIPs as with one).
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { GUARD_TABLE } from '../bfd/dead-man.ts';
 import { PortlbError } from '../errors.ts';
 import type { Family } from '../net/ip.ts';
+import { feed } from '../util/feed.ts';
 
 const run = promisify(execFile);
 
@@ -134,19 +136,6 @@ export function ipsetRestoreText(rules: NetfilterRules, family: Family): string 
     );
   }
   return `${lines.join('\n')}\n`;
-}
-
-function feed(cmd: string, args: string[], input: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args);
-    let stderr = '';
-    child.stderr?.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('exit', (code) =>
-      code === 0 ? resolve() : reject(Object.assign(new Error(`${cmd} exited ${code}`), { stderr })),
-    );
-    child.stdin?.end(input);
-  });
 }
 
 abstract class CachedNetfilter implements NetfilterManager {
@@ -311,11 +300,11 @@ function splitRule(rule: string): string[] {
 }
 
 export function netfilterCleaners(): NetfilterCleaner[] {
-  const nftTable = (family: string): NetfilterCleaner => ({
-    what: `nftables table ${family} ${NFT_TABLE}`,
-    present: () => succeeds('nft', ['list', 'table', family, NFT_TABLE]),
+  const nftTable = (family: string, table = NFT_TABLE): NetfilterCleaner => ({
+    what: `nftables table ${family} ${table}`,
+    present: () => succeeds('nft', ['list', 'table', family, table]),
     remove: async () => {
-      await run('nft', ['delete', 'table', family, NFT_TABLE]);
+      await run('nft', ['delete', 'table', family, table]);
     },
   });
   const ipsets: NetfilterCleaner = {
@@ -335,6 +324,9 @@ export function netfilterCleaners(): NetfilterCleaner[] {
     nftTable('ip'),
     nftTable('ip6'),
     nftTable('inet'),
+    // The dead-man switch's guard (bfd/dead-man.ts).
+    nftTable('ip', GUARD_TABLE),
+    nftTable('ip6', GUARD_TABLE),
     ...['iptables-legacy', 'ip6tables-legacy'].flatMap((bin) =>
       ['nat', 'filter'].map((table) => legacyChains(bin, table)),
     ),

@@ -83,6 +83,7 @@ export class Reconciler {
   /** Monotonic end of the last pass that knew the kernel's state. */
   lastKnownAt: number | undefined;
   lastSuccessAt: number | undefined;
+  private passStartedAt: number | undefined;
   passes = 0;
 
   constructor(options: ReconcilerOptions) {
@@ -133,6 +134,7 @@ export class Reconciler {
     if (this.stopped) return;
     const full = this.pendingFull;
     this.pendingFull = false;
+    this.passStartedAt = this.o.clock.monotonic();
     try {
       await this.pass(full);
     } catch (err) {
@@ -140,8 +142,14 @@ export class Reconciler {
       // nothing is withdrawn for it; the next (full) pass finds out.
       this.failed(err, 'pass');
     } finally {
+      this.passStartedAt = undefined;
       this.lastEnd = this.o.clock.monotonic();
     }
+  }
+
+  /** How long the pass in progress has been running (0 when none is). */
+  passRunningMs(): number {
+    return this.passStartedAt === undefined ? 0 : this.o.clock.monotonic() - this.passStartedAt;
   }
 
   /** One pass: desired state, withdraw what must go, data plane, announce. */

@@ -6,6 +6,7 @@ import type { ServiceState } from '../ipvs/types.ts';
 import { destinationId, serviceId } from '../ipvs/types.ts';
 import { type Clock, wallTimeOf } from '../util/clock.ts';
 import { vipPrefix } from './announcer.ts';
+import type { BfdStatus } from './bfd-lane.ts';
 import type { PassResult } from './reconciler.ts';
 
 export interface StatusInput {
@@ -21,6 +22,8 @@ export interface StatusInput {
   /** Why the kernel could not be read for this document. */
   kernelError?: string;
   bgp: { connected: boolean; peers: PeerStatus[] } | null;
+  /** BFD responder and dead-man switch; null when BFD is not configured. */
+  bfd?: BfdStatus | null;
   notices: { what: string; subject: string; reason: string | undefined; message: string }[];
   clock: Clock;
 }
@@ -84,5 +87,6 @@ export function buildStatus(s: StatusInput): Record<string, unknown> {
     warnings: last?.desired.warnings ?? [],
     notices: s.notices,
     bgp: s.bgp && { ...s.bgp, announced: [...announced] },
+    bfd: s.bfd ?? null,
   };
 }

@@ -70,6 +70,14 @@ export function formatStatus(s: Status): string {
     lines.push('', `BGP speaker ${s.bgp.connected ? 'connected' : 'NOT connected'}`);
     for (const p of s.bgp.peers) lines.push(`  peer ${String(p.address).padEnd(24)} AS${p.asn}  ${p.state}`);
   }
+  if (s.bfd) {
+    const dm = s.bfd.deadMan;
+    lines.push(
+      '',
+      `BFD responder ${s.bfd.reachable ? 'reachable' : `UNREACHABLE (sessions unknown): ${s.bfd.error}`}${dm ? `; dead-man switch ${dm.timeoutSeconds} s: ${dm.holding ? `HOLDING BFD DOWN (${dm.holding})` : 'armed'}` : '; dead-man switch off'}`,
+    );
+    for (const x of s.bfd.sessions ?? []) lines.push(`  peer ${String(x.peer).padEnd(24)} BFD ${x.state}`);
+  }
   if (s.skipped.length) {
     lines.push('', 'SKIPPED');
     for (const k of s.skipped) lines.push(`  ${k.service}: ${k.reason}: ${k.detail}`);

@@ -84,3 +84,37 @@ test('agent config: every bad option is named with its value', () => {
   assert.match(problems({ mode: 'standalone' })[0]!, /^standalone: required with mode: standalone/);
   assert.match(problems({})[0]!, /^pools: at least one pool/);
 });
+
+test('agent config: bfd defaults, per-peer opt-out, bfd on a peer needs the section', () => {
+  const base = { pools: [{ name: 'default', addresses: ['203.0.113.0/24'] }] };
+  const c = parseAgentConfig(
+    {
+      ...base,
+      bgp: {
+        asn: 65001,
+        peers: [
+          { address: '10.0.0.1', asn: 65000 },
+          { address: '10.0.0.9', asn: 65000, bfd: false },
+        ],
+      },
+      bfd: {},
+    },
+    'config.yaml',
+  );
+  assert.deepEqual(c.bfd, {
+    socket: '/run/portlb/bird-bfd.ctl',
+    configFile: '/run/portlb/bird-bfd.conf',
+    intervalMs: 300,
+    multiplier: 3,
+    deadManSeconds: 2,
+    maxPassSeconds: 30,
+  });
+  assert.deepEqual(
+    problems({ ...base, bgp: { asn: 65001, peers: [{ address: '10.0.0.1', asn: 65000, bfd: true }] } }),
+    ['bgp.peers[0].bfd: true needs the bfd section (bfd: {} for the defaults) and the bfd container'],
+  );
+  assert.deepEqual(problems({ ...base, bfd: { intervalMs: 5, multiplier: 1 } }), [
+    'bfd.intervalMs: must be a number of milliseconds from 10 to 10000 (got 5)',
+    'bfd.multiplier: must be an integer from 2 to 255 (got 1)',
+  ]);
+});

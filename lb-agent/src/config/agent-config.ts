@@ -45,6 +45,29 @@ const peerSchema = z
     localAddress: ip.optional(),
     passive: z.boolean().default(false),
     description: z.string().optional(),
+    /** A BFD session toward this peer (needs the bfd section); every peer has one by default when bfd is set. */
+    bfd: z.boolean({ error: 'must be true or false' }).optional(),
+  })
+  .strict();
+
+const bfdSchema = z
+  .object({
+    /** The BFD-only BIRD's control socket (the bfd container's, in a volume both share). */
+    socket: z.string().min(1).default('/run/portlb/bird-bfd.ctl'),
+    /** Where the agent writes that BIRD's configuration (same volume). */
+    configFile: z.string().min(1).default('/run/portlb/bird-bfd.conf'),
+    /** Desired transmit and receive interval, every peer (BIRD sets timers per interface, not per neighbour). */
+    intervalMs: int(10, 10_000, 'a number of milliseconds').default(300),
+    /** Missed packets before a session is declared down. */
+    multiplier: int(2, 255).default(3),
+    /**
+     * The dead-man switch: BFD is let out only while the agent keeps proving it is live; a
+     * frozen, wedged or dead agent takes its node out of ECMP within this plus the router's
+     * detection time. 0 turns it off.
+     */
+    deadManSeconds: int(0, 600, 'a number of seconds').default(2),
+    /** A sync pass running longer than this counts as wedged (the switch holds BFD down). */
+    maxPassSeconds: duration(1, 3600).default(30),
   })
   .strict();
 
@@ -112,6 +135,7 @@ const schema = z
       })
       .strict()
       .optional(),
+    bfd: bfdSchema.optional(),
     ipvs: z
       .object({
         sysctlPath: z.string().default('/proc/sys/net/ipv4/vs'),
@@ -220,6 +244,11 @@ function crossCheck(raw: RawAgentConfig, source: string): AgentConfig {
         `${formatPath(['bgp', 'peers', i, 'keepaliveInterval'])}: must be below holdTime ${p.holdTime} (got ${p.keepaliveInterval})`,
       );
     }
+    if (p.bfd && !raw.bfd) {
+      problems.push(
+        `${formatPath(['bgp', 'peers', i, 'bfd'])}: true needs the bfd section (bfd: {} for the defaults) and the bfd container`,
+      );
+    }
     if (p.passwordFile !== undefined) {
       try {
         readFileSync(p.passwordFile);
@@ -230,6 +259,7 @@ function crossCheck(raw: RawAgentConfig, source: string): AgentConfig {
       }
     }
   });
+  if (raw.bfd && !raw.bgp) problems.push('bfd: needs the bgp section (BFD runs toward the BGP peers)');
   if (raw.bgp && !raw.bgp.speakerSocket.startsWith('unix://')) {
     problems.push(
       `bgp.speakerSocket: must be a unix socket (unix:///path): gobgpd's API is never put on a network port (got ${JSON.stringify(raw.bgp.speakerSocket)})`,

@@ -20,7 +20,10 @@ import {
 
 interface Entry {
   service: VirtualService;
+  /** In the kernel's list order (head first). */
   destinations: Map<string, RealServerState>;
+  /** Deleted destinations that still had connections (the kernel's trash). */
+  trash: Map<string, RealServerState>;
 }
 
 const clone = <T>(v: T): T => structuredClone(v);
@@ -105,6 +108,7 @@ export class FakeIpvsClient extends IpvsClientBase {
       this.table.set(serviceId(op.service.key), {
         service: normalizeService(op.service),
         destinations: new Map(),
+        trash: new Map(),
       });
       return undefined;
     }
@@ -126,12 +130,22 @@ export class FakeIpvsClient extends IpvsClientBase {
         if (bad) return bad;
         const id = destinationId(op.destination);
         if (entry.destinations.has(id)) return 'EEXIST';
-        entry.destinations.set(id, {
-          ...normalizeRealServer(op.destination),
-          activeConnections: 0,
-          inactiveConnections: 0,
-          persistentConnections: 0,
-        });
+        // As the kernel: a new destination goes to the head of the service's list, and one
+        // deleted moments ago comes back from the trash with its connections.
+        const trashed = entry.trash.get(id);
+        entry.trash.delete(id);
+        entry.destinations = new Map([
+          [
+            id,
+            {
+              ...normalizeRealServer(op.destination),
+              activeConnections: trashed?.activeConnections ?? 0,
+              inactiveConnections: trashed?.inactiveConnections ?? 0,
+              persistentConnections: trashed?.persistentConnections ?? 0,
+            },
+          ],
+          ...entry.destinations,
+        ]);
         return undefined;
       }
       case 'update-destination': {
@@ -147,9 +161,14 @@ export class FakeIpvsClient extends IpvsClientBase {
         });
         return undefined;
       }
-      case 'delete-destination':
-        if (!entry.destinations.delete(destinationId(op.destination))) return 'ENOENT';
+      case 'delete-destination': {
+        const id = destinationId(op.destination);
+        const gone = entry.destinations.get(id);
+        if (!gone) return 'ENOENT';
+        entry.destinations.delete(id);
+        if (gone.activeConnections + gone.inactiveConnections > 0) entry.trash.set(id, gone);
         return undefined;
+      }
     }
   }
 

@@ -256,4 +256,83 @@ describe('planIpvs', () => {
     // Unchanged services still count as desired: nothing of theirs is deleted.
     assert.equal(plan([spec], drifted, { unchanged: () => true }).operations.length, 0);
   });
+
+  describe('mh: one destination order whatever the history', () => {
+    const mhSvc = service(key('10.96.0.9'), 'mh');
+    const ops = (r: ReturnType<typeof plan>) =>
+      r.operations.map((o) =>
+        o.op === 'add-destination' || o.op === 'delete-destination' || o.op === 'update-destination'
+          ? `${o.op} ${o.destination.address}`
+          : o.op,
+      );
+
+    test('a new mh service adds its backends last-first, so that the list reads in canonical order', () => {
+      const r = plan(
+        [{ service: mhSvc, destinations: [real('10.0.0.2'), real('10.0.0.10'), real('10.0.0.1')] }],
+        [],
+      );
+      assert.deepEqual(ops(r), [
+        'add-service',
+        'add-destination 10.0.0.10',
+        'add-destination 10.0.0.2',
+        'add-destination 10.0.0.1',
+      ]);
+    });
+
+    test('a backend added to a running service: it and the ones before it are (re)inserted, the rest untouched', () => {
+      const have = ['10.0.0.2', '10.0.0.4', '10.0.0.6'].map((a) => state(real(a), 3));
+      const r = plan(
+        [
+          {
+            service: mhSvc,
+            destinations: [...['10.0.0.2', '10.0.0.4', '10.0.0.5', '10.0.0.6'].map((a) => real(a))],
+          },
+        ],
+        [{ service: mhSvc, destinations: have }],
+      );
+      assert.deepEqual(ops(r), [
+        'add-destination 10.0.0.5',
+        'delete-destination 10.0.0.4',
+        'add-destination 10.0.0.4',
+        'delete-destination 10.0.0.2',
+        'add-destination 10.0.0.2',
+      ]);
+      assert.equal(r.moved, 2);
+    });
+
+    test('a list out of order (another history) is put in order; a weight change keeps its place', () => {
+      const have = ['10.0.0.3', '10.0.0.1', '10.0.0.2'].map((a) => state(real(a)));
+      const r = plan(
+        [{ service: mhSvc, destinations: [real('10.0.0.1'), real('10.0.0.2'), real('10.0.0.3', 2)] }],
+        [{ service: mhSvc, destinations: have }],
+      );
+      // 10.0.0.3 at the head must move to the tail: 1 and 2 go in front of it again.
+      assert.deepEqual(ops(r), [
+        'delete-destination 10.0.0.2',
+        'add-destination 10.0.0.2',
+        'delete-destination 10.0.0.1',
+        'add-destination 10.0.0.1',
+        'update-destination 10.0.0.3',
+      ]);
+    });
+
+    test('other schedulers keep whatever order the kernel has', () => {
+      const rr = service(key('10.96.0.9'), 'rr');
+      const have = ['10.0.0.3', '10.0.0.1'].map((a) => state(real(a)));
+      const r = plan(
+        [{ service: rr, destinations: [real('10.0.0.1'), real('10.0.0.3')] }],
+        [{ service: rr, destinations: have }],
+      );
+      assert.deepEqual(r.operations, []);
+    });
+
+    test('a draining backend stays where it is; a removed one just goes', () => {
+      const have = ['10.0.0.1', '10.0.0.2', '10.0.0.3'].map((a, i) => state(real(a), i === 1 ? 4 : 0));
+      const r = plan(
+        [{ service: mhSvc, destinations: [real('10.0.0.3')] }],
+        [{ service: mhSvc, destinations: have }],
+      );
+      assert.deepEqual(ops(r), ['update-destination 10.0.0.2', 'delete-destination 10.0.0.1']);
+    });
+  });
 });

@@ -2,6 +2,7 @@
 // explicit list of operations. It never plans a write to a service it does not own, and
 // it drains a removed TCP/SCTP destination (weight 0, delete once idle or after a bound)
 // instead of cutting its connections.
+import { canonicalOrder, planMhOrder } from './mh-order.ts';
 import {
   canonicalDestinationId,
   normalizeRealServer,
@@ -59,6 +60,8 @@ export interface IpvsPlan {
   refused: { key: ServiceKey; reason: string }[];
   /** Services present in the kernel that we do not own and leave alone. */
   foreign: number;
+  /** mh destinations deleted and added again to restore the canonical list order. */
+  moved: number;
 }
 
 export const drainKey = (key: ServiceKey, dest: DestinationKey): string =>
@@ -84,22 +87,24 @@ export function planIpvs(input: PlanInput): IpvsPlan {
   const drainingNow: DrainStatus[] = [];
   const refused: IpvsPlan['refused'] = [];
   let foreign = 0;
+  let moved = 0;
 
   const actualById = new Map<string, ServiceState>();
   for (const state of input.actual) actualById.set(serviceId(state.service.key), state);
   const desiredIds = new Set<string>();
 
-  const removeDestination = (key: ServiceKey, d: RealServerState): void => {
+  /** Returns whether the destination stays (draining at weight 0) or goes now. */
+  const removeDestination = (key: ServiceKey, d: RealServerState): 'drains' | 'goes' => {
     if (!needsDrain(key) || drainTimeoutMs <= 0) {
       destDeletes.push({ op: 'delete-destination', key, destination: pickKey(d) });
-      return;
+      return 'goes';
     }
     const dk = drainKey(key, d);
     const since = input.draining.get(dk) ?? now;
     const idle = d.activeConnections + d.inactiveConnections === 0;
     if (idle || (d.weight === 0 && now - since >= drainTimeoutMs)) {
       destDeletes.push({ op: 'delete-destination', key, destination: pickKey(d) });
-      return;
+      return 'goes';
     }
     if (d.weight !== 0) {
       // Quiesce first: no new connections, the established ones carry on.
@@ -113,6 +118,7 @@ export function planIpvs(input: PlanInput): IpvsPlan {
       activeConnections: d.activeConnections,
       inactiveConnections: d.inactiveConnections,
     });
+    return 'drains';
   };
 
   const drainingServices = drainingServiceIds(input.draining);
@@ -133,9 +139,12 @@ export function planIpvs(input: PlanInput): IpvsPlan {
     }
     desiredIds.add(id);
     const current = actualById.get(id);
+    const mh = spec.service.scheduler === 'mh';
     if (!current) {
       adds.push({ op: 'add-service', service: normalizeService(spec.service) });
-      for (const d of spec.destinations) {
+      // mh: each add goes to the head of the list; the last one added is the first.
+      const dests = mh ? canonicalOrder(spec.destinations).reverse() : spec.destinations;
+      for (const d of dests) {
         adds.push({ op: 'add-destination', key, destination: normalizeRealServer(d) });
       }
       continue;
@@ -144,17 +153,39 @@ export function planIpvs(input: PlanInput): IpvsPlan {
       updates.push({ op: 'update-service', service: normalizeService(spec.service) });
     }
     const currentDests = new Map(current.destinations.map((d) => [destinationId(d), d]));
-    const wanted = new Set<string>();
+    const wanted = new Set(spec.destinations.map(canonicalDestinationId));
+    const leaving = new Set<string>();
+    const pinned = new Set<string>();
+    for (const [did, d] of currentDests) {
+      if (wanted.has(did)) continue;
+      (removeDestination(key, d) === 'goes' ? leaving : pinned).add(did);
+    }
+    // mh: insert (and move) what keeps the kernel's list in canonical order, in sequence.
+    const inserted = new Set<string>();
+    if (mh) {
+      const plan = planMhOrder(
+        spec.destinations,
+        current.destinations.filter((d) => !leaving.has(destinationId(d))),
+        pinned,
+      );
+      for (const { destination, move } of plan.inserts) {
+        inserted.add(canonicalDestinationId(destination));
+        if (move) {
+          adds.push({ op: 'delete-destination', key, destination: pickKey(destination) });
+          moved++;
+        }
+        adds.push({ op: 'add-destination', key, destination: normalizeRealServer(destination) });
+      }
+    }
     for (const d of spec.destinations) {
       const did = canonicalDestinationId(d);
-      wanted.add(did);
+      if (inserted.has(did)) continue;
       const have = currentDests.get(did);
       if (!have) adds.push({ op: 'add-destination', key, destination: normalizeRealServer(d) });
       else if (!realServerSettingsEqual(have, d)) {
         updates.push({ op: 'update-destination', key, destination: normalizeRealServer(d) });
       }
     }
-    for (const [did, d] of currentDests) if (!wanted.has(did)) removeDestination(key, d);
   }
 
   for (const [id, state] of actualById) {
@@ -172,6 +203,7 @@ export function planIpvs(input: PlanInput): IpvsPlan {
     drainingNow,
     refused,
     foreign,
+    moved,
   };
 }
 

@@ -57,18 +57,22 @@ export class IpvsStateCache {
     const s = this.services.get(id);
     if (!s) return;
     const did = destinationId(op.destination);
-    const rest = s.destinations.filter((d) => destinationId(d) !== did);
     if (op.op === 'delete-destination') {
-      this.services.set(id, { ...s, destinations: rest });
+      this.services.set(id, { ...s, destinations: s.destinations.filter((d) => destinationId(d) !== did) });
       return;
     }
-    const old = s.destinations.find((d) => destinationId(d) === did);
-    rest.push({
+    const at = s.destinations.findIndex((d) => destinationId(d) === did);
+    const old = s.destinations[at];
+    const next = {
       ...normalizeRealServer(op.destination),
       activeConnections: old?.activeConnections ?? 0,
       inactiveConnections: old?.inactiveConnections ?? 0,
       persistentConnections: old?.persistentConnections ?? 0,
-    });
-    this.services.set(id, { ...s, destinations: rest });
+    };
+    // The kernel's list order (mh depends on it): an update keeps the place, an add goes first.
+    const destinations = [...s.destinations];
+    if (at >= 0) destinations[at] = next;
+    else destinations.unshift(next);
+    this.services.set(id, { ...s, destinations });
   }
 }

@@ -55,6 +55,10 @@ The agent's configuration: the user's `config` plus what the chart decides itsel
 {{- end -}}
 {{- $_ := set $bgp "peers" $peers -}}
 {{- end -}}
+{{- if $cfg.bfd -}}
+{{- $_ := set $cfg.bfd "socket" "/run/portlb/bird-bfd.ctl" -}}
+{{- $_ := set $cfg.bfd "configFile" "/run/portlb/bird-bfd.conf" -}}
+{{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 

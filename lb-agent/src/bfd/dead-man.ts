@@ -1,0 +1,226 @@
+// The dead-man switch (docs/bfd.md): BFD toward a peer is allowed out only while the agent
+// keeps saying it is live. The permission is an element with a timeout in a kernel set,
+// refreshed several times per timeout from the agent's event loop, and only while no sync
+// pass is stuck. A frozen agent (SIGSTOP, a blocked event loop), a wedged one or a dead one
+// stops refreshing; the kernel lets the element expire, drops the BFD packets, the router
+// declares the session down within its detection time and stops sending this node
+// traffic. Nothing has to run for that to happen. When the agent is live again the next
+// refresh lets BFD out, the session comes up, BGP returns.
+// Only BFD (UDP 3784 single hop, 4784 multihop) to the configured BFD peers is touched.
+import { describeError } from '../errors.ts';
+import { type Family, ipFamily } from '../net/ip.ts';
+import type { Clock } from '../util/clock.ts';
+import { feed } from '../util/feed.ts';
+import { type Logger, silentLogger } from '../util/log.ts';
+
+export const GUARD_CHAIN = 'PORTLB-BFD';
+export const GUARD_TABLE = 'portlb_bfd';
+export const GUARD_SETS = { ipv4: 'portlb-bfd4', ipv6: 'portlb-bfd6' } as const;
+const COMMENT = 'portlb dead-man switch: BFD held down while the agent is not live';
+
+const byFamily = (peers: readonly string[], family: Family) =>
+  [...peers].filter((p) => ipFamily(p) === family).sort();
+
+/** nftables: the guard tables (recreated whole; the alive sets start empty). */
+export function nftGuardScript(peers: readonly string[]): string {
+  const out: string[] = [];
+  for (const [family, nf, type] of [
+    ['ipv4', 'ip', 'ipv4_addr'],
+    ['ipv6', 'ip6', 'ipv6_addr'],
+  ] as const) {
+    const list = byFamily(peers, family);
+    out.push(`table ${nf} ${GUARD_TABLE} {}`, `delete table ${nf} ${GUARD_TABLE}`);
+    if (!list.length) continue;
+    out.push(
+      `table ${nf} ${GUARD_TABLE} {`,
+      `  set alive { type ${type}; flags timeout; }`,
+      '  chain output {',
+      '    type filter hook output priority filter; policy accept;',
+      `    ${nf} daddr { ${list.join(', ')} } udp dport { 3784, 4784 } ${nf} daddr != @alive counter drop comment "${COMMENT}"`,
+      '  }',
+      '}',
+    );
+  }
+  return `${out.join('\n')}\n`;
+}
+
+/** nftables: one refresh (the set replaced, atomically, with fresh timeouts). */
+export function nftRefreshScript(peers: readonly string[], timeoutMs: number): string {
+  const out: string[] = [];
+  for (const [family, nf] of [
+    ['ipv4', 'ip'],
+    ['ipv6', 'ip6'],
+  ] as const) {
+    const list = byFamily(peers, family);
+    if (!list.length) continue;
+    out.push(
+      `flush set ${nf} ${GUARD_TABLE} alive`,
+      `add element ${nf} ${GUARD_TABLE} alive { ${list.map((p) => `${p} timeout ${timeoutMs}ms`).join(', ')} }`,
+    );
+  }
+  return `${out.join('\n')}\n`;
+}
+
+/** Legacy iptables: the sets (elements carry their own timeouts) and the chain of one family. */
+export function legacyGuardText(
+  peers: readonly string[],
+  family: Family,
+): { ipset: string; iptables: string } {
+  const set = GUARD_SETS[family];
+  const bits = family === 'ipv4' ? 32 : 128;
+  const list = byFamily(peers, family);
+  return {
+    ipset: `create ${set} hash:ip family ${family === 'ipv4' ? 'inet' : 'inet6'} timeout 1 -exist\n`,
+    iptables: [
+      '*filter',
+      `:${GUARD_CHAIN} - [0:0]`,
+      // Two rules rather than -m multiport: one match module fewer for the kernel to have.
+      ...list.flatMap((p) =>
+        [3784, 4784].map(
+          (port) =>
+            `-A ${GUARD_CHAIN} -d ${p}/${bits} -p udp --dport ${port} -m set ! --match-set ${set} dst -m comment --comment "${COMMENT}" -j DROP`,
+        ),
+      ),
+      'COMMIT',
+      '',
+    ].join('\n'),
+  };
+}
+
+export function legacyRefreshText(peers: readonly string[], family: Family, timeoutMs: number): string {
+  const seconds = Math.max(1, Math.round(timeoutMs / 1000));
+  return byFamily(peers, family)
+    .map((p) => `add ${GUARD_SETS[family]} ${p} timeout ${seconds}\n`)
+    .join('');
+}
+
+export interface GuardBackend {
+  install(peers: readonly string[]): Promise<void>;
+  refresh(peers: readonly string[], timeoutMs: number): Promise<void>;
+}
+
+export const nftGuard: GuardBackend = {
+  install: (peers) => feed('nft', ['-f', '-'], nftGuardScript(peers)),
+  refresh: (peers, timeoutMs) => feed('nft', ['-f', '-'], nftRefreshScript(peers, timeoutMs)),
+};
+
+export const legacyGuard: GuardBackend = {
+  async install(peers) {
+    for (const [family, bin, restore] of [
+      ['ipv4', 'iptables-legacy', 'iptables-legacy-restore'],
+      ['ipv6', 'ip6tables-legacy', 'ip6tables-legacy-restore'],
+    ] as const) {
+      if (!byFamily(peers, family).length) continue;
+      const text = legacyGuardText(peers, family);
+      await feed('ipset', ['restore'], text.ipset);
+      await feed(restore, ['-w', '--noflush'], text.iptables);
+      const jump = ['-m', 'comment', '--comment', 'portlb dead-man switch', '-j', GUARD_CHAIN];
+      const present = await feed(bin, ['-w', '-t', 'filter', '-C', 'OUTPUT', ...jump], '').then(
+        () => true,
+        () => false,
+      );
+      if (!present) await feed(bin, ['-w', '-t', 'filter', '-I', 'OUTPUT', '1', ...jump], '');
+    }
+  },
+  async refresh(peers, timeoutMs) {
+    for (const family of ['ipv4', 'ipv6'] as const) {
+      const text = legacyRefreshText(peers, family, timeoutMs);
+      if (text) await feed('ipset', ['-exist', 'restore'], text);
+    }
+  },
+};
+
+export interface DeadManOptions {
+  peers: string[];
+  timeoutMs: number;
+  backend: GuardBackend;
+  /** Whether the agent is live now (no pass stuck). */
+  live: () => { ok: boolean; reason: string | undefined };
+  clock: Clock;
+  logger?: Logger;
+  /** Told when the switch starts or stops holding BFD down. */
+  onChange?: (holding: string | undefined) => void;
+}
+
+export class DeadManSwitch {
+  private readonly o: DeadManOptions;
+  private readonly log: Logger;
+  private readonly stop = new AbortController();
+  private installed = false;
+  readonly timeoutMs: number;
+  /** Monotonic time of the last refresh that reached the kernel. */
+  lastRefreshAt: number | undefined;
+  holding: string | undefined;
+
+  constructor(options: DeadManOptions) {
+    this.o = options;
+    this.timeoutMs = options.timeoutMs;
+    this.log = options.logger ?? silentLogger;
+  }
+
+  start(): this {
+    void this.loop();
+    return this;
+  }
+
+  close(): void {
+    this.stop.abort();
+  }
+
+  /** One tick: install the guard if needed, then let BFD out for another timeout if live. */
+  async tick(): Promise<void> {
+    try {
+      if (!this.installed) {
+        await this.o.backend.install(this.o.peers);
+        this.installed = true;
+      }
+      const live = this.o.live();
+      if (!live.ok) {
+        if (!this.holding) {
+          this.log.error({ reason: live.reason }, 'dead-man switch: BFD held down (agent not live)');
+          this.o.onChange?.(live.reason);
+        }
+        this.holding = live.reason;
+        return;
+      }
+      await this.o.backend.refresh(this.o.peers, this.o.timeoutMs);
+      this.lastRefreshAt = this.o.clock.monotonic();
+      if (this.holding) {
+        this.log.info('dead-man switch: agent live again, BFD let out');
+        this.o.onChange?.(undefined);
+      }
+      this.holding = undefined;
+    } catch (err) {
+      // The guard expires by itself: a failed refresh holds BFD down, which is the safe side.
+      this.installed = false;
+      this.log.warn({ err: describeError(err) }, 'dead-man switch: refresh failed; retrying');
+    }
+  }
+
+  private async loop(): Promise<void> {
+    const every = Math.max(100, Math.floor(this.o.timeoutMs / 4));
+    while (!this.stop.signal.aborted) {
+      await this.tick();
+      try {
+        await this.o.clock.sleep(every, this.stop.signal);
+      } catch {
+        return;
+      }
+    }
+  }
+}
+
+/** A guard that records what it was asked (tests; agents built with a fake netfilter). */
+export class FakeGuard implements GuardBackend {
+  installs = 0;
+  refreshes: { peers: string[]; timeoutMs: number }[] = [];
+  fail: Error | undefined;
+  async install(): Promise<void> {
+    if (this.fail) throw this.fail;
+    this.installs++;
+  }
+  async refresh(peers: readonly string[], timeoutMs: number): Promise<void> {
+    if (this.fail) throw this.fail;
+    this.refreshes.push({ peers: [...peers], timeoutMs });
+  }
+}
