@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { birdc } from '../harness/bgp.ts';
 import { describeLoad, Lab, labServices, lbAddress, TUNNEL_VIP as TUNNEL } from '../harness/lab.ts';
-import { run, waitFor } from '../harness/netns.ts';
+import { NsShell, RouteMonitor, waitFor } from '../harness/netns.ts';
 
 const report: string[] = [];
 const record = (line: string) => {
@@ -27,26 +27,45 @@ describe('e2e: BFD toward the router and the dead-man switch', () => {
     resyncSeconds: 5,
     bfd: { intervalMs: 100, multiplier: 3, deadManSeconds: 1, without: [3], holdTimeWithout: 3 },
   });
-  /** The router-side bridge port of a replica: state 0 (disabled) cuts it silently. */
+  /**
+   * A replica dies silently: every packet in or out of its namespace dropped (raw table,
+   * before conntrack, IPVS and sockets; both rules in one commit), so nothing it sends
+   * reaches anyone: no FIN, no RST, no NOTIFICATION, no BFD. Resolves with the moment the
+   * rules are in (RouteMonitor's clock).
+   */
   const cut = (i: number, on: boolean) =>
-    run('bridge', ['link', 'set', 'dev', `${lab.net.prefix}lb${i}h`, 'state', on ? '0' : '3']);
+    shells
+      .get(i)!
+      .stamp(
+        `printf '*raw\\n${on ? '-I' : '-D'} PREROUTING -j DROP\\n${on ? '-I' : '-D'} OUTPUT -j DROP\\nCOMMIT\\n' | iptables-legacy-restore -w --noflush`,
+      );
   const hops = () => lab.nextHops(TUNNEL);
-  /** Polls the router's FIB until lb i is gone from the VIP's next hops; ms since `from`. */
+  /** When the router's FIB stopped listing lb i as a next hop of the VIP, ms after `from`. */
   const goneAfter = async (i: number, from: number) => {
-    for (;;) {
-      if (!hops().includes(lbAddress(i))) return Date.now() - from;
-      if (Date.now() - from > 30_000) throw new Error(`lb${i} still a next hop after 30 s: ${hops()}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    const e = await monitor.waitFor(TUNNEL, from, (x) => x.deleted || !x.hops.includes(lbAddress(i)));
+    return e.at - from;
   };
+  let monitor: RouteMonitor;
+  const shells = new Map<number, NsShell>();
   const routerBfd = () => birdc(lab.net, 'router', lab.bird, 'show bfd sessions');
 
   before(async () => {
     await lab.up();
     await Promise.all([1, 2, 3].map((i) => lab.startReplica(i)));
     await lab.waitNextHops(TUNNEL, 3, 60_000);
+    monitor = new RouteMonitor(lab.net, 'router');
+    for (const i of [1, 2, 3]) shells.set(i, new NsShell(lab.net, `lb${i}`));
   });
   after(async () => {
+    // The FIB's history of the VIP: how each failover reached the router's kernel.
+    console.log(
+      `# FIB changes of ${TUNNEL}:\n#   ${(monitor?.events ?? [])
+        .filter((e) => e.prefix === TUNNEL)
+        .map((e) => `${new Date(e.at).toISOString()} ${e.deleted ? 'deleted' : e.hops.join(' ')}`)
+        .join('\n#   ')}`,
+    );
+    monitor?.close();
+    for (const sh of shells.values()) sh.close();
     console.log(`# e2e BFD summary:\n#   ${report.join('\n#   ')}`);
     await lab.down();
   });
@@ -63,6 +82,19 @@ describe('e2e: BFD toward the router and the dead-man switch', () => {
       { timeoutMs: 30_000, intervalMs: 500 },
     );
     assert.doesNotMatch(routerBfd(), new RegExp(lbAddress(3).replaceAll('.', '\\.')));
+    // Stable: no BGP session drops for 5 s (a BFD session that flaps takes BGP with it).
+    const withdraws = [1, 2, 3].map((i) => lab.routerWithdraws(i));
+    const states = () => [1, 2, 3].map((i) => lab.sessionState(i));
+    const until = Date.now() + 5000;
+    while (Date.now() < until) {
+      assert.deepEqual(states(), ['Established', 'Established', 'Established']);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.deepEqual(
+      [1, 2, 3].map((i) => lab.routerWithdraws(i)),
+      withdraws,
+      'no route withdrawn meanwhile',
+    );
     const metrics = await (await fetch(`http://${lbAddress(1)}:9180/metrics`)).text();
     assert.match(metrics, /portlb_bfd_session_up\{peer="10\.0\.0\.1",state="up"\} 1/);
     assert.match(metrics, /portlb_dead_man_holding 0/);
@@ -85,14 +117,14 @@ describe('e2e: BFD toward the router and the dead-man switch', () => {
       const load = lab.load({ vips: [TUNNEL], seconds: 600, concurrency: 3 });
       await load.started;
       await new Promise((r) => setTimeout(r, 2000));
-      const t0 = Date.now();
-      cut(i, true);
       let detected: number;
       try {
+        const t0 = await cut(i, true);
+        console.log(`# lb${i} cut off at ${new Date(t0).toISOString()} (guest local time)`);
         detected = await goneAfter(i, t0);
         await new Promise((r) => setTimeout(r, 2000));
       } finally {
-        cut(i, false);
+        await cut(i, false);
         load.stop();
       }
       const r = await load.done;
@@ -111,17 +143,17 @@ describe('e2e: BFD toward the router and the dead-man switch', () => {
     const load = lab.load({ vips: [TUNNEL], seconds: 600, concurrency: 3 });
     await load.started;
     await new Promise((r) => setTimeout(r, 2000));
-    const t0 = Date.now();
-    agent.child.kill('SIGSTOP');
     let gone: number;
     let cameBack: string | undefined;
     try {
+      const t0 = await shells.get(2)!.stamp(`kill -STOP ${agent.child.pid}`);
+      console.log(`# SIGSTOP to the lb2 agent at ${new Date(t0).toISOString()} (guest local time)`);
       gone = await goneAfter(2, t0);
       // It stays out while frozen: the router must not bring the BGP session (and the
       // route) back while BFD stays down.
       const until = Date.now() + 5000;
       while (Date.now() < until && !cameBack) {
-        if (hops().includes(lbAddress(2))) cameBack = `back at ${Date.now() - t0} ms while still frozen`;
+        if (hops().includes(lbAddress(2))) cameBack = `back while still frozen: ${hops()}`;
         await new Promise((r) => setTimeout(r, 100));
       }
     } finally {

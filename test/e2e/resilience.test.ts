@@ -125,6 +125,30 @@ describe('e2e: resilience under load', () => {
     assert.ok(tunnel!.requests > 0 && nat!.requests > 0, 'the load ran');
   });
 
+  test('a replica killed outright (agent and gobgpd SIGKILLed) under load, three times: tunnel + mh 0 failed; nat counted', async () => {
+    const runs: string[] = [];
+    let tunnelFailed = 0;
+    for (let run = 1; run <= 3; run++) {
+      // One load per VIP: a failure is attributed to its forwarding method.
+      const [tunnel, nat] = await underLoad([TUNNEL, NAT], async () => {
+        const t0 = Date.now();
+        await lab.killReplica(2);
+        await lab.waitNextHops(TUNNEL, 1);
+        runs.push(`run ${run}: out of ECMP after ${Date.now() - t0} ms`);
+      });
+      record(
+        `replica killed (agent + gobgpd SIGKILL), run ${run}: tunnel ${summary(tunnel!)}; nat ${summary(nat!)}`,
+      );
+      assert.ok(tunnel!.requests > 50 && nat!.requests > 50, 'the load ran');
+      tunnelFailed += tunnel!.failed;
+      await lab.startReplica(2);
+      await lab.waitNextHops(TUNNEL, 2);
+      await lab.waitNextHops(NAT, 2);
+    }
+    record(`replica killed: ${runs.join('; ')}; tunnel failed requests over 3 runs: ${tunnelFailed}`);
+    assert.equal(tunnelFailed, 0, 'tunnel + mh: a dead replica costs no request');
+  });
+
   test('scale-out from two to three replicas: tunnel + mh, zero reset long-lived connections; nat, counted', async () => {
     const measure = async (vip: string) => {
       const before = (await lab.connections(3).catch(() => ({}))) as Record<string, number>;

@@ -98,6 +98,8 @@ protocol bgp ${n.name} {
   return `
 router id ${o.routerId};
 log stderr all;
+# Session state changes with timestamps, for post-mortems (PORTLB_KEEP_LABS).
+debug protocols { states };
 
 filter gshut {
   if (65535, 0) ~ bgp_community then bgp_local_pref = 0;

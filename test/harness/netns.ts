@@ -190,3 +190,96 @@ export function fibNextHops(lab: NetnsLab, ns: string, prefix: string): string[]
   }
   return hops.sort();
 }
+
+/** Parses a timestamp as `ip -ts` and the shell below print it (local time; compared as is). */
+const localStamp = (s: string) => Date.parse(`${s}Z`);
+
+/**
+ * Route changes in a namespace's FIB as the kernel announces them (`ip -ts monitor
+ * route`), each with its own timestamp: a failover measured from these is not inflated by
+ * polling or by the cost of starting processes in a slow guest.
+ */
+export class RouteMonitor {
+  readonly events: { at: number; prefix: string; hops: string[]; deleted: boolean }[] = [];
+  private readonly child: ChildProcess;
+  private partial = '';
+  private current: { at: number; prefix: string; hops: string[]; deleted: boolean } | undefined;
+
+  constructor(lab: NetnsLab, ns: string) {
+    this.child = spawn('ip', ['netns', 'exec', lab.ns(ns), 'ip', '-ts', 'monitor', 'route'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    this.child.stdout!.setEncoding('utf8');
+    this.child.stdout!.on('data', (d: string) => {
+      const lines = (this.partial + d).split('\n');
+      this.partial = lines.pop() ?? '';
+      for (const line of lines) this.line(line);
+    });
+  }
+
+  private line(line: string): void {
+    const m = /^\[([^\]]+)\] (Deleted )?(\S+)(.*)$/.exec(line);
+    if (m) {
+      const via = / via (\S+)/.exec(m[4]!);
+      this.current = { at: localStamp(m[1]!), prefix: m[3]!, hops: via ? [via[1]!] : [], deleted: !!m[2] };
+      this.events.push(this.current);
+      return;
+    }
+    const hop = /^\s+nexthop via (\S+)/.exec(line);
+    if (hop && this.current) this.current.hops.push(hop[1]!);
+  }
+
+  /** The first change of `prefix` at or after `since` that satisfies `test`. */
+  async waitFor(
+    prefix: string,
+    since: number,
+    test: (e: { hops: string[]; deleted: boolean }) => boolean,
+    timeoutMs = 30_000,
+  ): Promise<{ at: number; hops: string[] }> {
+    const bare = prefix.replace(/\/32$|\/128$/, '');
+    return waitFor(
+      `a change of ${prefix}`,
+      () => this.events.find((e) => e.at >= since && (e.prefix === bare || e.prefix === prefix) && test(e)),
+      { timeoutMs, intervalMs: 50 },
+    );
+  }
+
+  close(): void {
+    this.child.kill();
+  }
+}
+
+/**
+ * A shell kept open in a namespace: a command runs without starting `ip netns exec`
+ * again, and `stamp` gives the moment it finished in the same clock and format as
+ * RouteMonitor's (bash's $EPOCHREALTIME, no process started for it).
+ */
+export class NsShell {
+  private readonly child: ChildProcess;
+  private out = '';
+  private n = 0;
+
+  constructor(lab: NetnsLab, ns: string) {
+    this.child = spawn('ip', ['netns', 'exec', lab.ns(ns), 'bash'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.child.stdout!.setEncoding('utf8');
+    this.child.stdout!.on('data', (d: string) => (this.out += d));
+  }
+
+  /** Runs `command`; resolves with the time it finished (ms, RouteMonitor's clock). */
+  async stamp(command: string): Promise<number> {
+    const marker = `__done_${++this.n}__`;
+    this.child.stdin!.write(
+      `${command}\nt=$EPOCHREALTIME; printf '${marker} %(%Y-%m-%dT%H:%M:%S)T.%s\\n' "\${t%.*}" "\${t#*.}"\n`,
+    );
+    const line = await waitFor(marker, () => this.out.split('\n').find((l) => l.startsWith(`${marker} `)), {
+      timeoutMs: 30_000,
+      intervalMs: 20,
+    });
+    return localStamp(line.slice(marker.length + 1));
+  }
+
+  close(): void {
+    this.child.stdin!.end();
+    this.child.kill();
+  }
+}

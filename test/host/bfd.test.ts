@@ -9,12 +9,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { BfdResponder } from '../../lb-agent/src/bfd/bfd-responder.ts';
-import {
-  DeadManSwitch,
-  type GuardBackend,
-  nftGuardScript,
-  nftRefreshScript,
-} from '../../lb-agent/src/bfd/dead-man.ts';
+import { DeadManSwitch, NftGuard } from '../../lb-agent/src/bfd/dead-man.ts';
 import { systemClock } from '../../lb-agent/src/util/clock.ts';
 import { type Bird, birdc, startBirdWithConfig } from '../harness/bgp.ts';
 import { type Daemon, NetnsLab, waitFor, waitForDaemonFile } from '../harness/netns.ts';
@@ -114,14 +109,13 @@ protocol bfd { interface "*" { interval 100 ms; multiplier 3; }; neighbor ${LB};
   });
 
   test('dead-man switch: the router sees BFD down within timeout + detection when the agent stops being live, up when it is again', async () => {
-    const guard: GuardBackend = {
-      install: async (peers) => void lab.exec('lb', 'nft', ['-f', '-'], nftGuardScript(peers)),
-      refresh: async (peers, timeoutMs) =>
-        void lab.exec('lb', 'nft', ['-f', '-'], nftRefreshScript(peers, timeoutMs)),
-    };
+    // The agent's own guard (nft -f to install, one long-running nft -i for refreshes),
+    // run in the LB namespace.
+    const guard = new NftGuard(['ip', 'netns', 'exec', lab.ns('lb')]);
     let live = true;
     const dm = new DeadManSwitch({
       peers: [ROUTER],
+      bgpPorts: [179],
       timeoutMs: 1000,
       backend: guard,
       live: () => ({ ok: live, reason: live ? undefined : 'test: not live' }),

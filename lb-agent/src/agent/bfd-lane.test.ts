@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseAgentConfig } from '../config/agent-config.ts';
-import { bfdPeers } from './bfd-lane.ts';
+import { bfdPeers, bgpPorts } from './bfd-lane.ts';
 
 test('bfd peers: every BGP peer unless it opts out; multihop from the eBGP multihop TTL', () => {
   const config = parseAgentConfig(
@@ -19,6 +19,7 @@ test('bfd peers: every BGP peer unless it opts out; multihop from the eBGP multi
     },
     'config.yaml',
   );
+  assert.deepEqual(bgpPorts(config), [179], "the BFD peers' port (and no listener)");
   assert.deepEqual(bfdPeers(config), [
     { address: '10.0.0.1', localAddress: '10.0.0.2', multihop: false },
     { address: '192.0.2.1', localAddress: undefined, multihop: true },

@@ -4,7 +4,7 @@
 
 import { BfdResponder, type BfdView } from '../bfd/bfd-responder.ts';
 import type { BfdPeer } from '../bfd/bird-config.ts';
-import { DeadManSwitch, type GuardBackend, legacyGuard, nftGuard } from '../bfd/dead-man.ts';
+import { DeadManSwitch, type GuardBackend, LegacyGuard, NftGuard } from '../bfd/dead-man.ts';
 import type { AgentConfig } from '../config/agent-config.ts';
 import type { Clock } from '../util/clock.ts';
 import type { Logger } from '../util/log.ts';
@@ -20,6 +20,15 @@ export function bfdPeers(config: AgentConfig): BfdPeer[] {
       localAddress: p.localAddress,
       multihop: (p.ebgpMultihopTtl ?? 1) > 1,
     }));
+}
+
+/** BGP's TCP ports toward the BFD peers: each peer's, and our listener's. */
+export function bgpPorts(config: AgentConfig): number[] {
+  const bgp = config.bgp;
+  if (!bgp) return [];
+  const ports = bgp.peers.filter((p) => p.bfd ?? true).map((p) => p.port);
+  if (bgp.listenPort > 0) ports.push(bgp.listenPort);
+  return [...new Set(ports)].sort((a, b) => a - b);
 }
 
 export interface BfdStatus {
@@ -59,8 +68,14 @@ export class BfdLane {
       const maxPassMs = bfd.maxPassSeconds * 1000;
       this.deadMan = new DeadManSwitch({
         peers: peers.map((p) => p.address),
+        bgpPorts: bgpPorts(o.config),
         timeoutMs: bfd.deadManSeconds * 1000,
-        backend: o.guard === 'nftables' ? nftGuard : o.guard === 'iptables-legacy' ? legacyGuard : o.guard,
+        backend:
+          o.guard === 'nftables'
+            ? new NftGuard()
+            : o.guard === 'iptables-legacy'
+              ? new LegacyGuard()
+              : o.guard,
         live: () => {
           const running = o.passRunningMs();
           return running > maxPassMs

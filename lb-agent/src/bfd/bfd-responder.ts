@@ -40,7 +40,7 @@ export class BfdResponder {
   constructor(options: BfdResponderOptions) {
     this.o = options;
     this.log = options.logger ?? silentLogger;
-    this.control = new BirdControl(options.socket, 2000);
+    this.control = new BirdControl(options.socket, 5000);
   }
 
   get config(): string {

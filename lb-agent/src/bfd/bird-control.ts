@@ -57,8 +57,10 @@ export class BirdControl {
   }
 
   close(): void {
-    this.socket?.destroy();
+    const socket = this.socket;
     this.socket = undefined;
+    this.buffer = '';
+    socket?.destroy();
   }
 
   private async open(): Promise<void> {
@@ -66,7 +68,10 @@ export class BirdControl {
     const socket = connect(this.path);
     this.socket = socket;
     socket.setEncoding('utf8');
+    // Events of a connection given up on (a timeout closes it) must not reach the next
+    // one's command: a late reply would be taken for the next command's.
     socket.on('data', (chunk: string) => {
+      if (this.socket !== socket) return;
       this.buffer += chunk;
       const parsed = parseBirdReply(this.buffer);
       if (!parsed) return;
@@ -76,7 +81,8 @@ export class BirdControl {
       done?.(parsed.reply);
     });
     const drop = (err: Error) => {
-      if (this.socket === socket) this.socket = undefined;
+      if (this.socket !== socket) return;
+      this.socket = undefined;
       this.buffer = '';
       this.failed?.(err);
     };

@@ -1,12 +1,17 @@
-// The dead-man switch (docs/bfd.md): BFD toward a peer is allowed out only while the agent
-// keeps saying it is live. The permission is an element with a timeout in a kernel set,
+// The dead-man switch (docs/bfd.md): BFD and BGP toward a peer are allowed out only while
+// the agent keeps saying it is live. The permission is an element with a timeout in a kernel set,
 // refreshed several times per timeout from the agent's event loop, and only while no sync
 // pass is stuck. A frozen agent (SIGSTOP, a blocked event loop), a wedged one or a dead one
 // stops refreshing; the kernel lets the element expire, drops the BFD packets, the router
 // declares the session down within its detection time and stops sending this node
 // traffic. Nothing has to run for that to happen. When the agent is live again the next
 // refresh lets BFD out, the session comes up, BGP returns.
-// Only BFD (UDP 3784 single hop, 4784 multihop) to the configured BFD peers is touched.
+// BGP is held with BFD because a router that ties BGP to BFD drops the session when BFD
+// goes down but may well bring it back while BFD stays down (BIRD 2.0 does, measured:
+// the route was back 3.4 s later, the agent still frozen).
+// Only BFD (UDP 3784 single hop, 4784 multihop) and BGP (TCP, the peers' and our
+// listener's port, either direction) to the configured BFD peers are touched.
+import { type ChildProcess, spawn } from 'node:child_process';
 import { describeError } from '../errors.ts';
 import { type Family, ipFamily } from '../net/ip.ts';
 import type { Clock } from '../util/clock.ts';
@@ -16,13 +21,18 @@ import { type Logger, silentLogger } from '../util/log.ts';
 export const GUARD_CHAIN = 'PORTLB-BFD';
 export const GUARD_TABLE = 'portlb_bfd';
 export const GUARD_SETS = { ipv4: 'portlb-bfd4', ipv6: 'portlb-bfd6' } as const;
-const COMMENT = 'portlb dead-man switch: BFD held down while the agent is not live';
+const COMMENT = 'portlb dead-man switch: BFD and BGP held down while the agent is not live';
 
 const byFamily = (peers: readonly string[], family: Family) =>
   [...peers].filter((p) => ipFamily(p) === family).sort();
 
-/** nftables: the guard tables (recreated whole; the alive sets start empty). */
-export function nftGuardScript(peers: readonly string[]): string {
+/** nftables: the guard tables, recreated whole, the peers let out for `timeoutMs` from the start. */
+export function nftGuardScript(
+  peers: readonly string[],
+  bgpPorts: readonly number[],
+  timeoutMs: number,
+): string {
+  const ports = [...new Set(bgpPorts)].sort((a, b) => a - b).join(', ');
   const out: string[] = [];
   for (const [family, nf, type] of [
     ['ipv4', 'ip', 'ipv4_addr'],
@@ -33,10 +43,12 @@ export function nftGuardScript(peers: readonly string[]): string {
     if (!list.length) continue;
     out.push(
       `table ${nf} ${GUARD_TABLE} {`,
-      `  set alive { type ${type}; flags timeout; }`,
+      `  set alive { type ${type}; flags timeout; elements = { ${list.map((p) => `${p} timeout ${timeoutMs}ms`).join(', ')} } }`,
       '  chain output {',
       '    type filter hook output priority filter; policy accept;',
       `    ${nf} daddr { ${list.join(', ')} } udp dport { 3784, 4784 } ${nf} daddr != @alive counter drop comment "${COMMENT}"`,
+      `    ${nf} daddr { ${list.join(', ')} } tcp dport { ${ports} } ${nf} daddr != @alive counter drop comment "${COMMENT}"`,
+      `    ${nf} daddr { ${list.join(', ')} } tcp sport { ${ports} } ${nf} daddr != @alive counter drop comment "${COMMENT}"`,
       '  }',
       '}',
     );
@@ -64,8 +76,10 @@ export function nftRefreshScript(peers: readonly string[], timeoutMs: number): s
 /** Legacy iptables: the sets (elements carry their own timeouts) and the chain of one family. */
 export function legacyGuardText(
   peers: readonly string[],
+  bgpPorts: readonly number[],
   family: Family,
 ): { ipset: string; iptables: string } {
+  const ports = [...new Set(bgpPorts)].sort((a, b) => a - b);
   const set = GUARD_SETS[family];
   const bits = family === 'ipv4' ? 32 : 128;
   const list = byFamily(peers, family);
@@ -76,9 +90,12 @@ export function legacyGuardText(
       `:${GUARD_CHAIN} - [0:0]`,
       // Two rules rather than -m multiport: one match module fewer for the kernel to have.
       ...list.flatMap((p) =>
-        [3784, 4784].map(
-          (port) =>
-            `-A ${GUARD_CHAIN} -d ${p}/${bits} -p udp --dport ${port} -m set ! --match-set ${set} dst -m comment --comment "${COMMENT}" -j DROP`,
+        [
+          ...[3784, 4784].map((port) => `-p udp --dport ${port}`),
+          ...ports.flatMap((port) => [`-p tcp --dport ${port}`, `-p tcp --sport ${port}`]),
+        ].map(
+          (match) =>
+            `-A ${GUARD_CHAIN} -d ${p}/${bits} ${match} -m set ! --match-set ${set} dst -m comment --comment "${COMMENT}" -j DROP`,
         ),
       ),
       'COMMIT',
@@ -90,29 +107,97 @@ export function legacyGuardText(
 export function legacyRefreshText(peers: readonly string[], family: Family, timeoutMs: number): string {
   const seconds = Math.max(1, Math.round(timeoutMs / 1000));
   return byFamily(peers, family)
-    .map((p) => `add ${GUARD_SETS[family]} ${p} timeout ${seconds}\n`)
+    .map((p) => `add ${GUARD_SETS[family]} ${p} timeout ${seconds} -exist\n`)
     .join('');
 }
 
 export interface GuardBackend {
-  install(peers: readonly string[]): Promise<void>;
+  /**
+   * The guard for these peers, BFD and BGP on these TCP ports (theirs and our listener's),
+   * with the peers already let out for `timeoutMs`: installing never interrupts BFD.
+   */
+  install(peers: readonly string[], bgpPorts: readonly number[], timeoutMs: number): Promise<void>;
   refresh(peers: readonly string[], timeoutMs: number): Promise<void>;
+  close?(): void;
 }
 
-export const nftGuard: GuardBackend = {
-  install: (peers) => feed('nft', ['-f', '-'], nftGuardScript(peers)),
-  refresh: (peers, timeoutMs) => feed('nft', ['-f', '-'], nftRefreshScript(peers, timeoutMs)),
-};
+/**
+ * One long-running interactive `ipset -` or `nft -i`, which applies each line as it
+ * arrives: a refresh is a write to a pipe, not a new process (forks cost hundreds of
+ * milliseconds on a busy small machine, and a late refresh is a false trip). Whatever
+ * the tool prints on stderr fails the next write, which restarts it.
+ */
+export class LineShell {
+  private child: ChildProcess | undefined;
+  private error = '';
+  private readonly cmd: string;
+  private readonly args: string[];
+  constructor(cmd: string, args: string[]) {
+    this.cmd = cmd;
+    this.args = args;
+  }
 
-export const legacyGuard: GuardBackend = {
-  async install(peers) {
+  write(line: string): void {
+    if (this.error) {
+      const error = this.error.trim();
+      this.error = '';
+      this.close();
+      throw new Error(`${this.cmd} ${this.args.join(' ')}: ${error}`);
+    }
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) this.start();
+    this.child!.stdin!.write(`${line}\n`);
+  }
+
+  close(): void {
+    this.child?.stdin?.end();
+    this.child?.kill();
+    this.child = undefined;
+  }
+
+  private start(): void {
+    const child = spawn(this.cmd, this.args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => (this.error += d));
+    child.on('error', (err) => (this.error += err.message));
+    child.stdin!.on('error', (err) => (this.error += err.message));
+    this.child = child;
+  }
+}
+
+/** `prefix` runs the tools through another command (tests: `ip netns exec NS`). */
+const via = (prefix: readonly string[], cmd: string, args: string[]): [string, string[]] =>
+  prefix.length ? [prefix[0]!, [...prefix.slice(1), cmd, ...args]] : [cmd, args];
+
+export class NftGuard implements GuardBackend {
+  private readonly shell: LineShell;
+  private readonly prefix: readonly string[];
+  constructor(prefix: readonly string[] = []) {
+    this.prefix = prefix;
+    this.shell = new LineShell(...via(prefix, 'nft', ['-i']));
+  }
+  install(peers: readonly string[], bgpPorts: readonly number[], timeoutMs: number): Promise<void> {
+    return feed(...via(this.prefix, 'nft', ['-f', '-']), nftGuardScript(peers, bgpPorts, timeoutMs));
+  }
+  async refresh(peers: readonly string[], timeoutMs: number): Promise<void> {
+    // One line, one transaction: the set is never seen empty.
+    this.shell.write(nftRefreshScript(peers, timeoutMs).trim().split('\n').join('; '));
+  }
+  close(): void {
+    this.shell.close();
+  }
+}
+
+export class LegacyGuard implements GuardBackend {
+  private readonly shell = new LineShell('ipset', ['-']);
+  async install(peers: readonly string[], bgpPorts: readonly number[], timeoutMs: number): Promise<void> {
     for (const [family, bin, restore] of [
       ['ipv4', 'iptables-legacy', 'iptables-legacy-restore'],
       ['ipv6', 'ip6tables-legacy', 'ip6tables-legacy-restore'],
     ] as const) {
       if (!byFamily(peers, family).length) continue;
-      const text = legacyGuardText(peers, family);
-      await feed('ipset', ['restore'], text.ipset);
+      const text = legacyGuardText(peers, bgpPorts, family);
+      // The set and its elements before the rules that drop what is not in it.
+      await feed('ipset', ['-exist', 'restore'], text.ipset + legacyRefreshText(peers, family, timeoutMs));
       await feed(restore, ['-w', '--noflush'], text.iptables);
       const jump = ['-m', 'comment', '--comment', 'portlb dead-man switch', '-j', GUARD_CHAIN];
       const present = await feed(bin, ['-w', '-t', 'filter', '-C', 'OUTPUT', ...jump], '').then(
@@ -121,17 +206,22 @@ export const legacyGuard: GuardBackend = {
       );
       if (!present) await feed(bin, ['-w', '-t', 'filter', '-I', 'OUTPUT', '1', ...jump], '');
     }
-  },
-  async refresh(peers, timeoutMs) {
+  }
+  async refresh(peers: readonly string[], timeoutMs: number): Promise<void> {
     for (const family of ['ipv4', 'ipv6'] as const) {
-      const text = legacyRefreshText(peers, family, timeoutMs);
-      if (text) await feed('ipset', ['-exist', 'restore'], text);
+      for (const line of legacyRefreshText(peers, family, timeoutMs).split('\n'))
+        if (line) this.shell.write(line);
     }
-  },
-};
+  }
+  close(): void {
+    this.shell.close();
+  }
+}
 
 export interface DeadManOptions {
   peers: string[];
+  /** BGP's TCP ports toward those peers: theirs, and our listener's if any. */
+  bgpPorts: number[];
   timeoutMs: number;
   backend: GuardBackend;
   /** Whether the agent is live now (no pass stuck). */
@@ -165,19 +255,20 @@ export class DeadManSwitch {
 
   close(): void {
     this.stop.abort();
+    this.o.backend.close?.();
   }
 
   /** One tick: install the guard if needed, then let BFD out for another timeout if live. */
   async tick(): Promise<void> {
     try {
       if (!this.installed) {
-        await this.o.backend.install(this.o.peers);
+        await this.o.backend.install(this.o.peers, this.o.bgpPorts, this.o.timeoutMs);
         this.installed = true;
       }
       const live = this.o.live();
       if (!live.ok) {
         if (!this.holding) {
-          this.log.error({ reason: live.reason }, 'dead-man switch: BFD held down (agent not live)');
+          this.log.error({ reason: live.reason }, 'dead-man switch: BFD and BGP held down (agent not live)');
           this.o.onChange?.(live.reason);
         }
         this.holding = live.reason;
@@ -186,7 +277,7 @@ export class DeadManSwitch {
       await this.o.backend.refresh(this.o.peers, this.o.timeoutMs);
       this.lastRefreshAt = this.o.clock.monotonic();
       if (this.holding) {
-        this.log.info('dead-man switch: agent live again, BFD let out');
+        this.log.info('dead-man switch: agent live again, BFD and BGP let out');
         this.o.onChange?.(undefined);
       }
       this.holding = undefined;
