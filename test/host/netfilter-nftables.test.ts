@@ -31,8 +31,8 @@ describe('netfilter through nftables (host kernel, own namespaces)', () => {
   });
   after(() => lab.cleanup());
 
-  const apply = (snat: PortRule[], filter: PortRule[]) =>
-    lab.exec('n', 'nft', ['-f', '-'], nftScript({ snat, filter }));
+  const apply = (snat: PortRule[], filter: PortRule[], notrack: PortRule[] = []) =>
+    lab.exec('n', 'nft', ['-f', '-'], nftScript({ snat, filter, notrack }));
   /** A TCP connect from the client namespace, bounded: the answer, or why not. */
   const connect = (address: string, port: number) => {
     const r = spawnSync(
@@ -93,5 +93,28 @@ describe('netfilter through nftables (host kernel, own namespaces)', () => {
     );
     apply([], []);
     assert.equal(connect(VIP, 2222), 'hello 2222', 'rules replaced as a whole');
+  });
+
+  test('notrack: traffic to a tunnel/dr service port leaves no conntrack entry; other traffic still does', () => {
+    const tracked = (port: number) =>
+      lab
+        .exec('n', 'cat', ['/proc/net/nf_conntrack'])
+        .split('\n')
+        // The original direction (the first tuple of a line): a client's packets to the VIP.
+        .filter((l) => /dst=(\S+)/.exec(l)?.[1] === VIP && /dport=(\d+)/.exec(l)?.[1] === String(port))
+        .length;
+    lab.exec('n', 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_tcp_timeout_time_wait=120']);
+    // A SNAT rule (of another VIP) makes conntrack run in this namespace, as on a node
+    // with nat services.
+    apply([{ ...web, vip: '203.0.113.99' }], [web, { ...web, port: 2222 }], [web]);
+    assert.match(
+      lab.exec('n', 'nft', ['list', 'table', 'ip', 'portlb']),
+      /type filter hook prerouting priority raw/,
+    );
+    assert.equal(connect(VIP, 80), 'hello 80');
+    assert.equal(connect(VIP, 2222), 'hello 2222');
+    assert.equal(tracked(80), 0, 'the notrack port left no entry');
+    assert.ok(tracked(2222) > 0, 'a port not listed is tracked as before (the check can see entries)');
+    apply([], []);
   });
 });

@@ -49,8 +49,15 @@ describe('agent data plane boundaries (kernel)', () => {
     assert.equal(nf.kind, 'iptables-legacy');
     const web: PortRule = { vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' };
     const dns: PortRule = { vip: '203.0.113.10', family: 'ipv4', port: 53, protocol: 'udp' };
+    const dsr: PortRule = { vip: '203.0.113.13', family: 'ipv4', port: 443, protocol: 'tcp' };
     try {
-      assert.equal(await nf.apply({ snat: [web, dns], filter: [web, dns] }), true);
+      assert.equal(await nf.apply({ snat: [web, dns], filter: [web, dns, dsr], notrack: [dsr] }), true);
+      assert.match(
+        sh('iptables-legacy -t raw -S PORTLB-NOTRACK'),
+        /-m set --match-set portlb-notrack4 dst,dst .* -j CT --notrack/,
+      );
+      assert.match(sh('iptables-legacy -t raw -S PREROUTING'), /-j PORTLB-NOTRACK/);
+      assert.match(sh('ipset list portlb-notrack4'), /203\.0\.113\.13,tcp:443/);
       const rules = sh('iptables-legacy -t nat -S PORTLB-SNAT');
       assert.match(
         rules,
@@ -64,9 +71,13 @@ describe('agent data plane boundaries (kernel)', () => {
       );
       assert.match(sh('ipset list portlb-services4'), /203\.0\.113\.10,tcp:80/);
       assert.match(sh('ipset list portlb-services4'), /203\.0\.113\.10,udp:53/);
-      assert.equal(await nf.apply({ snat: [web, dns], filter: [web, dns] }), false, 'unchanged: no write');
+      assert.equal(
+        await nf.apply({ snat: [web, dns], filter: [web, dns, dsr], notrack: [dsr] }),
+        false,
+        'unchanged: no write',
+      );
       const other: PortRule = { vip: '203.0.113.12', family: 'ipv4', port: 443, protocol: 'tcp' };
-      await nf.apply({ snat: [other], filter: [other] });
+      await nf.apply({ snat: [other], filter: [other], notrack: [] });
       const after = sh('iptables-legacy -t nat -S PORTLB-SNAT');
       assert.doesNotMatch(after, /203\.0\.113\.10/);
       assert.match(after, /203\.0\.113\.12/);
@@ -80,7 +91,10 @@ describe('agent data plane boundaries (kernel)', () => {
     } finally {
       for (const c of netfilterCleaners()) if (await c.present()) await c.remove();
     }
-    assert.doesNotMatch(sh('iptables-legacy -t nat -S; iptables-legacy -t filter -S'), /PORTLB/);
+    assert.doesNotMatch(
+      sh('iptables-legacy -t nat -S; iptables-legacy -t filter -S; iptables-legacy -t raw -S'),
+      /PORTLB/,
+    );
     assert.doesNotMatch(sh('ipset list -n'), /portlb/);
   });
 
@@ -122,7 +136,7 @@ describe('agent data plane boundaries (kernel)', () => {
       assert.ok(listening(2222), 'without the filter the host listener answers on the VIP');
       const web: PortRule = { vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' };
       // The agent writes its rules in its own network namespace: so does this.
-      const rules = Buffer.from(JSON.stringify({ snat: [], filter: [web] })).toString('base64');
+      const rules = Buffer.from(JSON.stringify({ snat: [], filter: [web], notrack: [] })).toString('base64');
       const module = path.resolve(
         import.meta.dirname,
         '..',

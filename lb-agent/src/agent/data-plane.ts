@@ -114,6 +114,7 @@ export function netfilterRules(
   return {
     snat: o.snat ? all(desired.virtualServices.filter((v) => v.snat)) : [],
     filter: o.vipFilter ? all(desired.virtualServices) : [],
+    notrack: all(desired.virtualServices.filter((v) => v.notrack)),
   };
 }
 

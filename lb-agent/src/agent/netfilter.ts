@@ -6,6 +6,8 @@
 //   listener (sshd, the kubelet, gobgpd's 179) would answer on it. New traffic to a VIP is
 //   accepted only for the protocols and ports programmed on it (ICMP too), and dropped
 //   otherwise, before IPVS or any socket sees it (kube-proxy's KUBE-IPVS-FILTER lesson).
+// - No conntrack for tunnel/dr service ports (core/desired.ts says why): a raw-table rule
+//   ahead of conntrack.
 // Two backends: nftables (sets, one atomic transaction per family) and, where the kernel
 // has no nftables ip family (UML's), legacy iptables with ipset (the ipvs match for SNAT,
 // as kube-proxy uses; hash sets for the filter, so a packet costs the same with 10,000
@@ -31,6 +33,8 @@ export interface NetfilterRules {
   snat: PortRule[];
   /** Every programmed VIP port: the only new traffic a VIP accepts. Empty when the filter is off. */
   filter: PortRule[];
+  /** Tunnel/dr service ports: kept out of conntrack. */
+  notrack: PortRule[];
 }
 
 export class NetfilterError extends PortlbError<'NETFILTER_UNAVAILABLE' | 'NETFILTER_APPLY_FAILED'> {}
@@ -45,12 +49,16 @@ export interface NetfilterManager {
 
 export const SNAT_CHAIN = 'PORTLB-SNAT';
 export const FILTER_CHAIN = 'PORTLB-FILTER';
+export const NOTRACK_CHAIN = 'PORTLB-NOTRACK';
 export const NFT_TABLE = 'portlb';
 /** ipset names (legacy backend). */
 export const SETS = {
-  ipv4: { vips: 'portlb-vips4', services: 'portlb-services4' },
-  ipv6: { vips: 'portlb-vips6', services: 'portlb-services6' },
+  ipv4: { vips: 'portlb-vips4', services: 'portlb-services4', notrack: 'portlb-notrack4' },
+  ipv6: { vips: 'portlb-vips6', services: 'portlb-services6', notrack: 'portlb-notrack6' },
 } as const;
+
+const rulesKey = (r: NetfilterRules) =>
+  JSON.stringify([sortRules(r.snat), sortRules(r.filter), sortRules(r.notrack)]);
 
 const sortRules = (rules: readonly PortRule[]) =>
   [...rules].sort((a, b) =>
@@ -69,11 +77,21 @@ export function nftScript(rules: NetfilterRules): string {
     ['ipv6', 'ip6', 'ipv6_addr', 'ipv6-icmp'],
   ] as const) {
     const filter = sortRules(rules.filter.filter((r) => r.family === family));
+    const notrack = sortRules(rules.notrack.filter((r) => r.family === family));
     const vips = uniqueVips(filter, family);
+    const tuples = (list: PortRule[]) =>
+      list.length
+        ? `elements = { ${list.map((r) => `${r.vip} . ${r.protocol} . ${r.port}`).join(', ')} }`
+        : '';
     out.push(`table ${nf} ${NFT_TABLE} {}`, `delete table ${nf} ${NFT_TABLE}`, `table ${nf} ${NFT_TABLE} {`);
     out.push(
       `  set vips { type ${addrType}; ${vips.length ? `elements = { ${vips.join(', ')} }` : ''} }`,
-      `  set services { type ${addrType} . inet_proto . inet_service; ${filter.length ? `elements = { ${filter.map((r) => `${r.vip} . ${r.protocol} . ${r.port}`).join(', ')} }` : ''} }`,
+      `  set services { type ${addrType} . inet_proto . inet_service; ${tuples(filter)} }`,
+      `  set untracked { type ${addrType} . inet_proto . inet_service; ${tuples(notrack)} }`,
+      '  chain prerouting {',
+      '    type filter hook prerouting priority raw; policy accept;',
+      `    ${nf} daddr . meta l4proto . th dport @untracked notrack`,
+      '  }',
       '  chain input {',
       '    type filter hook input priority filter - 10; policy accept;',
       `    ${nf} daddr != @vips accept`,
@@ -111,6 +129,10 @@ export function iptablesRestoreText(rules: NetfilterRules, family: Family): stri
     `-A ${FILTER_CHAIN} -m set --match-set ${sets.services} dst,dst -j RETURN`,
     `-A ${FILTER_CHAIN} -m comment --comment "portlb: nothing but service ports on a VIP" -j DROP`,
     'COMMIT',
+    '*raw',
+    `:${NOTRACK_CHAIN} - [0:0]`,
+    `-A ${NOTRACK_CHAIN} -m set --match-set ${sets.notrack} dst,dst -m comment --comment "portlb: tunnel/dr flows untracked" -j CT --notrack`,
+    'COMMIT',
     '',
   );
   return lines.join('\n');
@@ -122,9 +144,11 @@ export function ipsetRestoreText(rules: NetfilterRules, family: Family): string 
   const inet = family === 'ipv4' ? 'inet' : 'inet6';
   const filter = sortRules(rules.filter.filter((r) => r.family === family));
   const lines: string[] = [];
+  const notrack = sortRules(rules.notrack.filter((r) => r.family === family));
   for (const [name, type, members] of [
     [sets.vips, 'hash:ip', uniqueVips(filter, family)],
     [sets.services, 'hash:ip,port', filter.map((r) => `${r.vip},${r.protocol}:${r.port}`)],
+    [sets.notrack, 'hash:ip,port', notrack.map((r) => `${r.vip},${r.protocol}:${r.port}`)],
   ] as const) {
     lines.push(
       `create ${name} ${type} family ${inet} -exist`,
@@ -144,7 +168,7 @@ abstract class CachedNetfilter implements NetfilterManager {
   protected abstract write(rules: NetfilterRules): Promise<void>;
 
   async apply(rules: NetfilterRules): Promise<boolean> {
-    const key = JSON.stringify([sortRules(rules.snat), sortRules(rules.filter)]);
+    const key = rulesKey(rules);
     if (key === this.applied) return false;
     try {
       await this.write(rules);
@@ -152,7 +176,7 @@ abstract class CachedNetfilter implements NetfilterManager {
       this.applied = undefined;
       throw new NetfilterError(
         'NETFILTER_APPLY_FAILED',
-        `${this.kind}: could not apply ${rules.snat.length} SNAT and ${rules.filter.length} filter rules: ${(err as { stderr?: string }).stderr || (err as Error).message}`,
+        `${this.kind}: could not apply ${rules.snat.length} SNAT, ${rules.filter.length} filter and ${rules.notrack.length} notrack rules: ${(err as { stderr?: string }).stderr || (err as Error).message}`,
         { cause: err },
       );
     }
@@ -196,27 +220,27 @@ export class LegacyNetfilter extends CachedNetfilter {
       ['ipv4', 'iptables-legacy', 'iptables-legacy-restore'],
       ['ipv6', 'ip6tables-legacy', 'ip6tables-legacy-restore'],
     ] as const) {
-      const used = [...rules.snat, ...rules.filter].some((r) => r.family === family);
+      const used = [...rules.snat, ...rules.filter, ...rules.notrack].some((r) => r.family === family);
       if (family === 'ipv6' && !used) continue;
       // Sets first: the filter's rules name them.
       await feed('ipset', ['restore'], ipsetRestoreText(rules, family));
       await feed(restore, ['-w', '--noflush'], iptablesRestoreText(rules, family));
       await this.ensureJump(bin, 'nat', 'POSTROUTING', SNAT_CHAIN, 'portlb SNAT');
       await this.ensureJump(bin, 'filter', 'INPUT', FILTER_CHAIN, 'portlb VIP filter');
+      await this.ensureJump(bin, 'raw', 'PREROUTING', NOTRACK_CHAIN, 'portlb notrack');
     }
   }
 }
 
 export class FakeNetfilter implements NetfilterManager {
   readonly kind = 'fake';
-  rules: NetfilterRules = { snat: [], filter: [] };
+  rules: NetfilterRules = { snat: [], filter: [], notrack: [] };
   writes = 0;
   /** As the real ones: after invalidate() the next apply writes even unchanged rules. */
   private stale = false;
   async apply(rules: NetfilterRules): Promise<boolean> {
-    const key = (r: NetfilterRules) => JSON.stringify([sortRules(r.snat), sortRules(r.filter)]);
-    if (!this.stale && key(rules) === key(this.rules)) return false;
-    this.rules = { snat: [...rules.snat], filter: [...rules.filter] };
+    if (!this.stale && rulesKey(rules) === rulesKey(this.rules)) return false;
+    this.rules = { snat: [...rules.snat], filter: [...rules.filter], notrack: [...rules.notrack] };
     this.stale = false;
     this.writes++;
     return true;
@@ -328,7 +352,7 @@ export function netfilterCleaners(): NetfilterCleaner[] {
     nftTable('ip', GUARD_TABLE),
     nftTable('ip6', GUARD_TABLE),
     ...['iptables-legacy', 'ip6tables-legacy'].flatMap((bin) =>
-      ['nat', 'filter'].map((table) => legacyChains(bin, table)),
+      ['nat', 'filter', 'raw'].map((table) => legacyChains(bin, table)),
     ),
     // After the chains: a set in use by a rule cannot be destroyed.
     ipsets,

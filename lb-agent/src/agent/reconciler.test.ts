@@ -93,25 +93,38 @@ async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[] } = {}) {
 describe('reconciler + data plane (fakes)', () => {
   test('programs IPVS, VIP, SNAT, sysctls, then announces; a converged pass writes nothing', async () => {
     const t = await rig();
-    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1'), ep('10.0.0.2')])];
+    t.source.intents = [
+      intent('web', '203.0.113.10', [ep('10.0.0.1'), ep('10.0.0.2')]),
+      intent('dsr', '203.0.113.12', [{ ...ep('10.0.0.3'), port: 80 }], { forwarding: 'tunnel' }),
+    ];
     t.r.start();
     await t.settle();
     const table = await t.ipvs.getTable();
-    assert.equal(table.length, 1);
-    assert.equal(table[0]!.destinations.length, 2);
-    assert.deepEqual([...t.addresses.addresses], ['203.0.113.10']);
+    assert.equal(table.length, 2);
+    assert.equal(
+      table.find((x) => x.service.key.kind === 'address' && x.service.key.address === '203.0.113.10')!
+        .destinations.length,
+      2,
+    );
+    assert.deepEqual([...t.addresses.addresses].sort(), ['203.0.113.10', '203.0.113.12']);
+    const web = { vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' } as const;
+    const dsr = { ...web, vip: '203.0.113.12' } as const;
     assert.deepEqual(t.netfilter.rules, {
-      snat: [{ vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' }],
-      filter: [{ vip: '203.0.113.10', family: 'ipv4', port: 80, protocol: 'tcp' }],
+      snat: [web],
+      filter: [dsr, web],
+      // Tunnel and dr flows are not tracked: the LB sees one direction only, and an
+      // unreplied entry makes IPVS drop a new SYN that reuses its client port (with
+      // net.ipv4.vs.conntrack=1, which NAT's SNAT needs): a one-second stall.
+      notrack: [dsr],
     });
     assert.deepEqual(
       await t.ipvs.getSysctls().then((s) => [s.conntrack, s.sloppy_tcp, s.expire_nodest_conn]),
       [1, 1, 1],
     );
-    assert.deepEqual(
-      [...t.speaker.announced().values()].map((a) => [a.prefix, a.communities]),
-      [['203.0.113.10/32', ['64512:1']]],
-    );
+    assert.deepEqual([...t.speaker.announced().values()].map((a) => [a.prefix, a.communities]).sort(), [
+      ['203.0.113.10/32', ['64512:1']],
+      ['203.0.113.12/32', ['64512:1']],
+    ]);
     assert.equal(t.r.last?.ok, true);
     const writes = [t.ipvs.writes, t.addresses.changes, t.netfilter.writes, t.speaker.log.length];
     await t.pass();
