@@ -118,3 +118,12 @@ test('agent config: bfd defaults, per-peer opt-out, bfd on a peer needs the sect
     'bfd.multiplier: must be an integer from 2 to 255 (got 1)',
   ]);
 });
+
+test('agent config: the shipped standalone example is valid', async () => {
+  const { readFileSync } = await import('node:fs');
+  const { parse } = await import('yaml');
+  const file = new URL('../../../deploy/examples/standalone-config.yaml', import.meta.url);
+  const c = parseAgentConfig(parse(readFileSync(file, 'utf8')), 'standalone-config.yaml');
+  assert.equal(c.mode, 'standalone');
+  assert.equal(c.bfd?.socket, '/run/portlb-bfd/bird-bfd.ctl');
+});
