@@ -30,7 +30,7 @@ describe('e2e: hitless replica changes under 1,000 long-lived connections', () =
 
   before(async () => {
     await lab.up();
-    await Promise.all([1, 2, 3].map((i) => lab.startReplica(i)));
+    for (const i of [1, 2, 3]) await lab.startReplica(i);
     await lab.waitNextHops(TUNNEL, 3, 60_000);
   });
   after(async () => {

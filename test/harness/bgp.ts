@@ -24,7 +24,8 @@ export async function startGobgpd(lab: NetnsLab, ns: string, socketPath?: string
     '--log-plain',
     '--log-level=info',
   ]);
-  await waitForDaemonFile(lab, daemon, socket, { timeoutMs: 10_000 });
+  // Seconds in a busy one-CPU guest.
+  await waitForDaemonFile(lab, daemon, socket, { timeoutMs: 30_000 });
   return { daemon, socket, target: `unix://${socket}` };
 }
 

@@ -437,7 +437,7 @@ export class Lab {
         }).catch(() => undefined);
         return res?.status === 200;
       },
-      { timeoutMs: 90_000, intervalMs: 250 },
+      { timeoutMs: 150_000, intervalMs: 250 },
     );
     return r.agent;
   }
