@@ -68,7 +68,7 @@ describe('e2e: hitless replica changes under 1,000 long-lived connections', () =
     const keep = lab.load({ vips: [TUNNEL], seconds: 1200, keepalive: 1000, intervalMs: 15_000 });
     const short = lab.load({ vips: [TUNNEL], seconds: 1200, concurrency: 1 });
     await Promise.all([keep.started, short.started]);
-    await new Promise((r) => setTimeout(r, 8000)); // every long-lived connection open
+    await new Promise((r) => setTimeout(r, 17_000)); // every long-lived connection open (spread over 15 s)
     const steps: string[] = [];
     const step = async (what: string, run: () => Promise<void>) => {
       const t0 = Date.now();

@@ -132,6 +132,8 @@ if (keepalive > 0) {
   const interval = Number(values['interval-ms']);
   await Promise.all(
     Array.from({ length: keepalive }, async (_, i) => {
+      // Spread over one interval: N connections opened at once would measure the burst.
+      await new Promise((r) => setTimeout(r, (i * interval) / keepalive));
       const agent = new Agent({ keepAlive: true, maxSockets: 1 });
       result.connections!.opened++;
       let first = true;
