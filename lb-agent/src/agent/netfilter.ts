@@ -261,14 +261,15 @@ export async function detectNetfilter(mode: 'auto' | 'nftables' | 'iptables'): P
       return false;
     }
   };
-  const legacyWorks = async () => {
+  /** undefined when legacy iptables with ipset works; else what the tools said. */
+  const legacyProblem = async (): Promise<string | undefined> => {
     try {
       await run('iptables-legacy', ['-w', '-t', 'nat', '-S', 'POSTROUTING']);
       await run('iptables-legacy', ['-w', '-t', 'filter', '-S', 'INPUT']);
       await run('ipset', ['list', '-n']);
-      return true;
-    } catch {
-      return false;
+      return undefined;
+    } catch (err) {
+      return ((err as { stderr?: string }).stderr || (err as Error).message).trim().split('\n')[0];
     }
   };
   if (mode !== 'iptables' && (await nftWorks())) return new NftNetfilter();
@@ -278,10 +279,15 @@ export async function detectNetfilter(mode: 'auto' | 'nftables' | 'iptables'): P
       'ipvs.netfilter: nftables: this kernel cannot create an nftables ip table (use iptables or auto)',
     );
   }
-  if (await legacyWorks()) return new LegacyNetfilter();
+  const problem = await legacyProblem();
+  if (problem === undefined) return new LegacyNetfilter();
+  // A missing capability looks like a missing kernel feature to the tools: say which.
+  const denied = /permission denied|not permitted|must be root/i.test(problem)
+    ? ' Permission denied: the agent needs CAP_NET_ADMIN and CAP_NET_RAW (legacy iptables opens a raw socket).'
+    : '';
   throw new NetfilterError(
     'NETFILTER_UNAVAILABLE',
-    `ipvs.netfilter: ${mode}: neither nftables (ip family) nor legacy iptables with ipset (ip_tables, iptable_nat, iptable_filter, xt_ipvs, xt_set) works here; install nftables, or iptables and ipset`,
+    `ipvs.netfilter: ${mode}: neither nftables (ip family) nor legacy iptables with ipset (ip_tables, iptable_nat, iptable_filter, xt_ipvs, xt_set) works here (legacy iptables said: ${problem}).${denied} Install nftables, or iptables and ipset, or grant the capabilities.`,
   );
 }
 
