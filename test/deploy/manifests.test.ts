@@ -81,7 +81,7 @@ describe('the Helm chart', () => {
     }
   });
 
-  test('least privilege: the agent is root with NET_ADMIN and NET_RAW only; the speaker gets NET_BIND_SERVICE only to bind port 179', () => {
+  test('least privilege: the agent is root with NET_ADMIN and NET_RAW only; the speaker gets NET_BIND_SERVICE only to bind port 179; bfd NET_ADMIN only, and only with BFD', () => {
     const objects = helmTemplate();
     const agent = containerOf(objects, 'lb-agent').securityContext;
     assert.deepEqual(agent.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
@@ -97,6 +97,21 @@ describe('the Helm chart', () => {
     assert.equal(noListener.securityContext.allowPrivilegeEscalation, false);
     const highPort = containerOf(helmTemplate(['--set', 'config.bgp.listenPort=1179']), 'bgp-speaker');
     assert.deepEqual(highPort.securityContext.capabilities, { drop: ['ALL'] });
+    const bfd = containerOf(objects, 'bfd').securityContext;
+    assert.deepEqual(bfd.capabilities, { drop: ['ALL'], add: ['NET_ADMIN'] });
+    assert.equal(bfd.runAsUser, 65532);
+    assert.equal(bfd.runAsNonRoot, true);
+    assert.equal(bfd.readOnlyRootFilesystem, true);
+    const withoutBfd = daemonSet(helmTemplate(['--set', 'config.bfd=null']));
+    assert.deepEqual(
+      (withoutBfd.spec.template.spec.containers as Obj[]).map((c) => c.name),
+      ['lb-agent', 'bgp-speaker'],
+      'config.bfd=null: no bfd container',
+    );
+    const config = parseYaml(
+      find(helmTemplate(['--set', 'config.bfd=null']), 'ConfigMap')[0]!.data['config.yaml'],
+    ) as Obj;
+    assert.equal(config.bfd, undefined, 'and no bfd section in the agent configuration');
   });
 
   test('the pod starts on a node where ip_vs is not loaded yet: no hostPath under /proc/sys/net/ipv4/vs', () => {
@@ -144,6 +159,7 @@ describe('plain manifests and kustomize', () => {
     assert.deepEqual(images, [
       'registry.example.com/portlb/lb-agent:0.1.0',
       'registry.example.com/portlb/bgp-speaker:0.1.0',
+      'registry.example.com/portlb/bgp-speaker:0.1.0', // bfd: the speaker's image
     ]);
     // The Lease follows the pod's namespace: nothing in the configuration pins it.
     const config = parseYaml(find(objects, 'ConfigMap')[0]!.data['config.yaml']) as Obj;
