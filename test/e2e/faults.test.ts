@@ -220,8 +220,13 @@ describe('e2e: faults under load (Kubernetes mode)', () => {
         return b !== undefined && b.weight === 0 && b.active > 0;
       };
       await waitFor('be3 draining', draining, { timeoutMs: 30_000, intervalMs: 300 });
-      // This test steps the wall clock: its own durations use the monotonic one.
-      const drainStart = performance.now();
+      // The drain began when the agent set weight 0, seconds before this test saw it in a
+      // busy guest: its start comes from the agent (wall time, read before any step), and
+      // this test counts on from there with the monotonic clock (it steps the wall clock).
+      const status = (await lab.status(holder)) as { draining: { backend: string; since: string }[] };
+      const since = status.draining.find((d) => d.backend.startsWith('10.0.0.23'))?.since;
+      assert.ok(since, `the agent reports the drain: ${JSON.stringify(status.draining)}`);
+      const drainStart = performance.now() - Math.max(0, Date.now() - Date.parse(since));
       for (const step of ['+1 hour', '-2 hours']) {
         const before = await syncs();
         execFileSync('date', ['-s', step]);
