@@ -114,6 +114,14 @@ describe('e2e: BFD toward the router and the dead-man switch', () => {
     [3, 'without BFD (hold time 3 s)', 3500],
   ] as const) {
     test(`a replica cut off silently, ${label}: out of ECMP within ${target} ms; requests counted`, async () => {
+      // The premise: the session to detect is up (a busy guest may have flapped it).
+      await lab.waitNextHops(TUNNEL, 3, 60_000);
+      if (lab.hasBfd(i))
+        await waitFor(
+          `BFD up toward lb${i}`,
+          () => new RegExp(`${lbAddress(i).replaceAll('.', '\\.')}\\s+\\S+\\s+Up`).test(routerBfd()),
+          { timeoutMs: 60_000, intervalMs: 300 },
+        );
       const load = lab.load({ vips: [TUNNEL], seconds: 600, concurrency: 3 });
       await load.started;
       await new Promise((r) => setTimeout(r, 2000));

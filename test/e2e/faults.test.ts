@@ -201,7 +201,10 @@ describe('e2e: faults under load (Kubernetes mode)', () => {
     // A long-lived connection to be3 through the tunnel VIP, then be3 leaves: it drains (20 s).
     // ECMP spreads the connections over both replicas and mh over three backends: watch
     // the replica that actually holds a connection to be3 (30 connections: some do).
-    const keep = lab.load({ vips: [TUNNEL], seconds: 600, keepalive: 30, intervalMs: 200 });
+    // A request a second on each: the guest must carry them through the clock steps
+    // without a request timing out (a client that gives up closes its connection, and a
+    // drain whose connections are gone rightly ends early).
+    const keep = lab.load({ vips: [TUNNEL], seconds: 600, keepalive: 30, intervalMs: 1000 });
     try {
       await keep.started;
       const be3In = (i: number) => lab.backendsIn(i, TUNNEL).find((b) => b.address === '10.0.0.23');
