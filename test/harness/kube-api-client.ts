@@ -29,6 +29,10 @@ export class KubeApiClient {
           ca: this.ca,
           headers: body === undefined ? {} : { 'content-type': contentType },
           timeout: 10_000,
+          // A connection per call: a kept-alive socket that the server closes as idle
+          // just as a call reuses it fails the call with "socket hang up" (seen in a busy
+          // guest); the test's calls are few.
+          agent: false,
         },
         (res) => {
           let text = '';
