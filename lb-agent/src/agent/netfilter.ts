@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import { GUARD_TABLE } from '../bfd/dead-man.ts';
 import { PortlbError } from '../errors.ts';
 import type { Family } from '../net/ip.ts';
-import { feed } from '../util/feed.ts';
+import { ensureJumpFirst, feed } from '../util/feed.ts';
 
 const run = promisify(execFile);
 
@@ -199,22 +199,6 @@ export class NftNetfilter extends CachedNetfilter {
 export class LegacyNetfilter extends CachedNetfilter {
   readonly kind = 'iptables-legacy';
 
-  /** A jump from a built-in chain to ours, first in line (a host firewall's earlier ACCEPT must not bypass it). */
-  private async ensureJump(
-    bin: string,
-    table: string,
-    from: string,
-    chain: string,
-    comment: string,
-  ): Promise<void> {
-    const spec = ['-m', 'comment', '--comment', comment, '-j', chain];
-    const exists = await run(bin, ['-w', '-t', table, '-C', from, ...spec]).then(
-      () => true,
-      () => false,
-    );
-    if (!exists) await run(bin, ['-w', '-t', table, '-I', from, '1', ...spec]);
-  }
-
   protected async write(rules: NetfilterRules): Promise<void> {
     for (const [family, bin, restore] of [
       ['ipv4', 'iptables-legacy', 'iptables-legacy-restore'],
@@ -225,9 +209,9 @@ export class LegacyNetfilter extends CachedNetfilter {
       // Sets first: the filter's rules name them.
       await feed('ipset', ['restore'], ipsetRestoreText(rules, family));
       await feed(restore, ['-w', '--noflush'], iptablesRestoreText(rules, family));
-      await this.ensureJump(bin, 'nat', 'POSTROUTING', SNAT_CHAIN, 'portlb SNAT');
-      await this.ensureJump(bin, 'filter', 'INPUT', FILTER_CHAIN, 'portlb VIP filter');
-      await this.ensureJump(bin, 'raw', 'PREROUTING', NOTRACK_CHAIN, 'portlb notrack');
+      await ensureJumpFirst(bin, 'nat', 'POSTROUTING', SNAT_CHAIN, 'portlb SNAT');
+      await ensureJumpFirst(bin, 'filter', 'INPUT', FILTER_CHAIN, 'portlb VIP filter');
+      await ensureJumpFirst(bin, 'raw', 'PREROUTING', NOTRACK_CHAIN, 'portlb notrack');
     }
   }
 }

@@ -15,7 +15,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { describeError } from '../errors.ts';
 import { type Family, ipFamily } from '../net/ip.ts';
 import type { Clock } from '../util/clock.ts';
-import { feed } from '../util/feed.ts';
+import { ensureJumpFirst, feed } from '../util/feed.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 
 export const GUARD_CHAIN = 'PORTLB-BFD';
@@ -199,12 +199,7 @@ export class LegacyGuard implements GuardBackend {
       // The set and its elements before the rules that drop what is not in it.
       await feed('ipset', ['-exist', 'restore'], text.ipset + legacyRefreshText(peers, family, timeoutMs));
       await feed(restore, ['-w', '--noflush'], text.iptables);
-      const jump = ['-m', 'comment', '--comment', 'portlb dead-man switch', '-j', GUARD_CHAIN];
-      const present = await feed(bin, ['-w', '-t', 'filter', '-C', 'OUTPUT', ...jump], '').then(
-        () => true,
-        () => false,
-      );
-      if (!present) await feed(bin, ['-w', '-t', 'filter', '-I', 'OUTPUT', '1', ...jump], '');
+      await ensureJumpFirst(bin, 'filter', 'OUTPUT', GUARD_CHAIN, 'portlb dead-man switch');
     }
   }
   async refresh(peers: readonly string[], timeoutMs: number): Promise<void> {
@@ -238,8 +233,6 @@ export class DeadManSwitch {
   private readonly stop = new AbortController();
   private installed = false;
   readonly timeoutMs: number;
-  /** Monotonic time of the last refresh that reached the kernel. */
-  lastRefreshAt: number | undefined;
   holding: string | undefined;
 
   constructor(options: DeadManOptions) {
@@ -275,7 +268,6 @@ export class DeadManSwitch {
         return;
       }
       await this.o.backend.refresh(this.o.peers, this.o.timeoutMs);
-      this.lastRefreshAt = this.o.clock.monotonic();
       if (this.holding) {
         this.log.info('dead-man switch: agent live again, BFD and BGP let out');
         this.o.onChange?.(undefined);

@@ -20,3 +20,22 @@ export function feed(cmd: string, args: string[], input: string): Promise<void> 
     child.stdin?.end(input);
   });
 }
+
+/**
+ * A legacy iptables jump from a built-in chain to one of portlb's, first in line (a host
+ * firewall's earlier ACCEPT must not bypass it); added once.
+ */
+export async function ensureJumpFirst(
+  bin: string,
+  table: string,
+  from: string,
+  chain: string,
+  comment: string,
+): Promise<void> {
+  const spec = ['-m', 'comment', '--comment', comment, '-j', chain];
+  const exists = await feed(bin, ['-w', '-t', table, '-C', from, ...spec], '').then(
+    () => true,
+    () => false,
+  );
+  if (!exists) await feed(bin, ['-w', '-t', table, '-I', from, '1', ...spec], '');
+}
