@@ -45,6 +45,16 @@ describe('e2e: BFD toward the router and the dead-man switch', () => {
     const e = await monitor.waitFor(TUNNEL, from, (x) => x.deleted || !x.hops.includes(lbAddress(i)));
     return e.at - from;
   };
+  /**
+   * FIB changes of the VIP between `from` and `to` that left out a replica other than
+   * `target`: collateral damage (measured once before the router's BIRD had the CPU it
+   * needs: both BFD sessions dropped while a third replica was cut, every path gone).
+   */
+  const collateral = (target: number, from: number, to: number) =>
+    monitor.events
+      .filter((e) => e.prefix === TUNNEL && e.at >= from && e.at <= to)
+      .filter((e) => [1, 2, 3].some((o) => o !== target && (e.deleted || !e.hops.includes(lbAddress(o)))))
+      .map((e) => `${new Date(e.at).toISOString()} ${e.deleted ? 'deleted' : e.hops.join(' ')}`);
   let monitor: RouteMonitor;
   const shells = new Map<number, NsShell>();
   const routerBfd = () => birdc(lab.net, 'router', lab.bird, 'show bfd sessions');
@@ -126,22 +136,25 @@ describe('e2e: BFD toward the router and the dead-man switch', () => {
       await load.started;
       await new Promise((r) => setTimeout(r, 2000));
       let detected: number;
+      let others: string[];
       try {
         const t0 = await cut(i, true);
         console.log(`# lb${i} cut off at ${new Date(t0).toISOString()} (guest local time)`);
         detected = await goneAfter(i, t0);
         await new Promise((r) => setTimeout(r, 2000));
+        others = collateral(i, t0, Date.now());
       } finally {
         await cut(i, false);
         load.stop();
       }
       const r = await load.done;
       record(
-        `replica cut off ${label}: out of the router's ECMP after ${detected} ms (target ${target} ms); load: ${describeLoad(r)}`,
+        `replica cut off ${label}: out of the router's ECMP after ${detected} ms (target ${target} ms); other replicas left the ECMP ${others.length} times; load: ${describeLoad(r)}`,
       );
       // The connections hashed to the cut replica before the router knew are lost or stall:
       // that window is what BFD shortens.
       assert.ok(detected <= target, `detected after ${detected} ms`);
+      assert.deepEqual(others, [], 'the other replicas stay in the ECMP meanwhile');
       await lab.waitNextHops(TUNNEL, 3, 60_000);
     });
   }
@@ -153,8 +166,9 @@ describe('e2e: BFD toward the router and the dead-man switch', () => {
     await new Promise((r) => setTimeout(r, 2000));
     let gone: number;
     let cameBack: string | undefined;
+    let t0 = 0;
     try {
-      const t0 = await shells.get(2)!.stamp(`kill -STOP ${agent.child.pid}`);
+      t0 = await shells.get(2)!.stamp(`kill -STOP ${agent.child.pid}`);
       console.log(`# SIGSTOP to the lb2 agent at ${new Date(t0).toISOString()} (guest local time)`);
       gone = await goneAfter(2, t0);
       // It stays out while frozen: the router must not bring the BGP session (and the
@@ -172,11 +186,13 @@ describe('e2e: BFD toward the router and the dead-man switch', () => {
     const back = Date.now() - t1;
     load.stop();
     const r = await load.done;
+    const others = collateral(2, t0, Date.now());
     record(
-      `agent frozen (SIGSTOP), dead-man 1 s + BFD 100 ms x 3: out of ECMP after ${gone} ms (target 2000 ms), back ${back} ms after SIGCONT; load: ${describeLoad(r)}`,
+      `agent frozen (SIGSTOP), dead-man 1 s + BFD 100 ms x 3: out of ECMP after ${gone} ms (target 2000 ms), back ${back} ms after SIGCONT; other replicas left the ECMP ${others.length} times; load: ${describeLoad(r)}`,
     );
     assert.ok(gone <= 2000, `out after ${gone} ms`);
     assert.equal(cameBack, undefined);
+    assert.deepEqual(others, [], 'the other replicas stay in the ECMP meanwhile');
     assert.equal(
       r.failed,
       0,

@@ -40,8 +40,11 @@ export interface BirdNeighbor {
   bfd?: boolean;
 }
 
-/** Starts the shipped bfd container's entrypoint (a BFD-only BIRD) with its files in `dir`. */
-export async function startBfdResponder(lab: NetnsLab, ns: string, dir: string): Promise<Daemon> {
+/**
+ * Starts the shipped bfd container's entrypoint (a BFD-only BIRD) with its files in `dir`;
+ * `nice` as the agent's (see Lab's `bfd`).
+ */
+export async function startBfdResponder(lab: NetnsLab, ns: string, dir: string, nice = 0): Promise<Daemon> {
   mkdirSync(dir, { recursive: true });
   const socket = path.join(dir, 'bird-bfd.ctl');
   rmSync(socket, { force: true });
@@ -49,8 +52,8 @@ export async function startBfdResponder(lab: NetnsLab, ns: string, dir: string):
   const daemon = lab.spawn(
     ns,
     `bird-bfd-${ns}`,
-    'sh',
-    [path.join(repo, 'bgp-speaker', 'bfd-entrypoint.sh')],
+    'nice',
+    ['-n', String(nice), 'sh', path.join(repo, 'bgp-speaker', 'bfd-entrypoint.sh')],
     {
       ...process.env,
       PORTLB_BFD_DIR: dir,
@@ -68,6 +71,8 @@ export interface BirdOptions {
   holdTime?: number;
   /** BFD timers for neighbours with `bfd` (a protocol bfd is added). */
   bfd?: { intervalMs: number; multiplier: number };
+  /** The daemon's niceness (a router gives BFD its CPU first; see Lab's `nice`). */
+  nice?: number;
 }
 
 /**
@@ -108,7 +113,7 @@ filter gshut {
 }
 
 protocol device { scan time 10; }
-${o.bfd ? `protocol bfd { interface "*" { interval ${o.bfd.intervalMs} ms; multiplier ${o.bfd.multiplier}; }; }` : ''}
+${o.bfd ? `protocol bfd { debug { states, events }; interface "*" { interval ${o.bfd.intervalMs} ms; multiplier ${o.bfd.multiplier}; }; }` : ''}
 
 protocol kernel kernel4 {
   ipv4 { export all; };
@@ -134,7 +139,7 @@ export function startBird(
   options: BirdOptions,
   label = `bird-${ns}`,
 ): Promise<Bird> {
-  return startBirdWithConfig(lab, ns, birdConfig(options), label);
+  return startBirdWithConfig(lab, ns, birdConfig(options), label, options.nice);
 }
 
 /** BIRD with a configuration of the test's own (other routing roles than the ECMP core). */
@@ -143,6 +148,7 @@ export async function startBirdWithConfig(
   ns: string,
   config: string,
   label = `bird-${ns}`,
+  nice = 0,
 ): Promise<Bird> {
   const conf = path.join(lab.dir, `${label}.conf`);
   const socket = path.join(lab.dir, `${label}.ctl`);
@@ -152,7 +158,7 @@ export async function startBirdWithConfig(
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv6.fib_multipath_hash_policy=1']);
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.all.forwarding=1']);
-  const daemon = lab.spawn(ns, label, 'bird', ['-f', '-c', conf, '-s', socket]);
+  const daemon = lab.spawn(ns, label, 'nice', ['-n', String(nice), 'bird', '-f', '-c', conf, '-s', socket]);
   await waitForDaemonFile(lab, daemon, socket, { timeoutMs: 10_000 });
   return { daemon, socket };
 }

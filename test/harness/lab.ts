@@ -264,6 +264,21 @@ export class Lab {
     renameSync(`${this.servicesFile}.tmp`, this.servicesFile);
   }
 
+  /**
+   * The niceness of the agents, the BFD responders and the router's BIRD. With BFD, the
+   * sessions (100 ms x 3) and the agent's liveness (the dead-man switch, 1 s here) are
+   * measured in hundreds of milliseconds, and this guest's one CPU also runs the
+   * backends, the load client and the test. Measured at nice 0 under a second busy
+   * guest: agents went 1.0-2.5 s without being scheduled (40-260 ms of CPU used in that
+   * time) and the switch held BFD down; the router's BIRD declared both BFD sessions down
+   * while a third replica was being cut (every path gone for 1.8 s). In a cluster the
+   * pod's CPU request gives the agent that share (docs/bfd.md), and a router runs BFD
+   * before anything else; here nice does.
+   */
+  private get nice(): number {
+    return this.o.bfd ? -10 : 0;
+  }
+
   hasBfd(i: number): boolean {
     return !!this.o.bfd && !(this.o.bfd.without ?? []).includes(i);
   }
@@ -370,6 +385,7 @@ export class Lab {
       asn: 65000,
       holdTime: 9,
       bfd: this.o.bfd,
+      nice: this.nice,
       neighbors: Array.from({ length: this.o.maxReplicas }, (_, k) => ({
         name: `lb${k + 1}`,
         address: lbAddress(k + 1),
@@ -406,7 +422,7 @@ export class Lab {
       r.gobgpd = await startGobgpd(this.net, `lb${i}`, path.join(this.dir, `gobgp-lb${i}.sock`));
     }
     if (this.hasBfd(i) && (!r.bfd || r.bfd.child.exitCode !== null || r.bfd.child.signalCode !== null)) {
-      r.bfd = await startBfdResponder(this.net, `lb${i}`, this.bfdDir(i));
+      r.bfd = await startBfdResponder(this.net, `lb${i}`, this.bfdDir(i), this.nice);
     }
     await this.startAgent(i, options);
   }
@@ -417,8 +433,11 @@ export class Lab {
     r.agent = this.net.spawn(
       `lb${i}`,
       `agent-lb${i}`,
-      node,
+      'nice',
       [
+        '-n',
+        String(this.nice),
+        node,
         path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
         'agent',
         '--config',

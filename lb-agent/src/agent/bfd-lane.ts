@@ -85,6 +85,7 @@ export class BfdLane {
         clock: o.clock,
         logger: o.logger,
         onChange: (holding) => this.metrics.deadManHolding.set(holding ? 1 : 0),
+        onLapse: () => this.metrics.deadManLapses.inc(),
       });
       this.metrics.deadManHolding.set(0);
     }

@@ -126,6 +126,11 @@ export class AgentMetrics {
     help: 'The dead-man switch holds BFD down because the agent is not live (1) or lets it out (0)',
     registers: [this.registry],
   });
+  readonly deadManLapses = new Counter({
+    name: 'portlb_dead_man_lapses_total',
+    help: 'Refreshes of the dead-man switch that came after its timeout (the agent stalled; BFD was held down meanwhile)',
+    registers: [this.registry],
+  });
   readonly sourceSynced = new Gauge({
     name: 'portlb_source_synced',
     help: 'Desired-state source synced (informers listed / file read)',

@@ -81,3 +81,37 @@ test('dead-man switch: refreshes while live, holds BFD down (by not refreshing) 
   assert.equal(guard.installs, 2);
   assert.equal(guard.refreshes.length, 3);
 });
+
+test('dead-man switch: a refresh later than the timeout is reported as a lapse (a stalled agent), a held-down one is not', async () => {
+  const clock = new ManualClock();
+  const guard = new FakeGuard();
+  let live = true;
+  const lapses: number[] = [];
+  const dm = new DeadManSwitch({
+    peers: ['10.0.0.1'],
+    bgpPorts: [179],
+    timeoutMs: 1000,
+    backend: guard,
+    live: () => (live ? { ok: true, reason: undefined } : { ok: false, reason: 'stuck' }),
+    clock,
+    onLapse: (gap) => lapses.push(gap),
+    cpuMs: () => 0,
+  });
+  await dm.tick();
+  await clock.advance(250);
+  await dm.tick();
+  await clock.advance(1000);
+  await dm.tick();
+  assert.deepEqual(lapses, [], 'within the timeout: the element never expired');
+  await clock.advance(1400);
+  await dm.tick();
+  assert.deepEqual(lapses, [1400]);
+  // Held down on purpose, then let out: the gap is the switch's own doing, not a stall.
+  live = false;
+  await clock.advance(250);
+  await dm.tick();
+  await clock.advance(5000);
+  live = true;
+  await dm.tick();
+  assert.deepEqual(lapses, [1400]);
+});

@@ -225,13 +225,26 @@ export interface DeadManOptions {
   logger?: Logger;
   /** Told when the switch starts or stops holding BFD down. */
   onChange?: (holding: string | undefined) => void;
+  /**
+   * Told when a refresh came later than the timeout allows (ms since the previous one):
+   * the agent's event loop stalled that long, and BFD was held down though nothing was stuck.
+   */
+  onLapse?: (gapMs: number) => void;
+  /** CPU time this process used so far, ms (tells a busy agent from one that got no CPU). */
+  cpuMs?: () => number;
 }
+
+const processCpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 export class DeadManSwitch {
   private readonly o: DeadManOptions;
   private readonly log: Logger;
   private readonly stop = new AbortController();
   private installed = false;
+  private lastRefresh: { at: number; cpuMs: number } | undefined;
   readonly timeoutMs: number;
   holding: string | undefined;
 
@@ -267,7 +280,19 @@ export class DeadManSwitch {
         this.holding = live.reason;
         return;
       }
+      const before = this.lastRefresh;
       await this.o.backend.refresh(this.o.peers, this.o.timeoutMs);
+      const now = { at: this.o.clock.monotonic(), cpuMs: (this.o.cpuMs ?? processCpuMs)() };
+      this.lastRefresh = now;
+      if (before !== undefined && !this.holding && now.at - before.at > this.o.timeoutMs) {
+        const gapMs = Math.round(now.at - before.at);
+        const cpuMs = Math.round(now.cpuMs - before.cpuMs);
+        this.log.warn(
+          { gapMs, cpuMs, timeoutMs: this.o.timeoutMs },
+          `dead-man switch: refreshed too late, BFD was held down meanwhile (the agent ${cpuMs > gapMs / 2 ? 'was busy: its event loop blocked' : 'got little CPU: the node is overloaded'}); a larger bfd.deadManSeconds tolerates that`,
+        );
+        this.o.onLapse?.(gapMs);
+      }
       if (this.holding) {
         this.log.info('dead-man switch: agent live again, BFD and BGP let out');
         this.o.onChange?.(undefined);
@@ -276,6 +301,7 @@ export class DeadManSwitch {
     } catch (err) {
       // The guard expires by itself: a failed refresh holds BFD down, which is the safe side.
       this.installed = false;
+      this.lastRefresh = undefined;
       this.log.warn({ err: describeError(err) }, 'dead-man switch: refresh failed; retrying');
     }
   }
