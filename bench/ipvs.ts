@@ -5,26 +5,27 @@
 // full read-back and incrementally against the state cache. Every "from empty" starts
 // from a freshly loaded ip_vs: deleted destinations linger on the kernel's trash list and
 // slow later adds (FIELD-NOTES), so reusing a table would measure the trash, not us.
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { applyOperations } from '../lb-agent/src/ipvs/apply.ts';
 import { NetlinkIpvsClient } from '../lb-agent/src/ipvs/netlink-client.ts';
 import { planIpvs } from '../lb-agent/src/ipvs/planner.ts';
 import { IpvsStateCache } from '../lb-agent/src/ipvs/state-cache.ts';
 import type { RealServer, ServiceSpec } from '../lb-agent/src/ipvs/types.ts';
-import { type Row, report, timed, writeResults } from './lib.ts';
+import { fmtMs, freshIpvsModule, type Row, report, sh, spread, timed, writeResults } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
     sizes: { type: 'string', default: '1000,10000' },
     dests: { type: 'string', default: '10' },
     scheduler: { type: 'string', default: 'rr' },
+    reps: { type: 'string', default: '5' },
     help: { type: 'boolean' },
   },
 });
 if (values.help) {
-  console.log('Usage: npm run bench -- ipvs [--sizes 1000,10000] [--dests 10] [--scheduler rr]');
+  console.log('Usage: npm run bench -- ipvs [--sizes 1000,10000] [--dests 10] [--scheduler rr] [--reps 5]');
   process.exit(0);
 }
 if (process.env.PORTLB_IN_UML !== '1') {
@@ -34,18 +35,56 @@ if (process.env.PORTLB_IN_UML !== '1') {
 const sizes = values.sizes.split(',').map(Number);
 const dests = Number(values.dests);
 const scheduler = values.scheduler;
+const reps = Number(values.reps);
 
-const sh = (cmd: string) => execFileSync('bash', ['-c', cmd], { encoding: 'utf8', maxBuffer: 1 << 30 });
-
-function freshIpvs(): void {
-  sh(`ipvsadm -C 2>/dev/null || true
-      for i in 1 2 3; do
-        for m in $(lsmod | awk '$1 ~ /^(xt_ipvs|ip_vs_.*)$/ {print $1}'); do rmmod $m 2>/dev/null || true; done
-        rmmod ip_vs 2>/dev/null || true
-      done
-      if lsmod | grep -q '^ip_vs '; then echo 'ip_vs still loaded' >&2; exit 1; fi
-      modprobe ip_vs && modprobe ip_vs_${scheduler}`);
+/**
+ * What the rest of the agent feels while it reads the whole table with stats (a pass's
+ * read-back, a /metrics scrape): the event loop's longest delay and its p99, and the
+ * read's duration; never yielding (how every read ran before) against yielding every
+ * `sliceMs`, alternated, `reps` times each, from the same table.
+ */
+async function eventLoopDuringDump(client: NetlinkIpvsClient) {
+  const runs: Record<'never' | 'sliced', { maxMs: number[]; p99Ms: number[]; readMs: number[] }> = {
+    never: { maxMs: [], p99Ms: [], readMs: [] },
+    sliced: { maxMs: [], p99Ms: [], readMs: [] },
+  };
+  for (let r = 0; r < reps; r++) {
+    for (const mode of ['never', 'sliced'] as const) {
+      const h = monitorEventLoopDelay({ resolution: 5 });
+      h.enable();
+      const t = await timed(() =>
+        client.getTable({ stats: true, sliceMs: mode === 'never' ? Infinity : undefined }),
+      );
+      h.disable();
+      runs[mode].maxMs.push(h.max / 1e6);
+      runs[mode].p99Ms.push(h.percentile(99) / 1e6);
+      runs[mode].readMs.push(t.ms);
+    }
+  }
+  const out = Object.fromEntries(
+    Object.entries(runs).map(([mode, x]) => [
+      mode,
+      { maxMs: spread(x.maxMs), p99Ms: spread(x.p99Ms), readMs: spread(x.readMs) },
+    ]),
+  ) as Record<
+    'never' | 'sliced',
+    { maxMs: ReturnType<typeof spread>; p99Ms: ReturnType<typeof spread>; readMs: ReturnType<typeof spread> }
+  >;
+  const f = (s: ReturnType<typeof spread>) => `${fmtMs(s.median)} (min ${fmtMs(s.min)}, max ${fmtMs(s.max)})`;
+  console.log(`\nevent loop during a full read with stats, median of ${reps} runs each:`);
+  for (const mode of ['never', 'sliced'] as const) {
+    const x = out[mode];
+    console.log(
+      `  ${mode === 'never' ? 'never yielding (before)' : 'yielding every 8 ms   '}: longest delay ${f(x.maxMs)}, p99 ${f(x.p99Ms)}; read ${f(x.readMs)}`,
+    );
+  }
+  console.log(
+    `  longest delay ${(out.never.maxMs.median / out.sliced.maxMs.median).toFixed(0)}x shorter (target <= 50 ms: ${out.sliced.maxMs.median <= 50 ? 'met' : 'NOT met'}); the read ${(out.sliced.readMs.median / out.never.readMs.median).toFixed(2)}x as long`,
+  );
+  return out;
 }
+
+const freshIpvs = () => freshIpvsModule(scheduler);
 
 // Services on 10.200.0.0/16, destinations on 10.201.0.0/16 (routed through a dummy).
 const svcAddr = (i: number) => `10.200.${i >> 8}.${i & 255}`;
@@ -146,6 +185,8 @@ for (const n of sizes) {
   const admDump = await timed(() => sh('ipvsadm -Ln > /dev/null'));
   const admDumpStats = await timed(() => sh('ipvsadm -Ln --stats > /dev/null'));
 
+  const eventLoop = await eventLoopDuringDump(client);
+
   const converged = await timed(async () => plan(desired, await client.getTable()));
   if (converged.value.operations.length !== 0) {
     throw new Error(`converged pass planned ${converged.value.operations.length} writes`);
@@ -202,7 +243,13 @@ for (const n of sizes) {
       baseline: `1% change, full read-back (${fullChange.value.applied.length} writes)`,
     },
   ];
-  results.push({ services: n, destinations: dests, scheduler, rows: report(`${n} x ${dests}`, rows) });
+  results.push({
+    services: n,
+    destinations: dests,
+    scheduler,
+    rows: report(`${n} x ${dests}`, rows),
+    eventLoopDuringReadWithStats: eventLoop,
+  });
 }
 
 writeResults('ipvs', {

@@ -1,4 +1,5 @@
 // Shared by the benchmarks: timing, ratio tables, and the results file.
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -64,3 +65,38 @@ export function writeResults(name: string, data: Record<string, unknown>): strin
   console.log(`\nresults written to ${path.relative(process.cwd(), file)}`);
   return file;
 }
+
+export const sh = (cmd: string) =>
+  execFileSync('bash', ['-c', cmd], { encoding: 'utf8', maxBuffer: 1 << 30 });
+
+/**
+ * A freshly loaded ip_vs (in the kernel harness): deleted destinations linger on the
+ * kernel's trash list and slow later adds (FIELD-NOTES), so a reused table would measure
+ * the trash, not us.
+ */
+export function freshIpvsModule(scheduler: string): void {
+  sh(`ipvsadm -C 2>/dev/null || true
+      for i in 1 2 3; do
+        for m in $(lsmod | awk '$1 ~ /^(xt_ipvs|ip_vs_.*)$/ {print $1}'); do rmmod $m 2>/dev/null || true; done
+        rmmod ip_vs 2>/dev/null || true
+      done
+      if lsmod | grep -q '^ip_vs '; then echo 'ip_vs still loaded' >&2; exit 1; fi
+      modprobe ip_vs && modprobe ip_vs_${scheduler}`);
+}
+
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** The p-th percentile (nearest rank) of the values. */
+export function percentile(xs: readonly number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+export const spread = (xs: readonly number[]) => ({
+  median: median(xs),
+  min: Math.min(...xs),
+  max: Math.max(...xs),
+});

@@ -21,6 +21,12 @@ const BENCHES: Record<string, { description: string; inKernel: boolean; file: st
     file: 'bench/dataplane.ts',
     debian: ['nginx-light', 'wrk'],
   },
+  agent: {
+    description:
+      'the whole agent in its own process: memory, EndpointSlice change -> kernel, event loop (UML kernel)',
+    inKernel: true,
+    file: 'bench/agent.ts',
+  },
   k8s: {
     description: 'Kubernetes: 10k Services x 10 endpoints -> desired state (fake API, real client)',
     inKernel: false,

@@ -5,6 +5,7 @@ import { ConfigError } from './config/validate.ts';
 import { describeError } from './errors.ts';
 import { IpvsError } from './ipvs/errors.ts';
 import { NetlinkError } from './netlink/socket.ts';
+import { VERSION } from './version.ts';
 
 const HELP = `Usage: portlb <command> [options]
 
@@ -26,7 +27,7 @@ async function main(argv: string[]): Promise<number> {
     return command ? EXIT.OK : EXIT.USAGE;
   }
   if (command === '--version') {
-    console.log('portlb 0.1.0');
+    console.log(`portlb ${VERSION}`);
     return EXIT.OK;
   }
   switch (command) {

@@ -130,6 +130,27 @@ describe('the Helm chart', () => {
     assert.ok(mounts('lb-agent').includes('peer-secret-0'));
     assert.ok(!mounts('bgp-speaker').some((m) => m.startsWith('peer-secret')));
   });
+
+  test('monitoring: the alert rules and the Grafana dashboard are rendered as shipped (their queries are checked in metrics.test.ts)', () => {
+    const objects = helmTemplate(['-f', path.join(fixtures, 'monitoring-values.yaml')]);
+    const files = path.join(CHART, 'files');
+    const rule = find(objects, 'PrometheusRule')[0]!;
+    assert.deepEqual(
+      rule.spec.groups[0].rules,
+      parseYaml(readFileSync(path.join(files, 'alerts.yaml'), 'utf8')),
+    );
+    const dashboards = find(objects, 'ConfigMap').filter((c) => c.metadata.labels?.grafana_dashboard === '1');
+    assert.equal(dashboards.length, 1);
+    assert.deepEqual(
+      JSON.parse(dashboards[0]!.data['portlb.json']),
+      JSON.parse(readFileSync(path.join(files, 'dashboard.json'), 'utf8')),
+    );
+    assert.deepEqual(
+      find(helmTemplate(), 'ConfigMap').map((c) => c.metadata.name),
+      ['portlb-config'],
+      'nothing of it by default',
+    );
+  });
 });
 
 describe('plain manifests and kustomize', () => {

@@ -68,12 +68,16 @@ describe('e2e: hitless replica changes under 1,000 long-lived connections', () =
     const keep = lab.load({ vips: [TUNNEL], seconds: 1200, keepalive: 1000, intervalMs: 15_000 });
     const short = lab.load({ vips: [TUNNEL], seconds: 1200, concurrency: 1 });
     await Promise.all([keep.started, short.started]);
+    const loadStart = Date.now();
     await new Promise((r) => setTimeout(r, 17_000)); // every long-lived connection open (spread over 15 s)
     const steps: string[] = [];
+    // When each step ran, in the load's time (its broken connections say when they closed).
     const step = async (what: string, run: () => Promise<void>) => {
       const t0 = Date.now();
       await run();
-      steps.push(`${what} ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      steps.push(
+        `${what} ${((Date.now() - t0) / 1000).toFixed(1)} s (from ${((t0 - loadStart) / 1000).toFixed(0)} s)`,
+      );
     };
     try {
       await step('scale-out', async () => {
@@ -100,6 +104,10 @@ describe('e2e: hitless replica changes under 1,000 long-lived connections', () =
     const [k, s] = await Promise.all([keep.done, short.done]);
     record(`${steps.join(', ')}`);
     record(`1000 long-lived connections: ${describeLoad(k)}`);
+    for (const b of k.connections?.breaks ?? [])
+      console.log(
+        `# IPVS entries for client port ${b.port} now: ${lab.ipvsConnectionsOf(b.port).join('; ') || 'none'}`,
+      );
     record(`short connections meanwhile: ${describeLoad(s)}`);
     const opened = k.connections?.opened ?? 0;
     const broken = k.connections?.broken ?? opened;

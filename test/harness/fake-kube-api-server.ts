@@ -1,8 +1,9 @@
 // The fake Kubernetes API server as a process of its own (so that the agent under test is
 // measured and faulted separately from it), over HTTPS like a real one.
-//   node test/harness/fake-kube-api-server.ts --host 10.0.0.254 --port 6443 --tls-dir DIR
+//   node test/harness/fake-kube-api-server.ts --host 10.0.0.254 --port 6443 --tls-dir DIR [--seed FILE]
 // Prints `listening URL` when ready. DIR receives ca.crt (= the server certificate,
-// self-signed, for the given host) and is created when missing.
+// self-signed, for the given host) and is created when missing. FILE (JSON: resource ->
+// objects) is loaded before it listens (benchmarks: 10,000 Services in a second).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -49,11 +50,16 @@ if (import.meta.main) {
       host: { type: 'string', default: '127.0.0.1' },
       port: { type: 'string', default: '0' },
       'tls-dir': { type: 'string' },
+      seed: { type: 'string' },
     },
   });
   const host = values.host!;
   const tls = values['tls-dir'] ? makeServingCert(values['tls-dir'], [host, '127.0.0.1']) : undefined;
   const api = new FakeKubeApi({ host, tls });
+  if (values.seed) {
+    const seed = JSON.parse(readFileSync(values.seed, 'utf8')) as Record<string, Record<string, unknown>[]>;
+    for (const [resource, objects] of Object.entries(seed)) for (const o of objects) api.create(resource, o);
+  }
   api.port = Number(values.port);
   const url = await api.start();
   console.log(`listening ${url}`);

@@ -103,7 +103,9 @@ interface Replica {
 export function describeLoad(r: LoadResult): string {
   const parts = [`${r.failed} failed of ${r.requests}${r.failed ? ` ${JSON.stringify(r.failures)}` : ''}`];
   if (r.connections)
-    parts.push(`${r.connections.broken} of ${r.connections.opened} long-lived connections broken`);
+    parts.push(
+      `${r.connections.broken} of ${r.connections.opened} long-lived connections broken${r.connections.breaks?.length ? ` (${r.connections.breaks.map((b) => `closed at ${b.at} s by ${b.how}, last on ${b.backend}, client port ${b.port}`).join('; ')})` : ''}`,
+    );
   if (r.stalls)
     parts.push(
       `${r.stalls.over900ms} over 900 ms${r.stalls.at.length ? ` (at ${r.stalls.at.join(', ')} s)` : ''}, ${r.stalls.synRetrans} SYN retransmissions, ${r.stalls.retransSegs} segments retransmitted`,
@@ -495,6 +497,21 @@ export class Lab {
     if (r?.agent) await this.net.kill(r.agent, 'SIGTERM', 60_000);
     if (r?.gobgpd) await this.net.kill(r.gobgpd.daemon, 'SIGTERM');
     if (r?.bfd) await this.net.kill(r.bfd, 'SIGTERM');
+  }
+
+  /** Each replica's IPVS connection entries for a client port (post-mortems of broken flows). */
+  ipvsConnectionsOf(clientPort: number): string[] {
+    const hex = clientPort.toString(16).toUpperCase().padStart(4, '0');
+    const ip = (h: string) => (h.match(/../g) ?? []).map((b) => Number.parseInt(b, 16)).join('.');
+    const out: string[] = [];
+    for (const i of this.replicas.keys()) {
+      const text = this.net.exec(`lb${i}`, 'cat', ['/proc/net/ip_vs_conn']);
+      for (const line of text.split('\n').slice(1)) {
+        const f = line.trim().split(/\s+/);
+        if (f[2] === hex) out.push(`lb${i}: to ${ip(f[5] ?? '')} ${f[7]} expires ${f[8]} s`);
+      }
+    }
+    return out;
   }
 
   nextHops(vip: string): string[] {

@@ -33,7 +33,16 @@ export interface LoadResult {
   failures: Record<string, number>;
   byBackend: Record<string, number>;
   bySource: Record<string, number>;
-  connections?: { opened: number; broken: number };
+  /**
+   * Keep-alive connections: `breaks` says, for the first 20 broken ones, when the socket
+   * closed (seconds into the run), how (ECONNRESET: a reset; FIN: closed by the peer) and
+   * the backend that had answered on it last.
+   */
+  connections?: {
+    opened: number;
+    broken: number;
+    breaks: { at: number; how: string; backend: string; port: number }[];
+  };
   latencyMs?: { p50: number; p99: number; max: number };
   /**
    * What users feel beyond failures: requests slower than 900 ms (a dropped SYN costs
@@ -85,7 +94,16 @@ function recordLatency(started: number): void {
   }
 }
 
-function once(url: string, agent: Agent | false, mustReuse = false): Promise<boolean> {
+const watched = new WeakSet<object>();
+
+/** A keep-alive connection's last socket: how and when it closed, who answered last. */
+interface Tracked {
+  closed?: { at: number; how: string };
+  backend: string;
+  port: number;
+}
+
+function once(url: string, agent: Agent | false, mustReuse = false, tracked?: Tracked): Promise<boolean> {
   return new Promise((resolve) => {
     result.requests++;
     const started = performance.now();
@@ -96,6 +114,13 @@ function once(url: string, agent: Agent | false, mustReuse = false): Promise<boo
         // A keep-alive connection that silently became a new one was broken in between.
         if (mustReuse && !req.reusedSocket) {
           res.resume();
+          if (tracked && result.connections!.breaks.length < 20)
+            result.connections!.breaks.push({
+              at: tracked.closed?.at ?? -1,
+              how: tracked.closed?.how ?? '?',
+              backend: tracked.backend,
+              port: tracked.port,
+            });
           return fail('connection replaced');
         }
         let body = '';
@@ -103,6 +128,7 @@ function once(url: string, agent: Agent | false, mustReuse = false): Promise<boo
         res.on('data', (d) => (body += d));
         res.on('end', () => {
           const [backend = '?', source = '?'] = body.trim().split(' ');
+          if (tracked) tracked.backend = backend;
           result.ok++;
           recordLatency(started);
           result.byBackend[backend] = (result.byBackend[backend] ?? 0) + 1;
@@ -112,6 +138,17 @@ function once(url: string, agent: Agent | false, mustReuse = false): Promise<boo
         res.on('error', (e) => fail(e.message));
       },
     );
+    if (tracked)
+      req.once('socket', (socket) => {
+        if (watched.has(socket)) return;
+        watched.add(socket);
+        socket.once('connect', () => (tracked.port = socket.localPort ?? 0));
+        let how = 'FIN';
+        socket.once('error', (e: NodeJS.ErrnoException) => (how = e.code ?? e.message));
+        socket.once('close', () => {
+          tracked.closed = { at: Math.round((performance.now() - runStarted) / 100) / 10, how };
+        });
+      });
     const fail = (why: string) => {
       result.failed++;
       const key = why.replace(/\d+\.\d+\.\d+\.\d+(:\d+)?/g, 'ADDR');
@@ -128,7 +165,7 @@ function once(url: string, agent: Agent | false, mustReuse = false): Promise<boo
 process.stderr.write('load started\n');
 const keepalive = Number(values.keepalive);
 if (keepalive > 0) {
-  result.connections = { opened: 0, broken: 0 };
+  result.connections = { opened: 0, broken: 0, breaks: [] };
   const interval = Number(values['interval-ms']);
   await Promise.all(
     Array.from({ length: keepalive }, async (_, i) => {
@@ -137,8 +174,9 @@ if (keepalive > 0) {
       const agent = new Agent({ keepAlive: true, maxSockets: 1 });
       result.connections!.opened++;
       let first = true;
+      const tracked: Tracked = { backend: '?', port: 0 };
       while (Date.now() < until) {
-        const ok = await once(urls[i % urls.length]!, agent, !first);
+        const ok = await once(urls[i % urls.length]!, agent, !first, tracked);
         first = false;
         if (!ok) {
           result.connections!.broken++;

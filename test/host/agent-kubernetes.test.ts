@@ -136,7 +136,8 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
       'portlb_announced_vips 1',
       'portlb_ipvs_services 1',
       'portlb_leader 1',
-      'portlb_ipvs_service_connections_total{service="tcp:203.0.113.1:80"}',
+      'portlb_ipvs_service_connections_total{namespace="shop",service="web",vip="203.0.113.1",port="80",protocol="tcp"}',
+      'portlb_build_info{version="0.1.0",',
     ]) {
       assert.ok(metrics.includes(name), `metrics have ${name}`);
     }

@@ -244,4 +244,20 @@ describe('netlink client vs ipvsadm on the same kernel', () => {
       ['tcp:192.0.2.80:80'],
     );
   });
+
+  test('connection timeouts: what we set, ipvsadm lists; what ipvsadm sets, we read; unset ones stay', async () => {
+    const before = await c.getTimeouts();
+    try {
+      await c.setTimeouts({ tcpFin: 15 });
+      assert.deepEqual(await c.getTimeouts(), { ...before, tcpFin: 15 });
+      assert.equal(
+        ws(sh('ipvsadm -L --timeout')),
+        `Timeout (tcp tcpfin udp): ${before.tcp} 15 ${before.udp}`,
+      );
+      sh('ipvsadm --set 600 20 200');
+      assert.deepEqual(await c.getTimeouts(), { tcp: 600, tcpFin: 20, udp: 200 });
+    } finally {
+      sh(`ipvsadm --set ${before.tcp} ${before.tcpFin} ${before.udp}`);
+    }
+  });
 });

@@ -177,6 +177,7 @@ export class Agent {
       snat: cfg.ipvs.snat !== 'none',
       owns: this.owns,
       drainTimeoutMs: cfg.defaults.drainTimeoutSeconds * 1000,
+      timeouts: { tcpFin: cfg.ipvs.tcpFinTimeoutSeconds },
       netfilterResyncMs: cfg.sync.netfilterResyncSeconds * 1000,
       clock: this.clock,
       logger: this.log,
@@ -380,24 +381,18 @@ export class Agent {
     if (this.statsCache && now - this.statsCache.at < 10_000) return this.statsCache.run;
     const run = (async () => {
       const table = await this.ipvs.getTable({ stats: true });
-      for (const g of [
-        this.metrics.serviceConnections,
-        this.metrics.serviceBytesIn,
-        this.metrics.serviceBytesOut,
-        this.metrics.activeConnections,
-      ])
-        g.reset();
-      for (const s of table) {
-        if (s.service.key.kind !== 'address' || !this.owns(s.service.key.address)) continue;
-        const service = serviceId(s.service.key);
-        this.metrics.serviceConnections.set({ service }, s.stats?.connections ?? 0);
-        this.metrics.serviceBytesIn.set({ service }, s.stats?.bytesIn ?? 0);
-        this.metrics.serviceBytesOut.set({ service }, s.stats?.bytesOut ?? 0);
-        this.metrics.activeConnections.set(
-          { service },
-          s.destinations.reduce((n, d) => n + d.activeConnections, 0),
-        );
-      }
+      const owners = new Map(
+        (this.reconciler?.last?.desired.virtualServices ?? []).map((v) => [
+          serviceId(v.spec.service.key),
+          v.owner,
+        ]),
+      );
+      this.metrics.setServiceStats(
+        table
+          .filter((s) => s.service.key.kind === 'address' && this.owns(s.service.key.address))
+          .map((s) => ({ ...s, id: serviceId(s.service.key) })),
+        owners,
+      );
     })();
     this.statsCache = { at: now, run };
     return run;

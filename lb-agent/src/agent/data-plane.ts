@@ -9,7 +9,14 @@ import type { IpvsClient } from '../ipvs/client.ts';
 import { canonicalDestinationId } from '../ipvs/normalize.ts';
 import { type DrainStatus, drainingServiceIds, planIpvs } from '../ipvs/planner.ts';
 import { IpvsStateCache } from '../ipvs/state-cache.ts';
-import type { IpvsOperation, IpvsSysctls, ServiceKey, ServiceSpec, ServiceState } from '../ipvs/types.ts';
+import type {
+  IpvsOperation,
+  IpvsSysctls,
+  IpvsTimeouts,
+  ServiceKey,
+  ServiceSpec,
+  ServiceState,
+} from '../ipvs/types.ts';
 import { destinationId, serviceId } from '../ipvs/types.ts';
 import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
@@ -27,6 +34,8 @@ export interface DataPlaneOptions {
   /** Pools: the only addresses portlb programs or removes. */
   owns: (address: string) => boolean;
   drainTimeoutMs: number;
+  /** IPVS connection timeouts to keep (seconds; 0 or absent: the kernel's). */
+  timeouts?: Partial<IpvsTimeouts>;
   /**
    * How often a full pass rewrites portlb's netfilter objects as a whole (repairing an
    * external flush). Not on every full pass: with legacy iptables that is four processes.
@@ -195,6 +204,17 @@ export class DataPlane {
       if (Object.keys(change).length) {
         await this.o.ipvs.setSysctls(change);
         this.log.info({ sysctls: change }, 'set IPVS sysctls');
+      }
+      const timeouts = this.o.timeouts ?? {};
+      if (Object.values(timeouts).some((v) => v)) {
+        const current = await this.o.ipvs.getTimeouts();
+        const differ = Object.fromEntries(
+          Object.entries(timeouts).filter(([k, v]) => v && current[k as keyof IpvsTimeouts] !== v),
+        ) as Partial<IpvsTimeouts>;
+        if (Object.keys(differ).length) {
+          await this.o.ipvs.setTimeouts(differ);
+          this.log.info({ timeouts: differ }, 'set IPVS timeouts');
+        }
       }
     } catch (err) {
       fail('sysctl', err);

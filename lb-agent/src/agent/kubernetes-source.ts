@@ -54,6 +54,7 @@ export class KubernetesSource implements DesiredSource {
       logger: this.o.logger,
       onChange: changed,
       onLeaderChange: (leading) => this.o.metrics?.leader.set(leading ? 1 : 0),
+      onPoolUsage: (usage) => this.o.metrics?.setPoolUsage(usage),
       onIpModeDropped: (service) => {
         const message = `the API server drops status.loadBalancer.ingress[].ipMode (seen on ${service}): Kubernetes before 1.30, or the LoadBalancerIPMode feature gate off. kube-proxy then captures traffic to the VIPs on every node; portlb needs Kubernetes 1.30+. Status is no longer rewritten for ipMode alone.`;
         conditions?.set('ipmode', { severity: 'error', reason: 'IpModeUnsupported', message });

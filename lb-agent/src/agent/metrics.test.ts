@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { AgentMetrics } from './metrics.ts';
+import parse from 'parse-prometheus-text-format';
+import { parse as parseYaml } from 'yaml';
+import { VERSION } from '../version.ts';
+import { AgentMetrics, ownerLabels } from './metrics.ts';
 
 test('every portlb metric is in the metrics table of docs/deploy.md, and nothing else is', async () => {
   const metrics = new AgentMetrics();
@@ -19,4 +22,113 @@ test('every portlb metric is in the metrics table of docs/deploy.md, and nothing
     exposed.length < (await metrics.registry.getMetricsAsJSON()).length,
     'process metrics are exposed too',
   );
+});
+
+/** The agent's exposition with a sample of every labelled kind, parsed by a real parser. */
+async function exposition() {
+  const metrics = new AgentMetrics();
+  const key = { kind: 'address', family: 'ipv4', protocol: 'tcp', address: '203.0.113.1', port: 80 } as const;
+  metrics.setServiceStats(
+    [
+      {
+        id: 'tcp:203.0.113.1:80',
+        service: { key, scheduler: 'mh', flags: [], timeout: 0, netmask: 32 } as never,
+        stats: { connections: 12, bytesIn: 3400, bytesOut: 0 } as never,
+        destinations: [{ activeConnections: 3 } as never, { activeConnections: 2 } as never],
+      },
+    ],
+    new Map([['tcp:203.0.113.1:80', 'shop/web']]),
+  );
+  metrics.errors.inc({ code: 'KERNEL_ERROR', step: 'status' });
+  metrics.syncs.inc({ result: 'ok' });
+  return { metrics, families: parse(await metrics.registry.metrics()) };
+}
+
+test('the exposition parses with a Prometheus text parser and follows the naming conventions', async () => {
+  const { families } = await exposition();
+  const ours = families.filter((f) => f.name.startsWith('portlb_'));
+  assert.ok(ours.length >= 20);
+  for (const f of ours) {
+    assert.match(f.name, /^portlb_[a-z0-9]+(_[a-z0-9]+)*$/, 'snake case');
+    assert.ok(f.help.length > 10, `${f.name} has help`);
+    assert.equal(
+      f.type === 'COUNTER',
+      f.name.endsWith('_total'),
+      `${f.name}: counters and only counters end in _total`,
+    );
+    if (f.type === 'HISTOGRAM') assert.match(f.name, /_seconds$/, `${f.name}: base unit`);
+  }
+  const conns = ours.find((f) => f.name === 'portlb_ipvs_service_connections_total')!;
+  assert.deepEqual(conns.metrics, [
+    {
+      value: '12',
+      labels: { namespace: 'shop', service: 'web', vip: '203.0.113.1', port: '80', protocol: 'tcp' },
+    },
+  ]);
+  const active = ours.find((f) => f.name === 'portlb_ipvs_active_connections')!;
+  assert.equal(active.metrics[0]!.value, '5');
+  const build = ours.find((f) => f.name === 'portlb_build_info')!;
+  assert.equal(build.metrics[0]!.value, '1');
+  assert.equal(build.metrics[0]!.labels!.version, VERSION);
+});
+
+test('owner ids become namespace and service labels', () => {
+  assert.deepEqual(ownerLabels('shop/web'), { namespace: 'shop', service: 'web' });
+  assert.deepEqual(ownerLabels('file:dns'), { namespace: '', service: 'dns' });
+  assert.deepEqual(ownerLabels(undefined), { namespace: '', service: '' });
+});
+
+// The chart's alert rules and dashboard are checked against what the agent exports: a
+// renamed metric or label would otherwise leave an alert that can never fire.
+test('every alert rule and dashboard query uses only metrics and labels the agent exports', async () => {
+  const { metrics } = await exposition();
+  const chart = path.join(import.meta.dirname, '../../../deploy/helm/portlb/files');
+  const rules = parseYaml(readFileSync(path.join(chart, 'alerts.yaml'), 'utf8')) as {
+    alert: string;
+    expr: string;
+  }[];
+  const dashboard = JSON.parse(readFileSync(path.join(chart, 'dashboard.json'), 'utf8')) as {
+    panels: { title: string; targets: { expr: string }[] }[];
+    templating: { list: { query?: string | { query: string } }[] };
+  };
+  const queries = [
+    ...rules.map((r) => ({ what: `alert ${r.alert}`, expr: r.expr })),
+    ...dashboard.panels.flatMap((p) => p.targets.map((t) => ({ what: `panel ${p.title}`, expr: t.expr }))),
+    ...dashboard.templating.list.flatMap((v) =>
+      typeof v.query === 'object' ? [{ what: 'variable', expr: v.query.query }] : [],
+    ),
+  ];
+  assert.ok(rules.length >= 10 && dashboard.panels.length >= 10);
+  // Labels every series has once scraped (the ServiceMonitor adds node).
+  const scrape = ['instance', 'job', 'node', 'le'];
+  const labelsOf = (name: string): string[] | undefined => {
+    const base = name.replace(/_(bucket|sum|count)$/, '');
+    const m = (metrics.registry.getSingleMetric(name) ?? metrics.registry.getSingleMetric(base)) as
+      | { labelNames?: string[] }
+      | undefined;
+    return m ? (m.labelNames ?? []) : undefined;
+  };
+  const problems: string[] = [];
+  for (const q of queries) {
+    const names = [...q.expr.matchAll(/\b((?:portlb|process|nodejs)_[a-z0-9_]+)/g)].map((m) => m[1]!);
+    if (!names.length) problems.push(`${q.what}: no metric`);
+    const known = new Set(scrape);
+    for (const n of names) {
+      const labels = labelsOf(n);
+      if (!labels) problems.push(`${q.what}: ${n} is not exported`);
+      for (const l of labels ?? []) known.add(l);
+    }
+    const used = [
+      ...[...q.expr.matchAll(/\{([^}]*)\}/g)].flatMap((m) =>
+        [...m[1]!.matchAll(/([a-z_]+)\s*(?:=~|!~|!=|=)/g)].map((x) => x[1]!),
+      ),
+      ...[...q.expr.matchAll(/\b(?:by|without)\s*\(([^)]*)\)/g)].flatMap((m) =>
+        m[1]!.split(',').map((s) => s.trim()),
+      ),
+      ...[...q.expr.matchAll(/label_values\([^,]+,\s*([a-z_]+)\)/g)].map((m) => m[1]!),
+    ];
+    for (const l of used)
+      if (!known.has(l)) problems.push(`${q.what}: label ${l} is on none of ${names.join(', ')}`);
+  }
+  assert.deepEqual(problems, []);
 });

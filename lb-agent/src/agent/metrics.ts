@@ -1,5 +1,25 @@
 // Prometheus metrics of one agent (prom-client, its own registry).
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { ServiceState } from '../ipvs/types.ts';
+import type { PoolUsage } from '../k8s/allocator.ts';
+import { VERSION } from '../version.ts';
+
+/** A virtual service's labels: the Service it serves (namespace and name) and the address. */
+const SERVICE_LABELS = ['namespace', 'service', 'vip', 'port', 'protocol'] as const;
+type ServiceLabels = Record<(typeof SERVICE_LABELS)[number], string>;
+
+/**
+ * The namespace and name of an owner id ("namespace/name" in Kubernetes, "file:name" for
+ * the services file); empty when the kernel has a service no desired state explains yet.
+ */
+export function ownerLabels(owner: string | undefined): { namespace: string; service: string } {
+  if (!owner) return { namespace: '', service: '' };
+  if (owner.startsWith('file:')) return { namespace: '', service: owner.slice('file:'.length) };
+  const slash = owner.indexOf('/');
+  return slash < 0
+    ? { namespace: '', service: owner }
+    : { namespace: owner.slice(0, slash), service: owner.slice(slash + 1) };
+}
 
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -43,28 +63,48 @@ export class AgentMetrics {
     help: 'Real servers at weight 0 waiting for their connections to end',
     registers: [this.registry],
   });
-  readonly serviceConnections = new Gauge({
+  // Kernel counters, read at scrape time (set from the kernel's value: a counter that
+  // restarts from 0 when the virtual service is recreated, which rate() handles).
+  readonly serviceConnections = new Counter({
     name: 'portlb_ipvs_service_connections_total',
     help: 'Connections scheduled by a virtual service (kernel counter)',
-    labelNames: ['service'],
+    labelNames: SERVICE_LABELS,
     registers: [this.registry],
   });
-  readonly serviceBytesIn = new Gauge({
+  readonly serviceBytesIn = new Counter({
     name: 'portlb_ipvs_service_bytes_in_total',
     help: 'Bytes in through a virtual service (kernel counter)',
-    labelNames: ['service'],
+    labelNames: SERVICE_LABELS,
     registers: [this.registry],
   });
-  readonly serviceBytesOut = new Gauge({
+  readonly serviceBytesOut = new Counter({
     name: 'portlb_ipvs_service_bytes_out_total',
     help: 'Bytes out through a virtual service (kernel counter)',
-    labelNames: ['service'],
+    labelNames: SERVICE_LABELS,
     registers: [this.registry],
   });
   readonly activeConnections = new Gauge({
     name: 'portlb_ipvs_active_connections',
     help: 'Active connections per virtual service',
-    labelNames: ['service'],
+    labelNames: SERVICE_LABELS,
+    registers: [this.registry],
+  });
+  readonly poolAddresses = new Gauge({
+    name: 'portlb_pool_addresses',
+    help: 'Addresses an address pool can hand out (Kubernetes mode)',
+    labelNames: ['pool', 'family'],
+    registers: [this.registry],
+  });
+  readonly poolAddressesInUse = new Gauge({
+    name: 'portlb_pool_addresses_in_use',
+    help: "Addresses of a pool that Services' status holds (Kubernetes mode)",
+    labelNames: ['pool', 'family'],
+    registers: [this.registry],
+  });
+  readonly buildInfo = new Gauge({
+    name: 'portlb_build_info',
+    help: 'Always 1; the labels say which portlb and which Node.js run',
+    labelNames: ['version', 'nodejs'],
     registers: [this.registry],
   });
   readonly vips = new Gauge({
@@ -153,7 +193,51 @@ export class AgentMetrics {
   });
 
   constructor() {
+    this.buildInfo.set({ version: VERSION, nodejs: process.version }, 1);
     // Process metrics (memory, CPU, event-loop lag): what an operator checks first on a slow agent.
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  setPoolUsage(usage: readonly PoolUsage[]): void {
+    this.poolAddresses.reset();
+    this.poolAddressesInUse.reset();
+    for (const u of usage) {
+      this.poolAddresses.set({ pool: u.pool, family: u.family }, u.size);
+      this.poolAddressesInUse.set({ pool: u.pool, family: u.family }, u.inUse);
+    }
+  }
+
+  /**
+   * The per-service kernel figures, replaced whole: `table` is what the kernel has (only
+   * portlb's services), `owners` the owner id of each service id from the last pass.
+   */
+  setServiceStats(
+    table: readonly (ServiceState & { id: string })[],
+    owners: ReadonlyMap<string, string>,
+  ): void {
+    for (const m of [
+      this.serviceConnections,
+      this.serviceBytesIn,
+      this.serviceBytesOut,
+      this.activeConnections,
+    ])
+      m.reset();
+    for (const s of table) {
+      const key = s.service.key;
+      if (key.kind !== 'address') continue;
+      const labels: ServiceLabels = {
+        ...ownerLabels(owners.get(s.id)),
+        vip: key.address,
+        port: String(key.port),
+        protocol: key.protocol,
+      };
+      this.serviceConnections.inc(labels, s.stats?.connections ?? 0);
+      this.serviceBytesIn.inc(labels, s.stats?.bytesIn ?? 0);
+      this.serviceBytesOut.inc(labels, s.stats?.bytesOut ?? 0);
+      this.activeConnections.set(
+        labels,
+        s.destinations.reduce((n, d) => n + d.activeConnections, 0),
+      );
+    }
   }
 }

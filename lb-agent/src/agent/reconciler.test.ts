@@ -57,6 +57,7 @@ async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[] } = {}) {
     snat: true,
     owns,
     drainTimeoutMs: 30_000,
+    timeouts: { tcpFin: 15 },
     clock,
   });
   const logs: { level: number; msg: string; service?: string; vip?: string; reason?: string }[] = [];
@@ -121,6 +122,9 @@ describe('reconciler + data plane (fakes)', () => {
       await t.ipvs.getSysctls().then((s) => [s.conntrack, s.sloppy_tcp, s.expire_nodest_conn]),
       [1, 1, 1],
     );
+    // A closed connection's entry lives tcpfin seconds: a reused client port must not meet
+    // an old backend there after the flow moves replicas (the kernel's 120 s did, in e2e).
+    assert.deepEqual(await t.ipvs.getTimeouts(), { tcp: 900, tcpFin: 15, udp: 300 });
     assert.deepEqual([...t.speaker.announced().values()].map((a) => [a.prefix, a.communities]).sort(), [
       ['203.0.113.10/32', ['64512:1']],
       ['203.0.113.12/32', ['64512:1']],

@@ -155,6 +155,13 @@ const schema = z
           .default('auto'),
         /** New traffic to a VIP only for its service ports (host listeners never answer on a VIP). */
         vipFilter: z.boolean({ error: 'must be true or false' }).default(true),
+        /**
+         * How long IPVS keeps a TCP connection after the client's FIN (ipvsadm --set's
+         * tcpfin; the kernel's default is 120 s); 0 leaves the kernel's value. See
+         * docs/configuration.md: a long one lets a closed connection's entry send a reused
+         * client port to an old backend.
+         */
+        tcpFinTimeoutSeconds: int(0, 86400, 'a number of seconds').default(15),
       })
       .strict()
       .prefault({}),

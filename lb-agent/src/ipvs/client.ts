@@ -1,6 +1,7 @@
 // The kernel boundary for the data plane, in portlb's own types. The netlink client and
 // the fake both implement it and throw the same IpvsError codes; a future nftables data
 // plane would implement it too.
+import { TimeSlicer } from '../util/slicer.ts';
 import { IpvsError } from './errors.ts';
 import type {
   DestinationKey,
@@ -8,6 +9,7 @@ import type {
   IpvsOperation,
   IpvsStats,
   IpvsSysctls,
+  IpvsTimeouts,
   RealServer,
   RealServerState,
   ServiceKey,
@@ -18,6 +20,11 @@ import type {
 export interface ListOptions {
   /** Decode traffic counters too (costs time on large tables). */
   stats?: boolean;
+  /**
+   * Longest stretch of synchronous work before the listing yields to the event loop, ms
+   * (default 8; Infinity: never, as before, for comparison in bench/).
+   */
+  sliceMs?: number;
 }
 
 export interface ServiceListing {
@@ -48,6 +55,9 @@ export interface IpvsClient {
   deleteDestination(key: ServiceKey, destination: DestinationKey): Promise<void>;
   getSysctls(): Promise<IpvsSysctls>;
   setSysctls(values: Partial<IpvsSysctls>): Promise<void>;
+  getTimeouts(): Promise<IpvsTimeouts>;
+  /** Only the timeouts given (and non-zero) change. */
+  setTimeouts(values: Partial<IpvsTimeouts>): Promise<void>;
   close(): void;
 }
 
@@ -62,12 +72,22 @@ export abstract class IpvsClientBase implements IpvsClient {
   ): Promise<(IpvsError | undefined)[]>;
   abstract getSysctls(): Promise<IpvsSysctls>;
   abstract setSysctls(values: Partial<IpvsSysctls>): Promise<void>;
+  abstract getTimeouts(): Promise<IpvsTimeouts>;
+  abstract setTimeouts(values: Partial<IpvsTimeouts>): Promise<void>;
   abstract close(): void;
 
+  /**
+   * Every service with its real servers: one dump for the services, one per service for
+   * its destinations (the kernel has no other way). At 10,000 services that is seconds of
+   * work, so it yields to the event loop between dumps (each dump is complete by then: no
+   * reply of it is left on the socket for another request to read).
+   */
   async getTable(options?: ListOptions): Promise<ServiceState[]> {
+    const slicer = new TimeSlicer(options?.sliceMs);
     const services = await this.listServices(options);
     const table: ServiceState[] = [];
     for (const { service, stats } of services) {
+      await slicer.pause();
       const destinations = await this.listDestinations(service.key, options);
       table.push(stats ? { service, stats, destinations } : { service, destinations });
     }

@@ -22,6 +22,7 @@ import type {
   ForwardMethod,
   IpvsInfo,
   IpvsStats,
+  IpvsTimeouts,
   Protocol,
   RealServer,
   RealServerState,
@@ -276,6 +277,21 @@ export function decodeDestination(
     if (stats) dest.stats = stats;
   }
   return dest;
+}
+
+export function decodeTimeouts(attrs: Attrs): IpvsTimeouts {
+  return {
+    tcp: readU32(attrs[K.IPVS_CMD_ATTR_TIMEOUT_TCP]) ?? 0,
+    tcpFin: readU32(attrs[K.IPVS_CMD_ATTR_TIMEOUT_TCP_FIN]) ?? 0,
+    udp: readU32(attrs[K.IPVS_CMD_ATTR_TIMEOUT_UDP]) ?? 0,
+  };
+}
+
+/** IPVS_CMD_SET_CONFIG's attributes: only the timeouts given (the kernel keeps the others). */
+export function writeTimeouts(w: NlWriter, t: Partial<IpvsTimeouts>): void {
+  if (t.tcp) w.attrU32(K.IPVS_CMD_ATTR_TIMEOUT_TCP, t.tcp);
+  if (t.tcpFin) w.attrU32(K.IPVS_CMD_ATTR_TIMEOUT_TCP_FIN, t.tcpFin);
+  if (t.udp) w.attrU32(K.IPVS_CMD_ATTR_TIMEOUT_UDP, t.udp);
 }
 
 export function decodeInfo(attrs: Attrs): IpvsInfo {

@@ -10,6 +10,7 @@ import {
   type IpvsInfo,
   type IpvsOperation,
   type IpvsSysctls,
+  type IpvsTimeouts,
   type RealServer,
   type RealServerState,
   SCHEDULERS,
@@ -178,6 +179,17 @@ export class FakeIpvsClient extends IpvsClientBase {
 
   setSysctls(values: Partial<IpvsSysctls>): Promise<void> {
     return this.sysctls.write(values);
+  }
+
+  /** The kernel's defaults until set (ipvsadm -L --timeout on a fresh namespace). */
+  timeouts: IpvsTimeouts = { tcp: 900, tcpFin: 120, udp: 300 };
+
+  async getTimeouts(): Promise<IpvsTimeouts> {
+    return { ...this.timeouts };
+  }
+
+  async setTimeouts(values: Partial<IpvsTimeouts>): Promise<void> {
+    for (const k of ['tcp', 'tcpFin', 'udp'] as const) if (values[k]) this.timeouts[k] = values[k];
   }
 
   close(): void {

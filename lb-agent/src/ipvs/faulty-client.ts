@@ -12,6 +12,7 @@ import type {
   IpvsInfo,
   IpvsOperation,
   IpvsSysctls,
+  IpvsTimeouts,
   RealServer,
   RealServerState,
   ServiceKey,
@@ -144,6 +145,12 @@ export class FaultyIpvsClient implements IpvsClient {
   }
   setSysctls(values: Partial<IpvsSysctls>): Promise<void> {
     return this.inner.setSysctls(values);
+  }
+  getTimeouts(): Promise<IpvsTimeouts> {
+    return this.inner.getTimeouts();
+  }
+  setTimeouts(values: Partial<IpvsTimeouts>): Promise<void> {
+    return this.inner.setTimeouts(values);
   }
   close(): void {
     this.inner.close();

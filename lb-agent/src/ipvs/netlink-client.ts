@@ -8,19 +8,29 @@ import {
 } from '../netlink/socket.ts';
 import type { NlWriter } from '../netlink/wire.ts';
 import { parseAttrs } from '../netlink/wire.ts';
+import { TimeSlicer } from '../util/slicer.ts';
 import { IpvsClientBase, type ListOptions, type ServiceListing } from './client.ts';
 import {
   decodeDestination,
   decodeInfo,
   decodeService,
+  decodeTimeouts,
   writeDestination,
   writeService,
   writeServiceKey,
+  writeTimeouts,
 } from './codec.ts';
 import * as K from './constants.ts';
 import { describeOperation, IpvsError, ipvsErrorFor } from './errors.ts';
 import { ProcSysctls, type SysctlStore } from './sysctl.ts';
-import type { IpvsInfo, IpvsOperation, IpvsSysctls, RealServerState, ServiceKey } from './types.ts';
+import type {
+  IpvsInfo,
+  IpvsOperation,
+  IpvsSysctls,
+  IpvsTimeouts,
+  RealServerState,
+  ServiceKey,
+} from './types.ts';
 
 export interface NetlinkIpvsOptions {
   socket?: SocketOptions;
@@ -123,7 +133,14 @@ export class NetlinkIpvsClient extends IpvsClientBase {
     } catch (err) {
       return this.wrap(err, 'IPVS list services');
     }
-    return replies.map((r) => decodeService(parseAttrs(r.payload, GENL_HDRLEN), options.stats ?? false));
+    // Decoding 10,000 services is the long part: in slices (the dump itself is complete).
+    const slicer = new TimeSlicer(options.sliceMs);
+    const out: ServiceListing[] = [];
+    for (const r of replies) {
+      await slicer.pause();
+      out.push(decodeService(parseAttrs(r.payload, GENL_HDRLEN), options.stats ?? false));
+    }
+    return out;
   }
 
   async listDestinations(key: ServiceKey, options: ListOptions = {}): Promise<RealServerState[]> {
@@ -152,6 +169,30 @@ export class NetlinkIpvsClient extends IpvsClientBase {
 
   getSysctls(): Promise<IpvsSysctls> {
     return this.sysctls.read();
+  }
+
+  async getTimeouts(): Promise<IpvsTimeouts> {
+    try {
+      const [reply] = this.socket.request(
+        this.request(K.IPVS_CMD_GET_CONFIG, () => {}),
+        'IPVS get config',
+      );
+      if (!reply) throw new IpvsError('KERNEL_ERROR', 'IPVS get config: empty reply');
+      return decodeTimeouts(parseAttrs(reply.payload, GENL_HDRLEN));
+    } catch (err) {
+      return this.wrap(err, 'IPVS get config');
+    }
+  }
+
+  async setTimeouts(values: Partial<IpvsTimeouts>): Promise<void> {
+    try {
+      this.socket.request(
+        this.request(K.IPVS_CMD_SET_CONFIG, (w) => writeTimeouts(w, values)),
+        'IPVS set config',
+      );
+    } catch (err) {
+      this.wrap(err, 'IPVS set config');
+    }
   }
 
   setSysctls(values: Partial<IpvsSysctls>): Promise<void> {

@@ -104,6 +104,16 @@ export interface IpvsInfo {
 }
 
 /** The IPVS sysctls (net.ipv4.vs.*) the load balancer reads or sets. */
+/**
+ * The per-namespace connection timeouts of IPVS, seconds (ipvsadm --set): established
+ * TCP, TCP after the client's FIN, UDP. Writing 0 leaves one as it is.
+ */
+export interface IpvsTimeouts {
+  tcp: number;
+  tcpFin: number;
+  udp: number;
+}
+
 export interface IpvsSysctls {
   conntrack: number;
   expire_nodest_conn: number;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Pool } from '../config/agent-config.ts';
 import { type AddressBlock, parseAddressBlock } from '../net/pool.ts';
-import { type AllocatorConfig, planAllocations as planWithSettings } from './allocator.ts';
+import { type AllocatorConfig, planAllocations as planWithSettings, poolUsage } from './allocator.ts';
 import { leanService } from './objects.ts';
 import { translateKubernetes } from './translate.ts';
 
@@ -222,4 +222,18 @@ describe('planAllocations', () => {
       /externalTrafficPolicy is Cluster, not Local/,
     );
   });
+});
+
+test('pool usage: usable addresses per pool and family, and the ones Services hold (shared once, others not counted)', () => {
+  const services = [
+    svc('a', { ips: ['203.0.113.1', 'fd00:203::1'] }),
+    svc('b', { ips: ['203.0.113.1'] }),
+    svc('c', { ips: ['198.51.100.8'] }),
+    svc('elsewhere', { ips: ['192.0.2.9'] }),
+  ].map(leanService);
+  assert.deepEqual(poolUsage(pools, services), [
+    { pool: 'default', family: 'ipv4', size: 2, inUse: 1 },
+    { pool: 'default', family: 'ipv6', size: 3, inUse: 1 },
+    { pool: 'special', family: 'ipv4', size: 2, inUse: 1 },
+  ]);
 });

@@ -335,3 +335,31 @@ export function planAllocations(
   }
   return plan;
 }
+
+export interface PoolUsage {
+  pool: string;
+  family: Family;
+  /** Addresses the pool can hand out. */
+  size: number;
+  /** Of those, the ones some Service's status holds (a shared address counts once). */
+  inUse: number;
+}
+
+/** Each pool's capacity and use, per family, from the Services' status as the API has it. */
+export function poolUsage(pools: readonly Pool[], services: readonly LeanService[]): PoolUsage[] {
+  const held = new Set(services.flatMap((s) => currentIngress(s).ips));
+  return pools.flatMap((pool) =>
+    (['ipv4', 'ipv6'] as const).flatMap((family) => {
+      const blocks = pool.blocks.filter((b) => b.family === family);
+      if (!blocks.length) return [];
+      const size = blocks.reduce((n, b) => {
+        const r = usableRange(b);
+        return n + Number(r.last - r.first + 1n);
+      }, 0);
+      const inUse = [...held].filter(
+        (ip) => ipFamily(ip) === family && blocks.some((b) => blockContains(b, ip)),
+      ).length;
+      return [{ pool: pool.name, family, size, inUse }];
+    }),
+  );
+}

@@ -8,7 +8,7 @@ import { computeDesired, DesiredMemo, type DesiredState } from '../core/desired.
 import type { NodeInfo } from '../core/types.ts';
 import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
-import { type KubeEvent, planAllocations, type ServiceRef } from './allocator.ts';
+import { type KubeEvent, type PoolUsage, planAllocations, poolUsage, type ServiceRef } from './allocator.ts';
 import type { KubeClient } from './client.ts';
 import { ApiLane } from './lane.ts';
 import { LeaderElector } from './leader.ts';
@@ -40,6 +40,8 @@ export interface KubernetesControllerOptions {
   onLeaderChange?: (leading: boolean) => void;
   /** The API server dropped ipMode from a status it accepted (Kubernetes < 1.30). */
   onIpModeDropped?: (service: string) => void;
+  /** The pools' capacity and use, whenever the Services changed. */
+  onPoolUsage?: (usage: PoolUsage[]) => void;
   informerBackoffMs?: { initial: number; max: number };
   /** Deadline of each API write. */
   apiDeadlineMs?: number;
@@ -68,6 +70,7 @@ export class KubernetesController {
   private lastTranslation: Translation | undefined;
   private servicesGeneration = 0;
   private allocatedGeneration = -1;
+  private usageGeneration = -1;
   private readonly announcedEvents = new Set<string>();
   /** Monotonic time the API server was last seen dropping ipMode. */
   private ipModeDroppedAt: number | undefined;
@@ -197,6 +200,10 @@ export class KubernetesController {
     );
     const desired: DesiredState = { ...computed, skipped: [...translation.skipped, ...computed.skipped] };
     if (this.isLeader()) this.leaderWork(desired, translation);
+    if (this.o.onPoolUsage && this.usageGeneration !== this.servicesGeneration) {
+      this.usageGeneration = this.servicesGeneration;
+      this.o.onPoolUsage(poolUsage(cfg.pools, this.services.list()));
+    }
     return { desired, node };
   }
 

@@ -1,0 +1,293 @@
+// The whole agent (npm run bench -- agent), inside the kernel harness: lb-agent in
+// Kubernetes mode as a process of its own, the fake API server as another (HTTPS, loaded
+// with N Services x M endpoints before it listens), the real kernel IPVS, no speaker.
+// The benchmark process only watches: /proc for the agent's memory, its /metrics, and the
+// kernel (netlink) for what it programmed. Per size:
+// - start -> ready (informers listed, first full pass programmed);
+// - the agent's RSS and heap after sync, and again after the changes;
+// - EndpointSlice change on the API server -> the kernel has it, over C changes one at a
+//   time (the API write's own share split out);
+// - event-loop delay while full resyncs run and /metrics (which reads every service's
+//   counters) is scraped every second.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { NetlinkIpvsClient } from '../lb-agent/src/ipvs/netlink-client.ts';
+import type { ServiceKey } from '../lb-agent/src/ipvs/types.ts';
+import { KubeApiClient } from '../test/harness/kube-api-client.ts';
+import { fmtMs, freshIpvsModule, percentile, sh, spread, writeResults } from './lib.ts';
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '1000,10000' },
+    endpoints: { type: 'string', default: '10' },
+    changes: { type: 'string', default: '300' },
+    'resync-seconds': { type: 'string', default: '10' },
+    'scrape-seconds': { type: 'string', default: '30' },
+    help: { type: 'boolean' },
+  },
+});
+if (values.help) {
+  console.log(
+    'Usage: npm run bench -- agent [--sizes 1000,10000] [--endpoints 10] [--changes 300] [--resync-seconds 10] [--scrape-seconds 30]',
+  );
+  process.exit(0);
+}
+if (process.env.PORTLB_IN_UML !== '1') {
+  console.error('bench/agent.ts runs inside the kernel harness: npm run bench -- agent');
+  process.exit(2);
+}
+const sizes = values.sizes.split(',').map(Number);
+const M = Number(values.endpoints);
+const CHANGES = Number(values.changes);
+const RESYNC = Number(values['resync-seconds']);
+const SCRAPE = Number(values['scrape-seconds']);
+const TARGETS = { rssMb10k: 150, p99Ms10k: 100, loopMaxMs: 50 };
+
+const repo = path.resolve(import.meta.dirname, '..');
+const dir = '/tmp/portlb-bench-agent';
+const API = '127.0.0.1';
+const API_PORT = 6443;
+const METRICS = 'http://127.0.0.1:9180';
+const mb = (b: number) => b / 1024 / 1024;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const vip = (i: number) => `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
+const endpointIp = (i: number, j: number, salt = 0) => {
+  const k = i * M + j;
+  return `172.${16 + salt + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`;
+};
+const ns = (i: number) => `ns-${i % 50}`;
+const slice = (i: number, endpoints: string[]) => ({
+  metadata: { name: `svc-${i}-abc`, namespace: ns(i), labels: { 'kubernetes.io/service-name': `svc-${i}` } },
+  addressType: 'IPv4',
+  ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  endpoints: endpoints.map((a) => ({ addresses: [a], conditions: { ready: true }, nodeName: 'lb1' })),
+});
+
+function seed(n: number): string {
+  const file = path.join(dir, `seed-${n}.json`);
+  const services = Array.from({ length: n }, (_, i) => ({
+    metadata: { name: `svc-${i}`, namespace: ns(i), creationTimestamp: '2026-01-01T00:00:00Z' },
+    spec: {
+      type: 'LoadBalancer',
+      loadBalancerClass: 'portlb.io/portlb',
+      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    },
+    status: { loadBalancer: { ingress: [{ ip: vip(i), ipMode: 'Proxy' }] } },
+  }));
+  const slices = Array.from({ length: n }, (_, i) =>
+    slice(
+      i,
+      Array.from({ length: M }, (_, j) => endpointIp(i, j)),
+    ),
+  );
+  const nodes = [{ metadata: { name: 'lb1' }, status: { conditions: [{ type: 'Ready', status: 'True' }] } }];
+  writeFileSync(file, JSON.stringify({ nodes, services, endpointslices: slices }));
+  return file;
+}
+
+function start(name: string, args: string[]): ChildProcess {
+  const log = openSync(path.join(dir, `${name}.log`), 'w');
+  return spawn(process.execPath, args, { stdio: ['ignore', log, log] });
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs: number) {
+  const until = performance.now() + timeoutMs;
+  for (;;) {
+    const v = await Promise.resolve()
+      .then(fn)
+      .catch(() => undefined);
+    if (v !== undefined && v !== false) return v;
+    if (performance.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+const rssOf = (pid: number) =>
+  mb(Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024);
+
+async function scrape(): Promise<Map<string, number>> {
+  const text = await (await fetch(`${METRICS}/metrics`)).text();
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)(?:\{[^}]*\})? (\S+)$/.exec(line);
+    if (m && !out.has(m[1]!)) out.set(m[1]!, Number(m[2]));
+  }
+  return out;
+}
+
+async function memory(pid: number) {
+  const m = await scrape();
+  return {
+    rssMb: rssOf(pid),
+    heapUsedMb: mb(m.get('nodejs_heap_size_used_bytes') ?? Number.NaN),
+    heapTotalMb: mb(m.get('nodejs_heap_size_total_bytes') ?? Number.NaN),
+  };
+}
+
+async function runSize(n: number) {
+  console.log(`\n### ${n} Services x ${M} endpoints`);
+  freshIpvsModule('mh');
+  const seedFile = seed(n);
+  const api = start(`api-${n}`, [
+    path.join(repo, 'test', 'harness', 'fake-kube-api-server.ts'),
+    '--host',
+    API,
+    '--port',
+    String(API_PORT),
+    '--tls-dir',
+    path.join(dir, 'tls'),
+    '--seed',
+    seedFile,
+  ]);
+  let agent: ChildProcess | undefined;
+  const ipvs = NetlinkIpvsClient.open();
+  try {
+    await waitFor(
+      'the API server',
+      () => readFileSync(path.join(dir, `api-${n}.log`), 'utf8').includes('listening'),
+      120_000,
+    );
+    const ca = readFileSync(path.join(dir, 'tls', 'ca.crt'), 'utf8');
+    const kube = new KubeApiClient(`https://${API}:${API_PORT}`, ca);
+    const kubeconfig = path.join(dir, 'kubeconfig.yaml');
+    writeFileSync(
+      kubeconfig,
+      `apiVersion: v1\nkind: Config\nclusters:\n- name: b\n  cluster: { server: "https://${API}:${API_PORT}", certificate-authority-data: ${Buffer.from(ca).toString('base64')} }\nusers:\n- name: a\n  user: { token: t }\ncontexts:\n- name: b\n  context: { cluster: b, user: a }\ncurrent-context: b\n`,
+    );
+    const config = path.join(dir, 'agent.yaml');
+    writeFileSync(
+      config,
+      [
+        'mode: kubernetes',
+        'nodeName: lb1',
+        `kubernetes: { kubeconfig: ${kubeconfig}, leaderElection: { enabled: false } }`,
+        'pools: [{ name: bench, addresses: [10.96.0.0/12] }]',
+        'defaults: { scheduler: mh, forwarding: nat }',
+        `http: { listen: "127.0.0.1:9180" }`,
+        `sync: { minIntervalMs: 100, resyncSeconds: ${RESYNC}, retryMaxSeconds: 5 }`,
+        '',
+      ].join('\n'),
+    );
+    const t0 = performance.now();
+    agent = start(`agent-${n}`, [
+      path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
+      'agent',
+      '--config',
+      config,
+    ]);
+    await waitFor(
+      'the agent ready',
+      async () => {
+        if (agent!.exitCode !== null) throw new Error(`agent exited ${agent!.exitCode}`);
+        return (await fetch(`${METRICS}/readyz`)).status === 200;
+      },
+      600_000,
+    ).catch((err) => {
+      throw new Error(
+        `${err.message}; agent log: ${readFileSync(path.join(dir, `agent-${n}.log`), 'utf8').slice(-2000)}`,
+      );
+    });
+    const readyMs = performance.now() - t0;
+    const programmed = (await ipvs.listServices()).length;
+    if (programmed !== n) throw new Error(`ready with ${programmed} services in the kernel, expected ${n}`);
+    await sleep(2000);
+    const afterSync = await memory(agent.pid!);
+    console.log(
+      `  start -> ready ${fmtMs(readyMs)}; RSS ${afterSync.rssMb.toFixed(0)} MB, heap used ${afterSync.heapUsedMb.toFixed(0)} MB`,
+    );
+
+    // One change at a time: a slice's first endpoint moves to a new address; the kernel is
+    // polled (one service's destinations, over netlink) until it lists that address.
+    const total: number[] = [];
+    const apiWrite: number[] = [];
+    for (let c = 0; c < CHANGES; c++) {
+      const i = (c * 7919) % n;
+      const endpoints = Array.from({ length: M }, (_, j) => endpointIp(i, j));
+      const moved = `192.168.${(c >> 8) & 255}.${c & 255}`;
+      endpoints[0] = moved;
+      const key: ServiceKey = { kind: 'address', family: 'ipv4', protocol: 'tcp', address: vip(i), port: 80 };
+      const tc = performance.now();
+      await kube.patch('endpointslices', ns(i), `svc-${i}-abc`, { endpoints: slice(i, endpoints).endpoints });
+      apiWrite.push(performance.now() - tc);
+      for (;;) {
+        const ds = await ipvs.listDestinations(key);
+        if (ds.some((d) => d.address === moved && d.weight > 0)) break;
+        if (performance.now() - tc > 60_000) throw new Error(`change ${c} not in the kernel after 60 s`);
+        await sleep(2);
+      }
+      total.push(performance.now() - tc);
+      if ((c + 1) % 100 === 0) console.log(`  ${c + 1}/${CHANGES} changes`);
+    }
+    const afterChanges = await memory(agent.pid!);
+    const latency = {
+      p50: percentile(total, 50),
+      p99: percentile(total, 99),
+      max: Math.max(...total),
+      apiWriteP50: percentile(apiWrite, 50),
+    };
+    console.log(
+      `  EndpointSlice change -> kernel over ${CHANGES} changes: p50 ${fmtMs(latency.p50)}, p99 ${fmtMs(latency.p99)}, max ${fmtMs(latency.max)} (the API write itself: p50 ${fmtMs(latency.apiWriteP50)})`,
+    );
+    console.log(
+      `  after the changes: RSS ${afterChanges.rssMb.toFixed(0)} MB, heap used ${afterChanges.heapUsedMb.toFixed(0)} MB`,
+    );
+
+    // Full resyncs (every RESYNC s) while /metrics is scraped every second; prom-client's
+    // event-loop figures cover the time since the previous scrape.
+    await scrape();
+    const loopMax: number[] = [];
+    const loopP99: number[] = [];
+    for (let s = 0; s < SCRAPE; s++) {
+      await sleep(1000);
+      const m = await scrape();
+      loopMax.push((m.get('nodejs_eventloop_lag_max_seconds') ?? Number.NaN) * 1000);
+      loopP99.push((m.get('nodejs_eventloop_lag_p99_seconds') ?? Number.NaN) * 1000);
+    }
+    const loop = {
+      maxMs: Math.max(...loopMax),
+      p99Ms: Math.max(...loopP99),
+      perScrapeMaxMs: spread(loopMax),
+    };
+    console.log(
+      `  event loop over ${SCRAPE} s (full resync every ${RESYNC} s, /metrics every 1 s): longest delay ${fmtMs(loop.maxMs)}, worst per-second p99 ${fmtMs(loop.p99Ms)}`,
+    );
+    return {
+      services: n,
+      endpoints: M,
+      readyMs,
+      afterSync,
+      afterChanges,
+      changes: CHANGES,
+      latency,
+      eventLoop: loop,
+    };
+  } finally {
+    agent?.kill('SIGKILL');
+    api.kill('SIGTERM');
+    ipvs.close();
+    await sleep(500);
+  }
+}
+
+rmSync(dir, { recursive: true, force: true });
+mkdirSync(dir, { recursive: true });
+// The agent's VIPs and SNAT need nothing else here; its logs go to files under `dir`.
+sh('ip link set lo up');
+const results = [];
+for (const n of sizes) results.push(await runSize(n));
+
+console.log('\nagainst the targets (issue 11):');
+for (const r of results) {
+  const at10k = r.services >= 10_000;
+  console.log(
+    `  ${r.services} Services: RSS after sync ${r.afterSync.rssMb.toFixed(0)} MB, after ${r.changes} changes ${r.afterChanges.rssMb.toFixed(0)} MB${at10k ? ` (target <= ${TARGETS.rssMb10k} MB)` : ''}; change -> kernel p99 ${fmtMs(r.latency.p99)}${at10k ? ` (target <= ${TARGETS.p99Ms10k} ms)` : ''}; event loop longest ${fmtMs(r.eventLoop.maxMs)} (target <= ${TARGETS.loopMaxMs} ms)`,
+  );
+}
+writeResults('agent', {
+  description:
+    'the whole agent in its own process (Kubernetes mode, fake API server in another process, UML kernel IPVS, no speaker)',
+  targets: TARGETS,
+  results,
+});
