@@ -46,7 +46,8 @@ const SCRAPE = Number(values['scrape-seconds']);
 const TARGETS = { rssMb10k: 150, p99Ms10k: 100, loopMaxMs: 50 };
 
 const repo = path.resolve(import.meta.dirname, '..');
-const dir = '/tmp/portlb-bench-agent';
+// On the host's file system (the guest's /tmp is its own): the logs stay for a post-mortem.
+const dir = '/root/.cache/portlb/bench-agent';
 const API = '127.0.0.1';
 const API_PORT = 6443;
 const METRICS = 'http://127.0.0.1:9180';
@@ -111,7 +112,7 @@ async function scrape(): Promise<Map<string, number>> {
   const text = await (await fetch(`${METRICS}/metrics`)).text();
   const out = new Map<string, number>();
   for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(?:\{[^}]*\})? (\S+)$/.exec(line);
+    const m = /^([a-z0-9_]+)(?:\{[^}]*\})? (\S+)$/.exec(line);
     if (m && !out.has(m[1]!)) out.set(m[1]!, Number(m[2]));
   }
   return out;
@@ -215,7 +216,8 @@ async function runSize(n: number) {
         const ds = await ipvs.listDestinations(key);
         if (ds.some((d) => d.address === moved && d.weight > 0)) break;
         if (performance.now() - tc > 60_000) throw new Error(`change ${c} not in the kernel after 60 s`);
-        await sleep(2);
+        // Gently: this guest has one CPU, and a tight poll would slow the agent it measures.
+        await sleep(10);
       }
       total.push(performance.now() - tc);
       if ((c + 1) % 100 === 0) console.log(`  ${c + 1}/${CHANGES} changes`);
@@ -268,6 +270,11 @@ async function runSize(n: number) {
     api.kill('SIGTERM');
     ipvs.close();
     await sleep(500);
+    // What the agent left (services, VIPs, netfilter rules that hold ip_vs), so that the
+    // next size starts from a freshly loaded module.
+    sh(
+      `${process.execPath} ${path.join(repo, 'lb-agent', 'bin', 'portlb.js')} cleanup --config ${path.join(dir, 'agent.yaml')} > ${path.join(dir, `cleanup-${n}.log`)} 2>&1`,
+    );
   }
 }
 
