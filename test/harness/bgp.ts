@@ -12,13 +12,19 @@ export interface Gobgpd {
   target: string;
 }
 
-/** Starts gobgpd; pass the socket of a previous one to restart it as a sidecar would. */
-export async function startGobgpd(lab: NetnsLab, ns: string, socketPath?: string): Promise<Gobgpd> {
+/**
+ * Starts gobgpd; pass the socket of a previous one to restart it as a sidecar would;
+ * `nice` as the agent's (see Lab's `nice`).
+ */
+export async function startGobgpd(lab: NetnsLab, ns: string, socketPath?: string, nice = 0): Promise<Gobgpd> {
   const label = `gobgpd-${ns}`;
   const socket = socketPath ?? path.join(lab.dir, `${label}.sock`);
   // A killed gobgpd leaves its socket file behind; a new one must not trip over it.
   rmSync(socket, { force: true });
-  const daemon = lab.spawn(ns, label, 'gobgpd', [
+  const daemon = lab.spawn(ns, label, 'nice', [
+    '-n',
+    String(nice),
+    'gobgpd',
     `--api-hosts=unix://${socket}`,
     '--pprof-disable',
     '--log-plain',

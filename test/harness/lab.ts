@@ -267,15 +267,18 @@ export class Lab {
   }
 
   /**
-   * The niceness of the agents, the BFD responders and the router's BIRD. With BFD, the
-   * sessions (100 ms x 3) and the agent's liveness (the dead-man switch, 1 s here) are
-   * measured in hundreds of milliseconds, and this guest's one CPU also runs the
-   * backends, the load client and the test. Measured at nice 0 under a second busy
-   * guest: agents went 1.0-2.5 s without being scheduled (40-260 ms of CPU used in that
-   * time) and the switch held BFD down; the router's BIRD declared both BFD sessions down
-   * while a third replica was being cut (every path gone for 1.8 s). In a cluster the
-   * pod's CPU request gives the agent that share (docs/bfd.md), and a router runs BFD
-   * before anything else; here nice does.
+   * The niceness of what runs on the LB nodes and the router (agents, gobgpd, the BFD
+   * responders, the router's BIRD), against the world around them (backends, the load
+   * client, the test) at 0. With BFD, the sessions (100 ms x 3) and the agent's liveness
+   * (the dead-man switch, 1 s here) are measured in hundreds of milliseconds, the
+   * comparison replica's BGP hold time is 3 s, and this guest's one CPU runs all of it.
+   * Measured at nice 0 under a second busy guest: agents went 1.0-2.5 s without being
+   * scheduled (40-260 ms of CPU used in that time) and the switch held BFD down; the
+   * router's BIRD declared both BFD sessions down while a third replica was being cut
+   * (every path gone for 1.8 s). With only the agents and BFD raised, a gobgpd left at 0
+   * missed its 3 s hold time (every path gone once more). In a cluster the pod's CPU
+   * request gives these their share (docs/bfd.md), and a router runs BFD and BGP before
+   * anything else; here nice does.
    */
   private get nice(): number {
     return this.o.bfd ? -10 : 0;
@@ -421,7 +424,7 @@ export class Lab {
   async startReplica(i: number, options: AgentStartOptions = {}): Promise<void> {
     const r = this.replica(i);
     if (!r.gobgpd || r.gobgpd.daemon.child.exitCode !== null || r.gobgpd.daemon.child.signalCode !== null) {
-      r.gobgpd = await startGobgpd(this.net, `lb${i}`, path.join(this.dir, `gobgp-lb${i}.sock`));
+      r.gobgpd = await startGobgpd(this.net, `lb${i}`, path.join(this.dir, `gobgp-lb${i}.sock`), this.nice);
     }
     if (this.hasBfd(i) && (!r.bfd || r.bfd.child.exitCode !== null || r.bfd.child.signalCode !== null)) {
       r.bfd = await startBfdResponder(this.net, `lb${i}`, this.bfdDir(i), this.nice);
@@ -480,7 +483,7 @@ export class Lab {
   /** Restarts gobgpd alone (as a crashed sidecar), on the same socket. */
   async restartGobgpd(i: number): Promise<void> {
     const r = this.replicas.get(i)!;
-    r.gobgpd = await startGobgpd(this.net, `lb${i}`, path.join(this.dir, `gobgp-lb${i}.sock`));
+    r.gobgpd = await startGobgpd(this.net, `lb${i}`, path.join(this.dir, `gobgp-lb${i}.sock`), this.nice);
   }
 
   /** SIGKILL of everything of a replica (a node dying). */
