@@ -63,8 +63,9 @@ describe('e2e: BFD toward the router and the dead-man switch', () => {
     await lab.up();
     await Promise.all([1, 2, 3].map((i) => lab.startReplica(i)));
     await lab.waitNextHops(TUNNEL, 3, 60_000);
-    monitor = new RouteMonitor(lab.net, 'router');
-    for (const i of [1, 2, 3]) shells.set(i, new NsShell(lab.net, `lb${i}`));
+    // The instruments at the daemons' priority (Lab's `nice`): a starved one stamps late.
+    monitor = new RouteMonitor(lab.net, 'router', -10);
+    for (const i of [1, 2, 3]) shells.set(i, new NsShell(lab.net, `lb${i}`, -10));
   });
   after(async () => {
     // The FIB's history of the VIP: how each failover reached the router's kernel.

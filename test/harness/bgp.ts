@@ -30,8 +30,8 @@ export async function startGobgpd(lab: NetnsLab, ns: string, socketPath?: string
     '--log-plain',
     '--log-level=info',
   ]);
-  // Seconds in a busy one-CPU guest.
-  await waitForDaemonFile(lab, daemon, socket, { timeoutMs: 30_000 });
+  // Seconds in a busy one-CPU guest; measured over 30 s once while 1000 connections ran.
+  await waitForDaemonFile(lab, daemon, socket, { timeoutMs: 90_000 });
   return { daemon, socket, target: `unix://${socket}` };
 }
 

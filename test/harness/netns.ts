@@ -206,10 +206,13 @@ export class RouteMonitor {
   private partial = '';
   private current: { at: number; prefix: string; hops: string[]; deleted: boolean } | undefined;
 
-  constructor(lab: NetnsLab, ns: string) {
-    this.child = spawn('ip', ['netns', 'exec', lab.ns(ns), 'ip', '-ts', 'monitor', 'route'], {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
+  /** `nice`: a measuring instrument starved of CPU would stamp events late. */
+  constructor(lab: NetnsLab, ns: string, nice = 0) {
+    this.child = spawn(
+      'ip',
+      ['netns', 'exec', lab.ns(ns), 'nice', '-n', String(nice), 'ip', '-ts', 'monitor', 'route'],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
     this.child.stdout!.setEncoding('utf8');
     this.child.stdout!.on('data', (d: string) => {
       const lines = (this.partial + d).split('\n');
@@ -260,8 +263,11 @@ export class NsShell {
   private out = '';
   private n = 0;
 
-  constructor(lab: NetnsLab, ns: string) {
-    this.child = spawn('ip', ['netns', 'exec', lab.ns(ns), 'bash'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  /** `nice`: as RouteMonitor's, so that both stamps are taken as promptly. */
+  constructor(lab: NetnsLab, ns: string, nice = 0) {
+    this.child = spawn('ip', ['netns', 'exec', lab.ns(ns), 'nice', '-n', String(nice), 'bash'], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
     this.child.stdout!.setEncoding('utf8');
     this.child.stdout!.on('data', (d: string) => (this.out += d));
   }
