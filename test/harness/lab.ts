@@ -602,6 +602,8 @@ export class Lab {
     concurrency?: number;
     keepalive?: number;
     intervalMs?: number;
+    /** A request slower than this fails (and ends its long-lived connection); default 10 s. */
+    timeoutMs?: number;
   }): {
     done: Promise<LoadResult>;
     child: ChildProcess;
@@ -622,6 +624,7 @@ export class Lab {
         ...(o.concurrency === undefined ? [] : ['--concurrency', String(o.concurrency)]),
         ...(o.keepalive === undefined ? [] : ['--keepalive', String(o.keepalive)]),
         ...(o.intervalMs === undefined ? [] : ['--interval-ms', String(o.intervalMs)]),
+        ...(o.timeoutMs === undefined ? [] : ['--timeout-ms', String(o.timeoutMs)]),
       ],
       {
         stdio: ['ignore', 'pipe', 'pipe'],
