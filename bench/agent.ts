@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { NetlinkIpvsClient } from '../lb-agent/src/ipvs/netlink-client.ts';
 import type { ServiceKey } from '../lb-agent/src/ipvs/types.ts';
 import { KubeApiClient } from '../test/harness/kube-api-client.ts';
+import { waitFor } from '../test/harness/netns.ts';
 import { fmtMs, freshIpvsModule, percentile, sh, spread, writeResults } from './lib.ts';
 
 const { values } = parseArgs({
@@ -93,18 +94,6 @@ function start(name: string, args: string[]): ChildProcess {
   return spawn(process.execPath, args, { stdio: ['ignore', log, log] });
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs: number) {
-  const until = performance.now() + timeoutMs;
-  for (;;) {
-    const v = await Promise.resolve()
-      .then(fn)
-      .catch(() => undefined);
-    if (v !== undefined && v !== false) return v;
-    if (performance.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
 const rssOf = (pid: number) =>
   mb(Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024);
 
@@ -114,6 +103,20 @@ async function scrape(): Promise<Map<string, number>> {
   for (const line of text.split('\n')) {
     const m = /^([a-z0-9_]+)(?:\{[^}]*\})? (\S+)$/.exec(line);
     if (m && !out.has(m[1]!)) out.set(m[1]!, Number(m[2]));
+  }
+  return out;
+}
+
+/** The agent's per-stage pass time so far: seconds and passes, by stage. */
+async function stageTotals(): Promise<Map<string, { sum: number; count: number }>> {
+  const text = await (await fetch(`${METRICS}/metrics`)).text();
+  const out = new Map<string, { sum: number; count: number }>();
+  for (const m of text.matchAll(
+    /^portlb_sync_stage_duration_seconds_(sum|count)\{stage="([a-z]+)"\} (\S+)$/gm,
+  )) {
+    const e = out.get(m[2]!) ?? { sum: 0, count: 0 };
+    e[m[1] as 'sum' | 'count'] = Number(m[3]);
+    out.set(m[2]!, e);
   }
   return out;
 }
@@ -148,7 +151,7 @@ async function runSize(n: number) {
     await waitFor(
       'the API server',
       () => readFileSync(path.join(dir, `api-${n}.log`), 'utf8').includes('listening'),
-      120_000,
+      { timeoutMs: 120_000 },
     );
     const ca = readFileSync(path.join(dir, 'tls', 'ca.crt'), 'utf8');
     const kube = new KubeApiClient(`https://${API}:${API_PORT}`, ca);
@@ -178,18 +181,18 @@ async function runSize(n: number) {
       '--config',
       config,
     ]);
-    await waitFor(
+    const outcome = await waitFor(
       'the agent ready',
-      async () => {
-        if (agent!.exitCode !== null) throw new Error(`agent exited ${agent!.exitCode}`);
-        return (await fetch(`${METRICS}/readyz`)).status === 200;
-      },
-      600_000,
-    ).catch((err) => {
+      async () =>
+        agent!.exitCode !== null
+          ? `agent exited ${agent!.exitCode}`
+          : (await fetch(`${METRICS}/readyz`)).status === 200 && 'ready',
+      { timeoutMs: 600_000 },
+    ).catch((err: Error) => err.message);
+    if (outcome !== 'ready')
       throw new Error(
-        `${err.message}; agent log: ${readFileSync(path.join(dir, `agent-${n}.log`), 'utf8').slice(-2000)}`,
+        `${outcome}; agent log: ${readFileSync(path.join(dir, `agent-${n}.log`), 'utf8').slice(-2000)}`,
       );
-    });
     const readyMs = performance.now() - t0;
     const programmed = (await ipvs.listServices()).length;
     if (programmed !== n) throw new Error(`ready with ${programmed} services in the kernel, expected ${n}`);
@@ -203,6 +206,7 @@ async function runSize(n: number) {
     // polled (one service's destinations, over netlink) until it lists that address.
     const total: number[] = [];
     const apiWrite: number[] = [];
+    const stagesBefore = await stageTotals();
     for (let c = 0; c < CHANGES; c++) {
       const i = (c * 7919) % n;
       const endpoints = Array.from({ length: M }, (_, j) => endpointIp(i, j));
@@ -223,6 +227,23 @@ async function runSize(n: number) {
       if ((c + 1) % 100 === 0) console.log(`  ${c + 1}/${CHANGES} changes`);
     }
     const afterChanges = await memory(agent.pid!);
+    // Where the passes of the change phase spent their time (from the agent's own histogram).
+    const stages: Record<string, { passes: number; meanMs: number; totalMs: number }> = {};
+    for (const [stage, e] of await stageTotals()) {
+      const b = stagesBefore.get(stage) ?? { sum: 0, count: 0 };
+      const passes = e.count - b.count;
+      if (passes > 0)
+        stages[stage] = {
+          passes,
+          meanMs: ((e.sum - b.sum) * 1000) / passes,
+          totalMs: (e.sum - b.sum) * 1000,
+        };
+    }
+    console.log(
+      `  pass stages during the changes (passes, mean): ${Object.entries(stages)
+        .map(([s, v]) => `${s} ${v.passes}x ${fmtMs(v.meanMs)}`)
+        .join(', ')}`,
+    );
     const latency = {
       p50: percentile(total, 50),
       p99: percentile(total, 99),
@@ -263,6 +284,7 @@ async function runSize(n: number) {
       afterChanges,
       changes: CHANGES,
       latency,
+      stages,
       eventLoop: loop,
     };
   } finally {

@@ -85,7 +85,7 @@ const PHASES: Phase[] = [
     // timing-sensitive BFD file), four shards of 6-8 minutes, queued so that both lanes
     // end together (about 14 minutes in all on two cores).
     shards: [
-      ['test/e2e/faults.test.ts'],
+      ['test/e2e/faults.test.ts', 'test/e2e/health.test.ts'],
       ['test/e2e/resilience.test.ts'],
       ['test/e2e/traffic.test.ts', 'test/e2e/systemd.test.ts', 'test/e2e/bfd.test.ts'],
       ['test/e2e/hitless.test.ts'],

@@ -34,6 +34,8 @@ export interface LabService {
   /** Backend numbers (1-based) and their readiness. */
   backends: { n: number; ready?: boolean; weight?: number }[];
   scheduler?: string;
+  /** The services file's healthCheck, as a YAML flow map ("{ type: http, path: / }"). */
+  healthCheck?: string;
 }
 
 export interface LabOptions {
@@ -254,6 +256,7 @@ export class Lab {
         `    scheduler: ${s.scheduler ?? 'mh'}`,
         ...((s.scheduler ?? 'mh') === 'mh' ? ['    schedulerFlags: [mh-port]'] : []),
         `    forwarding: ${s.forwarding}`,
+        ...(s.healthCheck ? [`    healthCheck: ${s.healthCheck}`] : []),
         '    backends:',
         ...s.backends.map(
           (b) =>
@@ -418,6 +421,40 @@ export class Lab {
     );
     this.say(`backends: be1..be${this.o.backends} answer HTTP with their name`);
     this.writeServices();
+  }
+
+  /** The processes in backend n's namespace (its server). */
+  backendPids(n: number): number[] {
+    const pids = run('ip', ['netns', 'pids', this.net.ns(`be${n}`)])
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
+    if (!pids.length) throw new Error(`no process in be${n}`);
+    return pids;
+  }
+
+  /** Sends a signal to backend n's server (SIGSTOP freezes it, SIGKILL takes it away). */
+  signalBackend(n: number, signal: 'SIGSTOP' | 'SIGCONT' | 'SIGKILL'): void {
+    for (const pid of this.backendPids(n)) process.kill(pid, signal);
+  }
+
+  /** Starts backend n's server again (after SIGKILL), and waits until it listens. */
+  async restartBackend(n: number): Promise<void> {
+    const ports = [...new Set(this.services.map((s) => String(s.backendPort)))];
+    const d = this.net.spawn(`be${n}`, `backend-be${n}-again`, node, [
+      path.join(repo, 'test', 'harness', 'backend-server.ts'),
+      `be${n}`,
+      ...ports,
+    ]);
+    await waitFor(d.name, () => this.net.log(d).includes('listening'), {
+      timeoutMs: 60_000,
+      intervalMs: 200,
+    });
+  }
+
+  /** Runs a command in backend n's namespace (e.g. a firewall rule). */
+  inBackend(n: number, cmd: string, args: string[]): string {
+    return this.net.exec(`be${n}`, cmd, args);
   }
 
   /** Starts a replica: its gobgpd, then its agent. */

@@ -31,6 +31,8 @@ export interface LoadResult {
   ok: number;
   failed: number;
   failures: Record<string, number>;
+  /** When each failed request started (epoch ms, the first 1000): a test compares with its own events. */
+  failedAt: number[];
   byBackend: Record<string, number>;
   bySource: Record<string, number>;
   /**
@@ -56,6 +58,7 @@ const result: LoadResult = {
   ok: 0,
   failed: 0,
   failures: {},
+  failedAt: [],
   byBackend: {},
   bySource: {},
   stalls: { over900ms: 0, at: [], retransSegs: 0, synRetrans: 0 },
@@ -107,6 +110,7 @@ function once(url: string, agent: Agent | false, mustReuse = false, tracked?: Tr
   return new Promise((resolve) => {
     result.requests++;
     const started = performance.now();
+    const startedWall = Date.now();
     const req = request(
       url,
       { agent, timeout: timeoutMs, headers: agent ? {} : { connection: 'close' } },
@@ -153,6 +157,7 @@ function once(url: string, agent: Agent | false, mustReuse = false, tracked?: Tr
       result.failed++;
       const key = why.replace(/\d+\.\d+\.\d+\.\d+(:\d+)?/g, 'ADDR');
       result.failures[key] = (result.failures[key] ?? 0) + 1;
+      if (result.failedAt.length < 1000) result.failedAt.push(startedWall);
       resolve(false);
     };
     req.on('timeout', () => req.destroy(new Error('timeout')));

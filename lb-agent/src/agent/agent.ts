@@ -9,6 +9,7 @@ import type { BgpPeerConfig, BgpSpeaker, PeerStatus } from '../bgp/types.ts';
 import { type AgentConfig, readPassword } from '../config/agent-config.ts';
 import { poolOwnership } from '../config/ownership.ts';
 import { describeError, errorCode } from '../errors.ts';
+import type { Prober } from '../health/probe.ts';
 import type { IpvsClient } from '../ipvs/client.ts';
 import { NetlinkIpvsClient } from '../ipvs/netlink-client.ts';
 import { ProcSysctls } from '../ipvs/sysctl.ts';
@@ -20,12 +21,14 @@ import { BfdLane } from './bfd-lane.ts';
 import { VanishDetector } from './coexistence.ts';
 import { Conditions } from './conditions.ts';
 import { DataPlane } from './data-plane.ts';
+import { HealthLane } from './health-lane.ts';
 import { listenAddress, startAgentHttp } from './http.ts';
 import { AgentMetrics } from './metrics.ts';
 import { detectNetfilter, type NetfilterManager } from './netfilter.ts';
+import { NetfilterRepair } from './netfilter-repair.ts';
 import { type DesiredSource, Reconciler } from './reconciler.ts';
 import { StandaloneSource } from './sources.ts';
-import { buildStatus } from './status.ts';
+import { buildStatus, ownersById } from './status.ts';
 import { type AddressManager, LinkAddressManager } from './vips.ts';
 
 export interface AgentDeps {
@@ -36,6 +39,8 @@ export interface AgentDeps {
   source?: DesiredSource;
   /** Where the dead-man switch keeps its guard (default: the netfilter backend's kind). */
   guard?: GuardBackend;
+  /** How health checks probe (default: real sockets). */
+  prober?: Prober;
   clock?: Clock;
   logger?: Logger;
 }
@@ -96,6 +101,8 @@ export class Agent {
   ipvs!: IpvsClient;
   addresses!: AddressManager;
   netfilter!: NetfilterManager;
+  private netfilterRepair: NetfilterRepair | undefined;
+  health!: HealthLane;
   speaker: BgpSpeaker | undefined;
   source!: DesiredSource;
   reconciler!: Reconciler;
@@ -116,6 +123,15 @@ export class Agent {
 
   /** Builds the source first: a bad services file stops everything before the kernel is touched. */
   async prepare(): Promise<void> {
+    this.health = new HealthLane({
+      clock: this.clock,
+      logger: this.log,
+      metrics: this.metrics,
+      nodeName: this.o.nodeName,
+      prober: this.deps.prober,
+      changed: () => this.reconciler?.trigger(),
+      event: (service, type, reason, message) => this.source?.serviceEvent?.(service, type, reason, message),
+    });
     if (this.deps.source) this.source = this.deps.source;
     else if (this.config.mode === 'standalone') {
       const s = new StandaloneSource({
@@ -125,6 +141,7 @@ export class Agent {
         clock: this.clock,
         logger: this.log,
         metrics: this.metrics,
+        health: this.health.checker,
       });
       await s.load();
       this.source = s;
@@ -139,6 +156,7 @@ export class Agent {
         logger: this.log,
         metrics: this.metrics,
         conditions: this.conditions,
+        health: this.health.checker,
       });
       await source.prepare();
       this.source = source;
@@ -178,12 +196,12 @@ export class Agent {
       owns: this.owns,
       drainTimeoutMs: cfg.defaults.drainTimeoutSeconds * 1000,
       timeouts: { tcpFin: cfg.ipvs.tcpFinTimeoutSeconds },
-      netfilterResyncMs: cfg.sync.netfilterResyncSeconds * 1000,
       clock: this.clock,
       logger: this.log,
     });
     this.reconciler = new Reconciler({
       source: this.source,
+      health: this.health.checker,
       dataPlane,
       speaker: this.speaker,
       announce: {
@@ -224,6 +242,7 @@ export class Agent {
             this.log.debug({ err: describeError(err) }, 'per-service metrics: kernel read failed');
           });
           await this.refreshPeerMetrics();
+          this.health.refreshMetrics();
           return {
             contentType: this.metrics.registry.contentType,
             body: await this.metrics.registry.metrics(),
@@ -234,6 +253,13 @@ export class Agent {
       { host, port },
     );
     this.reconciler.start();
+    this.netfilterRepair = new NetfilterRepair({
+      netfilter: this.netfilter,
+      intervalMs: cfg.sync.netfilterResyncSeconds * 1000,
+      clock: this.clock,
+      logger: this.log,
+      metrics: this.metrics,
+    }).start();
     if (cfg.bfd && cfg.bgp) this.startBfd();
   }
 
@@ -370,6 +396,7 @@ export class Agent {
       kernelError,
       bgp: this.speaker ? { connected: this.speaker.connected(), peers } : null,
       bfd: this.bfd?.status() ?? null,
+      health: this.health.checker.summary(),
       notices: this.conditions.list(),
       clock: this.clock,
     });
@@ -381,12 +408,7 @@ export class Agent {
     if (this.statsCache && now - this.statsCache.at < 10_000) return this.statsCache.run;
     const run = (async () => {
       const table = await this.ipvs.getTable({ stats: true });
-      const owners = new Map(
-        (this.reconciler?.last?.desired.virtualServices ?? []).map((v) => [
-          serviceId(v.spec.service.key),
-          v.owner,
-        ]),
-      );
+      const owners = ownersById(this.reconciler?.last);
       this.metrics.setServiceStats(
         table
           .filter((s) => s.service.key.kind === 'address' && this.owns(s.service.key.address))
@@ -421,6 +443,8 @@ export class Agent {
       await this.reconciler?.close({ withdraw: false }).catch(() => {});
     }
     this.bfd?.close();
+    this.netfilterRepair?.close();
+    this.health?.close();
     await this.speaker?.close();
     this.http?.close();
     this.ipvs?.close();

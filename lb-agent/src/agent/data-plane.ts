@@ -36,14 +36,23 @@ export interface DataPlaneOptions {
   drainTimeoutMs: number;
   /** IPVS connection timeouts to keep (seconds; 0 or absent: the kernel's). */
   timeouts?: Partial<IpvsTimeouts>;
-  /**
-   * How often a full pass rewrites portlb's netfilter objects as a whole (repairing an
-   * external flush). Not on every full pass: with legacy iptables that is four processes.
-   */
-  netfilterResyncMs?: number;
   clock: Clock;
   logger?: Logger;
 }
+
+/** The steps of a pass, in order: desired state, then the data plane's, then BGP. */
+export const PASS_STAGES = [
+  'desired',
+  'read',
+  'sysctl',
+  'netfilter',
+  'vips',
+  'plan',
+  'ipvs',
+  'announce',
+] as const;
+export type PassStage = (typeof PASS_STAGES)[number];
+type DataPlaneStage = Exclude<PassStage, 'desired' | 'announce'>;
 
 export interface PassFailure {
   step: 'sysctl' | 'vips' | 'ipvs' | 'netfilter' | 'read';
@@ -76,6 +85,8 @@ export interface DataPlaneReport {
   draining: DrainStatus[];
   vips: AddressSyncResult;
   netfilterChanged: boolean;
+  /** Milliseconds spent in each step (where the pass's time went). */
+  stages: Partial<Record<PassStage, number>>;
   foreign: number;
   /** mh destinations moved (deleted and added again) into the canonical list order. */
   moved: number;
@@ -132,8 +143,8 @@ export class DataPlane {
   private readonly log: Logger;
   private readonly cache = new IpvsStateCache();
   private loaded = false;
-  /** Monotonic time netfilter was last written (-Infinity: never, so the first full pass writes). */
-  private netfilterWrittenAt = Number.NEGATIVE_INFINITY;
+  /** The sysctls and timeouts last found or made as wanted. */
+  private settingsChecked: string | undefined;
   private draining = new Map<string, number>();
   private lastSpecs = new Map<string, ServiceSpec>();
   private lastProgrammed = new Set<string>();
@@ -163,8 +174,16 @@ export class DataPlane {
       draining: [],
       vips: { added: [], removed: [], failed: [] },
       netfilterChanged: false,
+      stages: {},
       foreign: 0,
       moved: 0,
+    };
+    let stageStart = now;
+    /** Ends the current stage: its time is added to `stage`. */
+    const lap = (stage: DataPlaneStage) => {
+      const t = this.o.clock.monotonic();
+      report.stages[stage] = (report.stages[stage] ?? 0) + (t - stageStart);
+      stageStart = t;
     };
     const fail = (step: PassFailure['step'], err: unknown) =>
       report.failures.push({ step, code: errorCode(err), message: (err as Error).message ?? String(err) });
@@ -187,47 +206,52 @@ export class DataPlane {
         report.vanished = [...this.lastProgrammed].filter((id) => wanted.has(id) && !seen.has(id));
         this.cache.reset(table, now);
         this.loaded = true;
-        if (now - this.netfilterWrittenAt >= (this.o.netfilterResyncMs ?? 60_000))
-          this.o.netfilter.invalidate();
       } catch (err) {
         return unknownAfter('read', err);
       }
+      lap('read');
     }
 
-    // 2. Sysctls, only where they differ.
-    try {
-      const want = wantedSysctls(desired);
-      const have = await this.o.ipvs.getSysctls();
-      const change = Object.fromEntries(
-        Object.entries(want).filter(([k, v]) => have[k as keyof IpvsSysctls] !== v),
-      ) as Partial<IpvsSysctls>;
-      if (Object.keys(change).length) {
-        await this.o.ipvs.setSysctls(change);
-        this.log.info({ sysctls: change }, 'set IPVS sysctls');
-      }
-      const timeouts = this.o.timeouts ?? {};
-      if (Object.values(timeouts).some((v) => v)) {
-        const current = await this.o.ipvs.getTimeouts();
-        const differ = Object.fromEntries(
-          Object.entries(timeouts).filter(([k, v]) => v && current[k as keyof IpvsTimeouts] !== v),
-        ) as Partial<IpvsTimeouts>;
-        if (Object.keys(differ).length) {
-          await this.o.ipvs.setTimeouts(differ);
-          this.log.info({ timeouts: differ }, 'set IPVS timeouts');
+    // 2. Sysctls and timeouts, only where they differ; read on full passes and when what is
+    // wanted changes (an incremental pass is not worth two reads).
+    const want = wantedSysctls(desired);
+    const settingsKey = JSON.stringify([want, this.o.timeouts]);
+    if (full || settingsKey !== this.settingsChecked) {
+      try {
+        const have = await this.o.ipvs.getSysctls();
+        const change = Object.fromEntries(
+          Object.entries(want).filter(([k, v]) => have[k as keyof IpvsSysctls] !== v),
+        ) as Partial<IpvsSysctls>;
+        if (Object.keys(change).length) {
+          await this.o.ipvs.setSysctls(change);
+          this.log.info({ sysctls: change }, 'set IPVS sysctls');
         }
+        const timeouts = this.o.timeouts ?? {};
+        if (Object.values(timeouts).some((v) => v)) {
+          const current = await this.o.ipvs.getTimeouts();
+          const differ = Object.fromEntries(
+            Object.entries(timeouts).filter(([k, v]) => v && current[k as keyof IpvsTimeouts] !== v),
+          ) as Partial<IpvsTimeouts>;
+          if (Object.keys(differ).length) {
+            await this.o.ipvs.setTimeouts(differ);
+            this.log.info({ timeouts: differ }, 'set IPVS timeouts');
+          }
+        }
+        this.settingsChecked = settingsKey;
+      } catch (err) {
+        fail('sysctl', err);
       }
-    } catch (err) {
-      fail('sysctl', err);
+      lap('sysctl');
     }
 
     // 3. portlb's netfilter rules, before the VIP addresses: a new VIP is never reachable on
     // a host listener's port, and NAT-mode replies have their SNAT from the first packet.
     try {
       report.netfilterChanged = await this.o.netfilter.apply(netfilterRules(desired, this.o));
-      if (report.netfilterChanged) this.netfilterWrittenAt = now;
     } catch (err) {
       fail('netfilter', err);
     }
+    lap('netfilter');
 
     // 4. VIP addresses: present before the IPVS services they serve.
     try {
@@ -240,6 +264,7 @@ export class DataPlane {
     } catch (err) {
       fail('vips', err);
     }
+    lap('vips');
 
     // 5. IPVS: the pure diff, applied per object.
     // A spec object seen last pass and programmed then is what the kernel holds: the planner
@@ -276,6 +301,7 @@ export class DataPlane {
     });
     report.foreign = plan.foreign;
     report.moved = plan.moved;
+    lap('plan');
     let result: ApplyReport;
     try {
       result = await applyOperations(this.o.ipvs, plan.operations);
@@ -283,6 +309,7 @@ export class DataPlane {
       // The transport failed mid-batch: what reached the kernel is not known.
       return unknownAfter('ipvs', err);
     }
+    lap('ipvs');
     this.cache.record(result);
     this.draining = plan.draining;
     report.draining = plan.drainingNow;

@@ -1,6 +1,7 @@
 // Kubernetes as the source of desired state.
 import type { AgentConfig } from '../config/agent-config.ts';
 import type { DesiredState } from '../core/desired.ts';
+import type { HealthView } from '../core/types.ts';
 import { KubeClient } from '../k8s/client.ts';
 import { type KubeConnection, resolveConnection } from '../k8s/connection.ts';
 import { KubernetesController } from '../k8s/controller.ts';
@@ -20,6 +21,8 @@ export interface KubernetesSourceOptions {
   logger: Logger;
   metrics?: AgentMetrics;
   conditions?: Conditions;
+  /** The health checks' results (Services with portlb.io/health-check). */
+  health?: HealthView;
   /** For tests and out-of-cluster runs; otherwise config.kubernetes.kubeconfig or in-cluster. */
   connection?: KubeConnection;
 }
@@ -52,6 +55,7 @@ export class KubernetesSource implements DesiredSource {
       namespace: this.o.namespace,
       clock: this.o.clock,
       logger: this.o.logger,
+      health: this.o.health,
       onChange: changed,
       onLeaderChange: (leading) => this.o.metrics?.leader.set(leading ? 1 : 0),
       onPoolUsage: (usage) => this.o.metrics?.setPoolUsage(usage),
@@ -93,6 +97,10 @@ export class KubernetesSource implements DesiredSource {
   async desired(): Promise<DesiredState> {
     if (!this.controller) throw new Error('kubernetes source not started');
     return this.controller.sync().desired;
+  }
+
+  serviceEvent(service: string, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    this.controller?.serviceEvent(service, type, reason, message);
   }
 
   async announced(vips: readonly { address: string; owners: readonly string[] }[]): Promise<void> {

@@ -30,6 +30,13 @@ export class AgentMetrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
+  readonly syncStageDuration = new Histogram({
+    name: 'portlb_sync_stage_duration_seconds',
+    help: 'Time one sync pass spent in each stage (desired, read, sysctl, netfilter, vips, plan, ipvs, announce)',
+    labelNames: ['stage'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
   readonly syncs = new Counter({
     name: 'portlb_syncs_total',
     help: 'Sync passes by result',
@@ -186,6 +193,30 @@ export class AgentMetrics {
     help: 'IPVS services this node had programmed that a read-back found deleted by someone else',
     registers: [this.registry],
   });
+  readonly healthChecks = new Counter({
+    name: 'portlb_health_checks_total',
+    help: 'Health-check probes by result: pass, fail, or error (the probe could not run from this node)',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  readonly healthTransitions = new Counter({
+    name: 'portlb_health_transitions_total',
+    help: 'Backends changing health state, by the state entered (up, down)',
+    labelNames: ['to'],
+    registers: [this.registry],
+  });
+  readonly backendsHealthy = new Gauge({
+    name: 'portlb_backends_healthy',
+    help: 'Health-checked backends of a Service that pass their check from this node',
+    labelNames: ['namespace', 'service'],
+    registers: [this.registry],
+  });
+  readonly backendsChecked = new Gauge({
+    name: 'portlb_backends_checked',
+    help: 'Health-checked backends of a Service on this node',
+    labelNames: ['namespace', 'service'],
+    registers: [this.registry],
+  });
   readonly configReloadErrors = new Counter({
     name: 'portlb_config_reload_errors_total',
     help: 'Rejected reloads of the services file (the running state was kept)',
@@ -196,6 +227,17 @@ export class AgentMetrics {
     this.buildInfo.set({ version: VERSION, nodejs: process.version }, 1);
     // Process metrics (memory, CPU, event-loop lag): what an operator checks first on a slow agent.
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Per checked Service: backends passing and checked, replaced whole. */
+  setBackendHealth(services: readonly { service: string; healthy: number; total: number }[]): void {
+    this.backendsHealthy.reset();
+    this.backendsChecked.reset();
+    for (const s of services) {
+      const labels = ownerLabels(s.service);
+      this.backendsHealthy.set(labels, s.healthy);
+      this.backendsChecked.set(labels, s.total);
+    }
   }
 
   setPoolUsage(usage: readonly PoolUsage[]): void {

@@ -41,10 +41,16 @@ export class NetfilterError extends PortlbError<'NETFILTER_UNAVAILABLE' | 'NETFI
 
 export interface NetfilterManager {
   readonly kind: string;
-  /** Makes portlb's rules exactly these; returns whether anything changed. */
+  /**
+   * Makes portlb's rules exactly these; returns whether anything changed. Rules equal to
+   * the applied ones return at once, even while a repair is writing.
+   */
   apply(rules: NetfilterRules): Promise<boolean>;
-  /** Forgets what it believes is applied (the next apply rewrites). */
-  invalidate(): void;
+  /**
+   * Rewrites the rules last applied, as a whole (undoing an external flush); false when
+   * nothing was applied yet. Serialised with apply: a change waits for a repair in progress.
+   */
+  repair(): Promise<boolean>;
 }
 
 export const SNAT_CHAIN = 'PORTLB-SNAT';
@@ -162,30 +168,45 @@ export function ipsetRestoreText(rules: NetfilterRules, family: Family): string 
   return `${lines.join('\n')}\n`;
 }
 
-abstract class CachedNetfilter implements NetfilterManager {
+export abstract class CachedNetfilter implements NetfilterManager {
   abstract readonly kind: string;
-  private applied: string | undefined;
+  private applied: { key: string; rules: NetfilterRules } | undefined;
+  /** The write in progress (apply or repair): one at a time. */
+  private writing: Promise<unknown> = Promise.resolve();
   protected abstract write(rules: NetfilterRules): Promise<void>;
 
   async apply(rules: NetfilterRules): Promise<boolean> {
     const key = rulesKey(rules);
-    if (key === this.applied) return false;
-    try {
-      await this.write(rules);
-    } catch (err) {
-      this.applied = undefined;
-      throw new NetfilterError(
-        'NETFILTER_APPLY_FAILED',
-        `${this.kind}: could not apply ${rules.snat.length} SNAT, ${rules.filter.length} filter and ${rules.notrack.length} notrack rules: ${(err as { stderr?: string }).stderr || (err as Error).message}`,
-        { cause: err },
-      );
-    }
-    this.applied = key;
+    if (key === this.applied?.key) return false;
+    await this.serially(rules, key);
     return true;
   }
 
-  invalidate(): void {
-    this.applied = undefined;
+  async repair(): Promise<boolean> {
+    const last = this.applied;
+    if (!last) return false;
+    await this.serially(last.rules, last.key);
+    return true;
+  }
+
+  private serially(rules: NetfilterRules, key: string): Promise<void> {
+    const run = this.writing
+      .catch(() => {})
+      .then(async () => {
+        try {
+          await this.write(rules);
+        } catch (err) {
+          this.applied = undefined;
+          throw new NetfilterError(
+            'NETFILTER_APPLY_FAILED',
+            `${this.kind}: could not apply ${rules.snat.length} SNAT, ${rules.filter.length} filter and ${rules.notrack.length} notrack rules: ${(err as { stderr?: string }).stderr || (err as Error).message}`,
+            { cause: err },
+          );
+        }
+        this.applied = { key, rules };
+      });
+    this.writing = run;
+    return run;
   }
 }
 
@@ -220,17 +241,18 @@ export class FakeNetfilter implements NetfilterManager {
   readonly kind = 'fake';
   rules: NetfilterRules = { snat: [], filter: [], notrack: [] };
   writes = 0;
-  /** As the real ones: after invalidate() the next apply writes even unchanged rules. */
-  private stale = false;
+  private written = false;
   async apply(rules: NetfilterRules): Promise<boolean> {
-    if (!this.stale && rulesKey(rules) === rulesKey(this.rules)) return false;
+    if (this.written && rulesKey(rules) === rulesKey(this.rules)) return false;
     this.rules = { snat: [...rules.snat], filter: [...rules.filter], notrack: [...rules.notrack] };
-    this.stale = false;
+    this.written = true;
     this.writes++;
     return true;
   }
-  invalidate(): void {
-    this.stale = true;
+  async repair(): Promise<boolean> {
+    if (!this.written) return false;
+    this.writes++;
+    return true;
   }
 }
 

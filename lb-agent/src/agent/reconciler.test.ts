@@ -6,13 +6,17 @@ import { pino } from 'pino';
 import { FakeBgpSpeaker } from '../bgp/fake-speaker.ts';
 import { computeDesired, type DesiredState } from '../core/desired.ts';
 import { ep, intent } from '../core/fixtures.ts';
-import type { Endpoint, ServiceIntent } from '../core/types.ts';
+import type { Endpoint, HealthView, ServiceIntent } from '../core/types.ts';
+import { HealthChecker } from '../health/checker.ts';
+import type { ProbeOutcome } from '../health/probe.ts';
+import { parseHealthCheckText } from '../health/spec.ts';
 import { FakeIpvsClient } from '../ipvs/fake-client.ts';
 import { FaultyIpvsClient, MemoryFaults } from '../ipvs/faulty-client.ts';
 import { type AddressBlock, blockContains, parseAddressBlock } from '../net/pool.ts';
 import { ManualClock } from '../util/clock.ts';
-import { DataPlane } from './data-plane.ts';
+import { DataPlane, PASS_STAGES } from './data-plane.ts';
 import { FakeNetfilter } from './netfilter.ts';
+import { NetfilterRepair } from './netfilter-repair.ts';
 import { type DesiredSource, Reconciler } from './reconciler.ts';
 import { FakeAddressManager } from './vips.ts';
 
@@ -22,6 +26,7 @@ const owns = (a: string) => pools.some((p) => blockContains(p, a));
 class TestSource implements DesiredSource {
   readonly kind = 'standalone' as const;
   intents: ServiceIntent[] = [];
+  health: HealthView | undefined;
   changed: () => void = () => {};
   desiredCalls = 0;
   start(changed: () => void) {
@@ -36,11 +41,15 @@ class TestSource implements DesiredSource {
   }
   async desired(): Promise<DesiredState> {
     this.desiredCalls++;
-    return computeDesired({ services: this.intents }, { name: 'n1', excluded: false, ready: true }, { owns });
+    return computeDesired(
+      { services: this.intents, health: this.health },
+      { name: 'n1', excluded: false, ready: true },
+      { owns },
+    );
   }
 }
 
-async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[] } = {}) {
+async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[]; health?: HealthChecker } = {}) {
   const clock = new ManualClock();
   const faults = new MemoryFaults();
   const ipvs = new FakeIpvsClient();
@@ -62,8 +71,10 @@ async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[] } = {}) {
   });
   const logs: { level: number; msg: string; service?: string; vip?: string; reason?: string }[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line)) });
+  source.health = o.health;
   const r = new Reconciler({
     source,
+    health: o.health,
     dataPlane,
     speaker,
     clock,
@@ -136,24 +147,105 @@ describe('reconciler + data plane (fakes)', () => {
     assert.deepEqual([t.ipvs.writes, t.addresses.changes, t.netfilter.writes, t.speaker.log.length], writes);
   });
 
-  test('full passes rewrite the netfilter objects only once per netfilter resync, not on every pass', async () => {
+  test('passes write netfilter only when its rules change; the repair lane rewrites them beside the passes', async () => {
     const t = await rig();
     t.source.intents = [intent('shop/web', '203.0.113.10', [ep('10.1.0.5')])];
     await t.pass(true);
     const writes = t.netfilter.writes;
     assert.ok(writes >= 1);
     for (let i = 0; i < 5; i++) {
-      await t.clock.advance(3_000);
+      await t.clock.advance(30_000);
       await t.pass(true);
     }
-    assert.equal(t.netfilter.writes, writes, 'five full passes within a minute: no rewrite');
+    assert.equal(t.netfilter.writes, writes, 'five full passes over 150 s: no rewrite inside a pass');
+    const repair = new NetfilterRepair({
+      netfilter: t.netfilter,
+      intervalMs: 60_000,
+      clock: t.clock,
+      logger: pino({ level: 'silent' }),
+    }).start();
+    await t.clock.advance(59_000);
+    assert.equal(t.netfilter.writes, writes);
+    await t.clock.advance(1_000);
     await t.clock.advance(60_000);
-    await t.pass(true);
-    assert.equal(
-      t.netfilter.writes,
-      writes + 1,
-      'a full pass after the netfilter resync rewrites (repairs) them',
+    assert.equal(t.netfilter.writes, writes + 2, 'one rewrite per interval');
+    repair.close();
+    await t.clock.advance(120_000);
+    assert.equal(t.netfilter.writes, writes + 2, 'closed: no more rewrites');
+  });
+
+  test('health checks: the first pass waits for the first probes; a failing backend goes to weight 0, then the VIP is withheld', async () => {
+    const clock = new ManualClock();
+    const outcome = new Map<string, ProbeOutcome>([
+      ['10.1.0.5', 'pass'],
+      ['10.1.0.6', 'pass'],
+    ]);
+    let release: (() => void) | undefined;
+    const firstHeld = new Promise<void>((r) => {
+      release = r;
+    });
+    let t: Awaited<ReturnType<typeof rig>> | undefined;
+    const checker = new HealthChecker({
+      clock,
+      random: () => 0.5,
+      prober: async (target) => {
+        await firstHeld;
+        const out = outcome.get(target.address)!;
+        return { outcome: out, detail: out };
+      },
+      onTransition: () => t?.r.trigger(),
+    });
+    t = await rig({ health: checker });
+    // The rig has its own clock: the checker's probes are paced by `clock`.
+    const spec = parseHealthCheckText('{"type":"tcp","intervalSeconds":1,"timeoutSeconds":0.5,"fall":2}');
+    assert.ok(spec.ok);
+    t.source.intents = [
+      intent('shop/web', '203.0.113.10', [ep('10.1.0.5'), ep('10.1.0.6')], { healthCheck: spec.spec }),
+    ];
+    t.r.start();
+    await new Promise((r) => setImmediate(r));
+    assert.equal((await t.ipvs.getTable()).length, 0, 'nothing programmed while the first probes run');
+    release!();
+    await t.settle();
+    const weights = async () =>
+      (await t!.ipvs.getTable())[0]!.destinations.map((d) => [d.address, d.weight]).sort();
+    assert.deepEqual(
+      await weights(),
+      [
+        ['10.1.0.5', 1],
+        ['10.1.0.6', 1],
+      ],
+      'the restart drained no backend: both probed before the first pass',
     );
+    outcome.set('10.1.0.6', 'fail');
+    for (let i = 0; i < 3; i++) await clock.advance(1000);
+    await t.settle();
+    assert.deepEqual(await weights(), [
+      ['10.1.0.5', 1],
+      ['10.1.0.6', 0],
+    ]);
+    assert.ok(t.speaker.announced().has('203.0.113.10/32'));
+    outcome.set('10.1.0.5', 'fail');
+    for (let i = 0; i < 3; i++) await clock.advance(1000);
+    await t.settle();
+    assert.equal(t.speaker.announced().has('203.0.113.10/32'), false, 'no healthy backend: withdrawn');
+    assert.deepEqual(
+      t.r.last!.withheld.map((w) => w.reason),
+      ['NoHealthyBackends'],
+    );
+    checker.close();
+  });
+
+  test('each pass reports where its time went, stage by stage', async () => {
+    const t = await rig();
+    t.source.intents = [intent('shop/web', '203.0.113.10', [ep('10.1.0.5')])];
+    await t.pass(true);
+    assert.deepEqual(Object.keys(t.r.last!.report.stages).sort(), [...PASS_STAGES].sort());
+    t.source.intents = [intent('shop/web', '203.0.113.10', [ep('10.1.0.5'), ep('10.1.0.6')])];
+    await t.pass();
+    assert.equal(t.r.last!.full, false);
+    assert.ok(!('read' in t.r.last!.report.stages), 'an incremental pass reads nothing back');
+    assert.ok(!('sysctl' in t.r.last!.report.stages), 'nor the sysctls, which it does not change');
   });
 
   test('adopts what the kernel already holds: a restart writes nothing', async () => {

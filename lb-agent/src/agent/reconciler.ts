@@ -5,6 +5,7 @@
 import PQueue from 'p-queue';
 import type { Advertisement, BgpSpeaker } from '../bgp/types.ts';
 import type { DesiredState } from '../core/desired.ts';
+import type { HealthTarget } from '../core/types.ts';
 import { describeError, errorCode } from '../errors.ts';
 import { backoffDelay, type Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
@@ -29,10 +30,22 @@ export interface DesiredSource {
   /** Told what this node announces after a pass (Kubernetes Events). */
   announced?(vips: readonly { address: string; owners: readonly string[] }[]): Promise<void>;
   isLeader?(): boolean;
+  /** An Event on a Service (Kubernetes): a health check's verdict. */
+  serviceEvent?(service: string, type: 'Normal' | 'Warning', reason: string, message: string): void;
+}
+
+/** The health checks, as the pass drives them: what to probe, and the first probes to wait for. */
+export interface HealthTargets {
+  setTargets(targets: readonly HealthTarget[]): void;
+  hasUnprobed(): boolean;
+  firstProbes(timeoutMs: number): Promise<void>;
 }
 
 export interface ReconcilerOptions {
   source: DesiredSource;
+  health?: HealthTargets;
+  /** How long the first pass waits for the first probes (default 5 s). */
+  healthFirstProbeMs?: number;
   dataPlane: DataPlane;
   speaker: BgpSpeaker | undefined;
   announce: Omit<AnnounceOptions, 'shuttingDown'>;
@@ -71,6 +84,8 @@ export class Reconciler {
   private lastEnd = Number.NEGATIVE_INFINITY;
   private failures = 0;
   private shuttingDown = false;
+  /** The first probes of the health checks were waited for (once, at the first pass). */
+  private healthSettled = false;
   private stopped = false;
   private readonly stop = new AbortController();
   private announced: Advertisement[] = [];
@@ -166,10 +181,23 @@ export class Reconciler {
     let desired: DesiredState;
     try {
       desired = await source.desired();
+      const { health } = this.o;
+      if (health) {
+        health.setTargets(desired.checks);
+        // A backend not probed yet is kept out (weight 0). The first pass waits for the first
+        // probes instead: a restarted agent must not drain every checked backend meanwhile.
+        if (!this.healthSettled && health.hasUnprobed()) {
+          await health.firstProbes(this.o.healthFirstProbeMs ?? 5000);
+          desired = await source.desired();
+          health.setTargets(desired.checks);
+        }
+        this.healthSettled = true;
+      }
     } catch (err) {
       this.failed(err, 'source');
       return;
     }
+    const tDesired = this.o.clock.monotonic();
     // Withdraw first what desired state no longer lets this node announce, so no route
     // points at a VIP about to be removed.
     let speakerError: string | undefined;
@@ -183,7 +211,9 @@ export class Reconciler {
         speakerError = describeError(err);
       }
     }
+    const tWithdrawn = this.o.clock.monotonic();
     const report = await dataPlane.apply(desired, full);
+    const tApplied = this.o.clock.monotonic();
     const { ads, withheld, kept } = announcements(
       desired,
       report,
@@ -203,6 +233,8 @@ export class Reconciler {
     }
     const ok = report.failures.length === 0;
     const end = this.o.clock.monotonic();
+    report.stages.desired = tDesired - t0;
+    report.stages.announce = tWithdrawn - tDesired + (end - tApplied);
     const result: PassResult = {
       at: started,
       durationMs: end - t0,
@@ -294,6 +326,8 @@ export class Reconciler {
       r.durationMs / 1000,
     );
     m.syncs.inc({ result: r.ok ? 'ok' : 'error' });
+    for (const [stage, ms] of Object.entries(r.report.stages))
+      m.syncStageDuration.observe({ stage }, ms / 1000);
     for (const [op, n] of Object.entries(r.report.applied)) if (n) m.ipvsOperations.inc({ op }, n);
     for (const f of r.report.failures) m.errors.inc({ code: f.code, step: f.step });
     m.ipvsServices.set(r.desired.virtualServices.length);
@@ -323,6 +357,7 @@ export class Reconciler {
         ...(vips ? { vipsAdded: r.report.vips.added, vipsRemoved: r.report.vips.removed } : {}),
         ...(r.report.netfilterChanged ? { netfilter: 'replaced' } : {}),
         announced: r.ads.length,
+        stagesMs: Object.fromEntries(Object.entries(r.report.stages).map(([k, v]) => [k, Math.round(v)])),
       },
       changed ? 'kernel programmed' : 'pass: kernel already as desired',
     );

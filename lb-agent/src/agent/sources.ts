@@ -7,7 +7,7 @@ import type { AgentConfig } from '../config/agent-config.ts';
 import { blockInsidePools, poolOwnership } from '../config/ownership.ts';
 import { ConfigError, parseYamlText } from '../config/validate.ts';
 import { computeDesired, DesiredMemo, type DesiredState } from '../core/desired.ts';
-import type { Endpoint, NodeInfo, ServiceIntent } from '../core/types.ts';
+import type { Endpoint, HealthView, NodeInfo, ServiceIntent } from '../core/types.ts';
 import { describeError } from '../errors.ts';
 import { parseServicesFile, type ServicesFile } from '../ipvs/services-file.ts';
 import { destinationId } from '../ipvs/types.ts';
@@ -60,6 +60,7 @@ export function intentsFromFile(file: ServicesFile, source: string): ServiceInte
       weights: new Map(all.map((d) => [`${d.address}|${d.port}`, d.weight])),
       announce: def.announce,
       warnings: [],
+      ...(def.healthCheck ? { healthCheck: def.healthCheck } : {}),
     });
   }
   if (problems.length) throw new ConfigError('CONFIG_INVALID', source, problems);
@@ -75,6 +76,8 @@ export interface StandaloneSourceOptions {
   metrics?: AgentMetrics;
   /** How often the file is checked besides change notifications (bind mounts miss them). */
   pollMs?: number;
+  /** The health checks' results (services with a healthCheck). */
+  health?: HealthView;
 }
 
 /** The services file, reloaded on change; a bad new version is refused and the running one kept. */
@@ -186,7 +189,12 @@ export class StandaloneSource implements DesiredSource {
 
   async desired(): Promise<DesiredState> {
     const node: NodeInfo = { name: this.o.nodeName, excluded: false, ready: true };
-    return computeDesired({ services: this.current?.intents ?? [] }, node, { owns: this.owns }, this.memo);
+    return computeDesired(
+      { services: this.current?.intents ?? [], health: this.o.health },
+      node,
+      { owns: this.owns },
+      this.memo,
+    );
   }
 }
 

@@ -2,6 +2,7 @@
 // which backends and live connection counts, which VIPs it announces or withholds and
 // why, its BGP peers, its last pass. Built from the last pass and a read of the kernel.
 import type { PeerStatus } from '../bgp/types.ts';
+import type { ServiceHealth } from '../health/checker.ts';
 import type { ServiceState } from '../ipvs/types.ts';
 import { destinationId, serviceId } from '../ipvs/types.ts';
 import { type Clock, wallTimeOf } from '../util/clock.ts';
@@ -24,15 +25,20 @@ export interface StatusInput {
   bgp: { connected: boolean; peers: PeerStatus[] } | null;
   /** BFD responder and dead-man switch; null when BFD is not configured. */
   bfd?: BfdStatus | null;
+  /** Health-checked services: each backend's state and last probe. */
+  health?: ServiceHealth[];
   notices: { what: string; subject: string; reason: string | undefined; message: string }[];
   clock: Clock;
 }
 
+/** IPVS service id -> the owner (Service or file entry) that asked for it in the last pass. */
+export function ownersById(last: PassResult | undefined): Map<string, string> {
+  return new Map((last?.desired.virtualServices ?? []).map((v) => [serviceId(v.spec.service.key), v.owner]));
+}
+
 export function buildStatus(s: StatusInput): Record<string, unknown> {
   const last = s.last;
-  const owners = new Map(
-    (last?.desired.virtualServices ?? []).map((v) => [serviceId(v.spec.service.key), v.owner]),
-  );
+  const owners = ownersById(last);
   const announced = new Set((last?.ads ?? []).map((a) => a.prefix));
   const outcomes = last?.report.services;
   return {
@@ -88,5 +94,17 @@ export function buildStatus(s: StatusInput): Record<string, unknown> {
     notices: s.notices,
     bgp: s.bgp && { ...s.bgp, announced: [...announced] },
     bfd: s.bfd ?? null,
+    health: (s.health ?? []).map((h) => ({
+      service: h.service,
+      check: h.check,
+      healthy: h.healthy,
+      total: h.total,
+      backends: h.backends.map((b) => ({
+        backend: b.address.includes(':') ? `[${b.address}]:${b.port}` : `${b.address}:${b.port}`,
+        state: b.state,
+        last: b.last ? `${b.last.outcome}: ${b.last.detail}` : null,
+        since: new Date(b.since).toISOString(),
+      })),
+    })),
   };
 }

@@ -36,7 +36,37 @@ test('portlb status: services with backends, draining, VIPs with reasons, peers,
     bgp: { connected: false, peers: [{ address: '10.0.0.1', asn: 65000, state: 'active' }] },
     skipped: [{ service: 'shop/typo', reason: 'InvalidAnnotation', detail: 'portlb.io/scheduler: ...' }],
     warnings: [{ service: 'shop/web', message: 'tunnel forwarding cannot change ports: ...' }],
+    health: [
+      {
+        service: 'shop/web',
+        check: 'http /healthz every 5 s, timeout 2 s, rise 2, fall 3',
+        healthy: 1,
+        total: 2,
+        backends: [
+          {
+            backend: '10.1.0.5:8080',
+            state: 'up',
+            last: 'pass: status 200',
+            since: '2026-11-27T16:00:00.000Z',
+          },
+          {
+            backend: '10.1.0.6:8080',
+            state: 'down',
+            last: 'fail: status 503 (expected 200-399)',
+            since: '2026-11-27T16:59:00.000Z',
+          },
+        ],
+      },
+    ],
   });
+  assert.match(
+    text,
+    /HEALTH CHECKS \(from this node\)\n {2}shop\/web: 1\/2 healthy \(http \/healthz every 5 s/,
+  );
+  assert.match(
+    text,
+    /^ {4}10\.1\.0\.6:8080 +DOWN +since 2026-11-27T16:59:00\.000Z {2}last: fail: status 503/m,
+  );
   assert.match(
     text,
     /^node edge-1 {2}mode kubernetes {2}leader yes {2}ready no \(BGP speaker not connected\)$/m,

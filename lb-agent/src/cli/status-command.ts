@@ -66,6 +66,16 @@ export function formatStatus(s: Status): string {
     lines.push(
       `${v.address.padEnd(26)} ${(v.announced ? (v.kept ? 'yes (kept: state unknown)' : 'yes') : `no: ${v.withheld}`).padEnd(10)} ${v.owners.join(', ')}`,
     );
+  if (s.health?.length) {
+    lines.push('', 'HEALTH CHECKS (from this node)');
+    for (const h of s.health) {
+      lines.push(`  ${h.service}: ${h.healthy}/${h.total} healthy (${h.check})`);
+      for (const b of h.backends)
+        lines.push(
+          `    ${String(b.backend).padEnd(28)} ${String(b.state).toUpperCase().padEnd(8)} since ${b.since}${b.last ? `  last: ${b.last}` : ''}`,
+        );
+    }
+  }
   if (s.bgp) {
     lines.push('', `BGP speaker ${s.bgp.connected ? 'connected' : 'NOT connected'}`);
     for (const p of s.bgp.peers) lines.push(`  peer ${String(p.address).padEnd(24)} AS${p.asn}  ${p.state}`);

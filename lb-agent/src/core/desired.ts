@@ -3,7 +3,16 @@
 // out. No I/O, no clock: the same snapshot always gives the same answer.
 import type { RealServer, ServiceSpec } from '../ipvs/types.ts';
 import { type Family, ipFamily } from '../net/ip.ts';
-import type { Endpoint, NodeInfo, PortIntent, ServiceIntent, Skip, WithholdReason } from './types.ts';
+import type {
+  Endpoint,
+  HealthTarget,
+  HealthView,
+  NodeInfo,
+  PortIntent,
+  ServiceIntent,
+  Skip,
+  WithholdReason,
+} from './types.ts';
 
 export interface DesiredConfig {
   /** The ownership predicate: addresses inside portlb's pools. */
@@ -41,6 +50,8 @@ export interface DesiredState {
   vips: DesiredVip[];
   skipped: Skip[];
   warnings: { service: string; message: string }[];
+  /** Backends this node must probe (services with a health check, selected endpoints). */
+  checks: HealthTarget[];
 }
 
 /**
@@ -53,16 +64,39 @@ export function selectEndpoints(endpoints: readonly Endpoint[]): Endpoint[] {
   return endpoints.filter((e) => e.serving && e.terminating);
 }
 
-function realServers(intent: ServiceIntent, port: PortIntent, family: Family, node: NodeInfo): RealServer[] {
+function selected(intent: ServiceIntent, port: PortIntent, family: Family, node: NodeInfo): Endpoint[] {
   let candidates = port.endpoints.filter((e) => e.family === family);
   // Local: only this node's pods, which route their replies back through us (no SNAT).
   if (intent.trafficPolicy === 'Local') candidates = candidates.filter((e) => e.nodeName === node.name);
-  return selectEndpoints(candidates).map((e) => ({
+  return selectEndpoints(candidates);
+}
+
+/**
+ * A health-checked backend serves only once its check passes: pending (not probed yet) and
+ * down are weight 0, so new connections go elsewhere and open ones drain (keepalived's
+ * inhibit_on_failure). Without a health view (`portlb ipvs`), checks are not applied.
+ */
+function healthyWeight(
+  intent: ServiceIntent,
+  e: Endpoint,
+  weight: number,
+  health: HealthView | undefined,
+): number {
+  if (!intent.healthCheck || !health) return weight;
+  return health.state(intent.id, e.address, e.port) === 'up' ? weight : 0;
+}
+
+function realServers(
+  intent: ServiceIntent,
+  endpoints: readonly Endpoint[],
+  health: HealthView | undefined,
+): RealServer[] {
+  return endpoints.map((e) => ({
     family: e.family,
     address: e.address,
     port: e.port,
     forward: intent.forwarding,
-    weight: intent.weights?.get(`${e.address}|${e.port}`) ?? 1,
+    weight: healthyWeight(intent, e, intent.weights?.get(`${e.address}|${e.port}`) ?? 1, health),
     upperThreshold: 0,
     lowerThreshold: 0,
     ...(intent.forwarding === 'tunnel' ? { tunnelType: 'ipip' as const } : {}),
@@ -82,21 +116,44 @@ export function schedulerFlagsFor(
   return [...intent.schedulerFlags, 'flag-1'].sort() as ServiceIntent['schedulerFlags'];
 }
 
-/** What one service contributes; depends only on the intent and the node. */
+/** What one service contributes; depends only on the intent, the node and its backends' health. */
 interface IntentResult {
   virtualServices: DesiredVirtualService[];
-  vips: { address: string; family: Family; usable: boolean; onlyRemote: boolean }[];
+  vips: { address: string; family: Family; usable: boolean; onlyRemote: boolean; unhealthy: boolean }[];
   warnings: string[];
+  checks: HealthTarget[];
 }
 
-function desiredForIntent(intent: ServiceIntent, node: NodeInfo): IntentResult {
-  const out: IntentResult = { virtualServices: [], vips: [], warnings: [...intent.warnings] };
+function desiredForIntent(
+  intent: ServiceIntent,
+  node: NodeInfo,
+  health: HealthView | undefined,
+): IntentResult {
+  const out: IntentResult = { virtualServices: [], vips: [], warnings: [...intent.warnings], checks: [] };
+  const checked = new Set<string>();
   for (const vip of intent.vips) {
     const family = ipFamily(vip)!;
     let usable = 0;
     let onlyRemote = false;
+    let candidates = 0;
     for (const port of intent.ports) {
-      const destinations = realServers(intent, port, family, node);
+      const endpoints = selected(intent, port, family, node);
+      candidates += endpoints.length;
+      if (intent.healthCheck) {
+        for (const e of endpoints) {
+          const key = `${e.address}|${e.port}`;
+          if (checked.has(key)) continue;
+          checked.add(key);
+          out.checks.push({
+            service: intent.id,
+            address: e.address,
+            family: e.family,
+            port: e.port,
+            spec: intent.healthCheck,
+          });
+        }
+      }
+      const destinations = realServers(intent, endpoints, health);
       if (intent.forwarding !== 'nat') {
         for (const d of destinations) {
           if (d.port !== port.port) {
@@ -134,7 +191,14 @@ function desiredForIntent(intent: ServiceIntent, node: NodeInfo): IntentResult {
         usable: n,
       });
     }
-    out.vips.push({ address: vip, family, usable: usable > 0, onlyRemote: onlyRemote && usable === 0 });
+    out.vips.push({
+      address: vip,
+      family,
+      usable: usable > 0,
+      onlyRemote: onlyRemote && usable === 0,
+      // Backends there, every one failing (or not yet passing) its check.
+      unhealthy: !!intent.healthCheck && usable === 0 && candidates > 0,
+    });
   }
   return out;
 }
@@ -146,9 +210,9 @@ function desiredForIntent(intent: ServiceIntent, node: NodeInfo): IntentResult {
  */
 export class DesiredMemo {
   private nodeKey = '';
-  private results = new WeakMap<ServiceIntent, IntentResult>();
+  private results = new WeakMap<ServiceIntent, { result: IntentResult; health: number }>();
 
-  forNode(node: NodeInfo): WeakMap<ServiceIntent, IntentResult> {
+  forNode(node: NodeInfo): WeakMap<ServiceIntent, { result: IntentResult; health: number }> {
     const key = `${node.name}|${node.excluded}|${node.ready}`;
     if (key !== this.nodeKey) {
       this.nodeKey = key;
@@ -159,17 +223,25 @@ export class DesiredMemo {
 }
 
 export function computeDesired(
-  snapshot: { services: readonly ServiceIntent[] },
+  snapshot: { services: readonly ServiceIntent[]; health?: HealthView },
   node: NodeInfo,
   config: DesiredConfig,
   memo?: DesiredMemo,
 ): DesiredState {
   const virtualServices: DesiredVirtualService[] = [];
+  const checks: HealthTarget[] = [];
   const skipped: Skip[] = [];
   const warnings: DesiredState['warnings'] = [];
   const vipOwners = new Map<
     string,
-    { family: Family; owners: string[]; usable: boolean; onlyRemote: boolean; announceable: boolean }
+    {
+      family: Family;
+      owners: string[];
+      usable: boolean;
+      onlyRemote: boolean;
+      unhealthy: boolean;
+      announceable: boolean;
+    }
   >();
   const taken = new Map<string, string>();
   const cache = memo?.forNode(node);
@@ -212,24 +284,30 @@ export function computeDesired(
     }
     for (const c of claims) taken.set(c, intent.id);
 
-    let result = cache?.get(intent);
+    const { health } = snapshot;
+    const healthVersion = intent.healthCheck && health ? health.version(intent.id) : 0;
+    const memo = cache?.get(intent);
+    let result = memo?.health === healthVersion ? memo.result : undefined;
     if (!result) {
-      result = desiredForIntent(intent, node);
-      cache?.set(intent, result);
+      result = desiredForIntent(intent, node, health);
+      cache?.set(intent, { result, health: healthVersion });
     }
     for (const w of result.warnings) warnings.push({ service: intent.id, message: w });
     virtualServices.push(...result.virtualServices);
+    checks.push(...result.checks);
     for (const v of result.vips) {
       const entry = vipOwners.get(v.address) ?? {
         family: v.family,
         owners: [],
         usable: false,
         onlyRemote: false,
+        unhealthy: false,
         announceable: false,
       };
       entry.owners.push(intent.id);
       entry.usable ||= v.usable;
       entry.onlyRemote ||= v.onlyRemote;
+      entry.unhealthy ||= v.unhealthy;
       entry.announceable ||= intent.announce;
       vipOwners.set(v.address, entry);
     }
@@ -240,8 +318,9 @@ export function computeDesired(
     if (node.excluded) withheld = 'NodeExcluded';
     else if (!node.ready) withheld = 'NodeNotReady';
     else if (!e.announceable) withheld = 'AnnounceDisabled';
-    else if (!e.usable) withheld = e.onlyRemote ? 'NoLocalEndpoints' : 'NoReadyBackends';
+    else if (!e.usable)
+      withheld = e.onlyRemote ? 'NoLocalEndpoints' : e.unhealthy ? 'NoHealthyBackends' : 'NoReadyBackends';
     return { address, family: e.family, owners: e.owners, announce: withheld === undefined, withheld };
   });
-  return { virtualServices, vips, skipped, warnings };
+  return { virtualServices, vips, skipped, warnings, checks };
 }

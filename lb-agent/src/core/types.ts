@@ -1,6 +1,7 @@
 // The source-neutral description of what to load-balance. Kubernetes (k8s/translate.ts)
 // and the standalone services file (standalone/) both produce ServiceIntents; one pure
 // computeDesired turns them into IPVS services, VIP addresses and announcements.
+import type { HealthCheckSpec } from '../health/spec.ts';
 import type { Protocol, SchedulerFlag } from '../ipvs/types.ts';
 import type { Family } from '../net/ip.ts';
 
@@ -44,6 +45,29 @@ export interface ServiceIntent {
   announce: boolean;
   /** Endpoints that were dropped while reading the source, with why. */
   warnings: string[];
+  /** Probed from this node; a backend that fails it gets weight 0. */
+  healthCheck?: HealthCheckSpec;
+}
+
+/** A backend's health as this node's checks see it; `pending`: added, not probed yet (kept out). */
+export type HealthState = 'pending' | 'up' | 'down';
+
+/** One backend to probe for one service. */
+export interface HealthTarget {
+  service: string;
+  address: string;
+  family: Family;
+  /** The backend's port (the check may probe another: spec.port). */
+  port: number;
+  spec: HealthCheckSpec;
+}
+
+/** What desired state reads of the checks' results (health/checker.ts provides it). */
+export interface HealthView {
+  /** undefined: no result yet for this backend (a new one: kept out as pending). */
+  state(service: string, address: string, port: number): HealthState | undefined;
+  /** Changes whenever one of the service's backends changes state. */
+  version(service: string): number;
 }
 
 export type SkipReason =
@@ -70,6 +94,7 @@ export type WithholdReason =
   | 'NodeExcluded'
   | 'NodeNotReady'
   | 'NoReadyBackends'
+  | 'NoHealthyBackends'
   | 'NoLocalEndpoints'
   | 'AnnounceDisabled';
 

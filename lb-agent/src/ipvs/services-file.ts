@@ -3,6 +3,7 @@
 // the field and the value.
 import { z } from 'zod';
 import { ConfigError, formatPath, intField, ipField, parseWith } from '../config/validate.ts';
+import { type HealthCheckSpec, healthCheckSchema, toSpec } from '../health/spec.ts';
 import { canonicalIp, type Family, ipFamily } from '../net/ip.ts';
 import { type AddressBlock, blockContains, blocksOverlap, parseAddressBlock } from '../net/pool.ts';
 import type { Ownership } from './planner.ts';
@@ -66,6 +67,8 @@ const serviceSchema = z
     /** Agent (standalone mode): whether this VIP may be announced over BGP. */
     announce: z.boolean({ error: 'must be true or false' }).default(true),
     backends: z.array(backendSchema).default([]),
+    /** Agent: probed from the LB node; a failing backend gets weight 0 (docs/health-checks.md). */
+    healthCheck: healthCheckSchema.optional(),
   })
   .strict();
 
@@ -92,6 +95,7 @@ export interface ServiceDefinition extends ServiceSpec {
   announce: boolean;
   /** Backends marked ready: false, left out of `destinations` (so they drain). */
   notReady: RealServer[];
+  healthCheck: HealthCheckSpec | undefined;
 }
 
 export interface ServicesFile {
@@ -253,6 +257,7 @@ export function buildServicesFile(raw: RawServicesFile, source: string): Service
         index: i,
         announce: s.announce,
         notReady,
+        healthCheck: s.healthCheck && toSpec(s.healthCheck),
         service: {
           key,
           scheduler: sched,

@@ -3,6 +3,7 @@
 // one that was valid keeps its last valid settings (translate.ts). An unknown portlb.io/
 // key is a warning (a typo in a key must not take a Service down).
 import type { Forwarding } from '../core/types.ts';
+import { type HealthCheckSpec, parseHealthCheckText } from '../health/spec.ts';
 import { SCHEDULER_FLAG_NAMES, SCHEDULERS, type SchedulerFlag } from '../ipvs/types.ts';
 import { canonicalIp, ipFamily } from '../net/ip.ts';
 
@@ -16,6 +17,7 @@ export const ANNOTATIONS = {
   addressPool: 'portlb.io/address-pool',
   loadBalancerIPs: 'portlb.io/load-balancer-ips',
   allowSharedIP: 'portlb.io/allow-shared-ip',
+  healthCheck: 'portlb.io/health-check',
 } as const;
 
 const KNOWN = new Set<string>(Object.values(ANNOTATIONS));
@@ -32,6 +34,8 @@ export interface ServiceSettings {
   addressPool: string | undefined;
   requestedIPs: string[] | undefined;
   sharingKey: string | undefined;
+  /** Probed from each LB node; a failing backend gets weight 0 there. */
+  healthCheck: HealthCheckSpec | undefined;
 }
 
 export type SettingsResult =
@@ -64,6 +68,7 @@ export function parseAnnotations(
     addressPool: undefined,
     requestedIPs: undefined,
     sharingKey: undefined,
+    healthCheck: undefined,
   };
   const get = (k: string) => {
     const v = a[k];
@@ -149,6 +154,12 @@ export function parseAnnotations(
     if (!key || key.length > 253)
       return bad(ANNOTATIONS.allowSharedIP, key, 'must be a non-empty sharing key');
     s.sharingKey = key;
+  }
+  const check = get(ANNOTATIONS.healthCheck);
+  if (check !== undefined) {
+    const parsed = parseHealthCheckText(check);
+    if (!parsed.ok) return bad(ANNOTATIONS.healthCheck, check, parsed.problem);
+    s.healthCheck = parsed.spec;
   }
   return { ok: true, settings: s, warnings };
 }

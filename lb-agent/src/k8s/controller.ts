@@ -5,7 +5,7 @@
 import type { AgentConfig } from '../config/agent-config.ts';
 import { poolOwnership } from '../config/ownership.ts';
 import { computeDesired, DesiredMemo, type DesiredState } from '../core/desired.ts';
-import type { NodeInfo } from '../core/types.ts';
+import type { HealthView, NodeInfo } from '../core/types.ts';
 import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { type KubeEvent, type PoolUsage, planAllocations, poolUsage, type ServiceRef } from './allocator.ts';
@@ -35,6 +35,8 @@ export interface KubernetesControllerOptions {
   namespace?: string;
   clock: Clock;
   logger?: Logger;
+  /** The health checks' results (Services with portlb.io/health-check). */
+  health?: HealthView;
   /** Called whenever anything watched changes (the caller coalesces). */
   onChange: () => void;
   onLeaderChange?: (leading: boolean) => void;
@@ -193,7 +195,7 @@ export class KubernetesController {
     this.lastTranslation = translation;
     const node = nodeInfo(this.nodes.get(this.o.nodeName), this.o.nodeName);
     const computed = computeDesired(
-      { services: translation.services },
+      { services: translation.services, health: this.o.health },
       node,
       { owns: this.owns },
       this.desiredMemo,
@@ -305,6 +307,12 @@ export class KubernetesController {
       }
     }
     for (const key of this.announcedEvents) if (!current.has(key)) this.announcedEvents.delete(key);
+  }
+
+  /** An Event on a Service from this node (not leader-only: each node probes from itself). */
+  serviceEvent(service: string, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    const ref = this.serviceRef(service);
+    if (ref) this.submitEvent({ service: ref, type, reason, message });
   }
 
   /** An Event on this Node (conditions an operator must see). */

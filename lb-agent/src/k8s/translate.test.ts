@@ -290,6 +290,18 @@ describe('translate + computeDesired', () => {
     });
   });
 
+  test('portlb.io/health-check: the intent carries the check; the backends it selects are the checks', () => {
+    const s = svc('web', { annotations: { 'portlb.io/health-check': '{"type":"http","path":"/healthz"}' } });
+    const d = desired([s], [slice('web', [{ ip: '10.0.0.1' }, { ip: '10.0.0.2' }])]);
+    assert.deepEqual(
+      d.checks.map((c) => [c.service, c.address, c.spec.type, c.spec.path]),
+      [
+        ['default/web', '10.0.0.1', 'http', '/healthz'],
+        ['default/web', '10.0.0.2', 'http', '/healthz'],
+      ],
+    );
+  });
+
   test('malformed objects: each skipped with a reason naming the problem, never a crash', () => {
     const cases: [Raw, string, RegExp][] = [
       [
@@ -311,6 +323,11 @@ describe('translate + computeDesired', () => {
         svc('timeout', { annotations: { 'portlb.io/persistence-timeout': '-5' } }),
         'InvalidAnnotation',
         /persistence-timeout/,
+      ],
+      [
+        svc('check', { annotations: { 'portlb.io/health-check': '{"type":"http","fall":0}' } }),
+        'InvalidAnnotation',
+        /portlb\.io\/health-check: fall: must be an integer from 1 to 100 \(got 0\)/,
       ],
       [svc('noports', { spec: { ports: [] } }), 'NoPorts', /spec\.ports is empty/],
       [svc('nullports', { spec: { ports: null } }), 'NoPorts', /empty/],

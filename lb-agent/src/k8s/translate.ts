@@ -289,6 +289,7 @@ function translateOne(
     trafficPolicy: svc.externalTrafficPolicy === 'Local' ? 'Local' : 'Cluster',
     announce: true,
     warnings,
+    ...(settings.healthCheck ? { healthCheck: settings.healthCheck } : {}),
   };
   return { intent, settings, problem };
 }

@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { CachedNetfilter, type NetfilterRules } from './netfilter.ts';
+
+/** A backend whose writes finish when the test says (as a slow iptables-restore would). */
+class GatedNetfilter extends CachedNetfilter {
+  readonly kind = 'gated';
+  writes: NetfilterRules[] = [];
+  gates: (() => void)[] = [];
+  fail = false;
+  protected write(rules: NetfilterRules): Promise<void> {
+    this.writes.push(rules);
+    if (this.fail) return Promise.reject(Object.assign(new Error('exit 2'), { stderr: 'ipset: busy' }));
+    return new Promise((resolve) => this.gates.push(resolve));
+  }
+}
+
+const rules = (vip: string): NetfilterRules => ({
+  snat: [],
+  filter: [{ vip, family: 'ipv4', port: 80, protocol: 'tcp' }],
+  notrack: [],
+});
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe('netfilter manager: apply and repair', () => {
+  test('unchanged rules return at once even while a repair writes; a change waits for it', async () => {
+    const nf = new GatedNetfilter();
+    assert.equal(await nf.repair(), false, 'nothing applied yet: nothing to repair');
+    const first = nf.apply(rules('203.0.113.1'));
+    await tick();
+    nf.gates.shift()!();
+    assert.equal(await first, true);
+
+    const repair = nf.repair();
+    await tick();
+    assert.equal(nf.writes.length, 2, 'the repair is writing');
+    // A pass with the same rules must not wait behind the slow rewrite.
+    assert.equal(await nf.apply(rules('203.0.113.1')), false);
+
+    let changed = false;
+    const change = nf.apply(rules('203.0.113.2')).then((v) => {
+      changed = v;
+    });
+    await tick();
+    assert.equal(nf.writes.length, 2, 'the change has not started writing beside the repair');
+    nf.gates.shift()!();
+    assert.equal(await repair, true);
+    await tick();
+    assert.equal(nf.writes.length, 3);
+    nf.gates.shift()!();
+    await change;
+    assert.equal(changed, true);
+    assert.deepEqual(
+      nf.writes.map((w) => w.filter[0]!.vip),
+      ['203.0.113.1', '203.0.113.1', '203.0.113.2'],
+    );
+  });
+
+  test('a failed write names the backend and the rules, and the next apply writes again', async () => {
+    const nf = new GatedNetfilter();
+    nf.fail = true;
+    await assert.rejects(
+      nf.apply(rules('203.0.113.1')),
+      /gated: could not apply 0 SNAT, 1 filter and 0 notrack rules: ipset: busy/,
+    );
+    nf.fail = false;
+    const again = nf.apply(rules('203.0.113.1'));
+    await tick();
+    nf.gates.shift()!();
+    assert.equal(await again, true, 'not taken as applied after the failure');
+  });
+});
