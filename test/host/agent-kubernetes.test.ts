@@ -3,6 +3,8 @@
 // the leader writes its address (ipMode Proxy) -> IPVS is programmed -> the VIP is
 // announced -> an Event says so; /readyz, /status and /metrics reflect it.
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { Agent } from '../../lb-agent/src/agent/agent.ts';
@@ -199,6 +201,88 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
     );
     api.remove('services', 'shop', 'tun');
     await waitFor('warning gone', async () => /portlb_service_warnings 0/.test(await metricsText()));
+  });
+
+  test('portlb.io/health-check: a failing backend goes to weight 0 and the VIP is withheld (Event, metric, status); it comes back', async () => {
+    // A real backend on loopback, probed by the agent's real HTTP check.
+    let healthy = true;
+    const backend = createServer((req, res) => {
+      res.writeHead(req.url === '/healthz' && healthy ? 200 : 503);
+      res.end();
+    });
+    await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+    const port = (backend.address() as AddressInfo).port;
+    try {
+      createService('checked', {
+        port: 82,
+        annotations: {
+          'portlb.io/health-check':
+            '{"type":"http","path":"/healthz","intervalSeconds":0.2,"timeoutSeconds":0.1,"rise":1,"fall":1}',
+        },
+        endpoint: { address: '127.0.0.1', port },
+      });
+      const vip = await waitFor(
+        'an address',
+        () => api.get('services', 'shop', 'checked')?.status?.loadBalancer?.ingress?.[0]?.ip,
+      );
+      const weight = async () =>
+        (await ipvs.getTable()).find((s) => s.service.key.kind === 'address' && s.service.key.address === vip)
+          ?.destinations[0]?.weight;
+      await waitFor(
+        'weight 1 and announced',
+        async () => (await weight()) === 1 && speaker.announced().has(`${vip}/32`),
+      );
+
+      healthy = false;
+      await waitFor('weight 0', async () => (await weight()) === 0);
+      await waitFor('withdrawn', () => !speaker.announced().has(`${vip}/32`));
+      await waitFor('BackendUnhealthy event', () =>
+        api
+          .list('events', 'shop')
+          .some(
+            (e) =>
+              e.involvedObject?.name === 'checked' &&
+              e.reason === 'BackendUnhealthy' &&
+              new RegExp(
+                `node edge-1: backend 127\\.0\\.0\\.1:${port} failed its health check \\(status 503`,
+              ).test(e.message),
+          ),
+      );
+      const metrics = await metricsText();
+      assert.match(metrics, /portlb_backends_healthy\{namespace="shop",service="checked"\} 0/);
+      assert.match(metrics, /portlb_backends_checked\{namespace="shop",service="checked"\} 1/);
+      assert.match(metrics, /portlb_withheld_vips\{reason="NoHealthyBackends"\} 1/);
+      const status = (await (await fetch(`${url}/status`)).json()) as {
+        health: { service: string; healthy: number; total: number }[];
+      };
+      assert.deepEqual(
+        status.health.map((h: { service: string; healthy: number; total: number }) => [
+          h.service,
+          h.healthy,
+          h.total,
+        ]),
+        [['shop/checked', 0, 1]],
+      );
+
+      healthy = true;
+      await waitFor(
+        'weight 1 again',
+        async () => (await weight()) === 1 && speaker.announced().has(`${vip}/32`),
+      );
+      await waitFor('BackendHealthy event', () =>
+        api
+          .list('events', 'shop')
+          .some((e) => e.involvedObject?.name === 'checked' && e.reason === 'BackendHealthy'),
+      );
+      assert.equal(
+        logs.filter((l) => l.msg === 'backend failed its health check: weight 0').length,
+        1,
+        'logged on the change, not on every probe',
+      );
+    } finally {
+      api.remove('services', 'shop', 'checked');
+      backend.close();
+    }
   });
 
   test('the Service deleted: withdrawn, IPVS service and address removed', async () => {

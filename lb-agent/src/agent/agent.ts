@@ -141,7 +141,6 @@ export class Agent {
         clock: this.clock,
         logger: this.log,
         metrics: this.metrics,
-        health: this.health.checker,
       });
       await s.load();
       this.source = s;
@@ -156,7 +155,6 @@ export class Agent {
         logger: this.log,
         metrics: this.metrics,
         conditions: this.conditions,
-        health: this.health.checker,
       });
       await source.prepare();
       this.source = source;

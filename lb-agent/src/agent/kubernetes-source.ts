@@ -21,8 +21,6 @@ export interface KubernetesSourceOptions {
   logger: Logger;
   metrics?: AgentMetrics;
   conditions?: Conditions;
-  /** The health checks' results (Services with portlb.io/health-check). */
-  health?: HealthView;
   /** For tests and out-of-cluster runs; otherwise config.kubernetes.kubeconfig or in-cluster. */
   connection?: KubeConnection;
 }
@@ -55,7 +53,6 @@ export class KubernetesSource implements DesiredSource {
       namespace: this.o.namespace,
       clock: this.o.clock,
       logger: this.o.logger,
-      health: this.o.health,
       onChange: changed,
       onLeaderChange: (leading) => this.o.metrics?.leader.set(leading ? 1 : 0),
       onPoolUsage: (usage) => this.o.metrics?.setPoolUsage(usage),
@@ -94,9 +91,9 @@ export class KubernetesSource implements DesiredSource {
     return this.controller?.isLeader() ?? false;
   }
 
-  async desired(): Promise<DesiredState> {
+  async desired(health?: HealthView): Promise<DesiredState> {
     if (!this.controller) throw new Error('kubernetes source not started');
-    return this.controller.sync().desired;
+    return this.controller.sync(health).desired;
   }
 
   serviceEvent(service: string, type: 'Normal' | 'Warning', reason: string, message: string): void {

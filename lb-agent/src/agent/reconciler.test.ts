@@ -26,7 +26,6 @@ const owns = (a: string) => pools.some((p) => blockContains(p, a));
 class TestSource implements DesiredSource {
   readonly kind = 'standalone' as const;
   intents: ServiceIntent[] = [];
-  health: HealthView | undefined;
   changed: () => void = () => {};
   desiredCalls = 0;
   start(changed: () => void) {
@@ -39,10 +38,10 @@ class TestSource implements DesiredSource {
   healthy() {
     return true;
   }
-  async desired(): Promise<DesiredState> {
+  async desired(health?: HealthView): Promise<DesiredState> {
     this.desiredCalls++;
     return computeDesired(
-      { services: this.intents, health: this.health },
+      { services: this.intents, health },
       { name: 'n1', excluded: false, ready: true },
       { owns },
     );
@@ -71,7 +70,6 @@ async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[]; health?: HealthCheck
   });
   const logs: { level: number; msg: string; service?: string; vip?: string; reason?: string }[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line)) });
-  source.health = o.health;
   const r = new Reconciler({
     source,
     health: o.health,

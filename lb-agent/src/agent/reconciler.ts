@@ -5,7 +5,7 @@
 import PQueue from 'p-queue';
 import type { Advertisement, BgpSpeaker } from '../bgp/types.ts';
 import type { DesiredState } from '../core/desired.ts';
-import type { HealthTarget } from '../core/types.ts';
+import type { HealthTarget, HealthView } from '../core/types.ts';
 import { describeError, errorCode } from '../errors.ts';
 import { backoffDelay, type Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
@@ -26,7 +26,8 @@ export interface DesiredSource {
   healthy(): boolean;
   /** Why it is not healthy (a rejected file, an unreachable API server). */
   lastError?(): string | undefined;
-  desired(): Promise<DesiredState>;
+  /** Desired state now; with the health checks' results when there are any. */
+  desired(health?: HealthView): Promise<DesiredState>;
   /** Told what this node announces after a pass (Kubernetes Events). */
   announced?(vips: readonly { address: string; owners: readonly string[] }[]): Promise<void>;
   isLeader?(): boolean;
@@ -35,7 +36,7 @@ export interface DesiredSource {
 }
 
 /** The health checks, as the pass drives them: what to probe, and the first probes to wait for. */
-export interface HealthTargets {
+export interface HealthTargets extends HealthView {
   setTargets(targets: readonly HealthTarget[]): void;
   hasUnprobed(): boolean;
   firstProbes(timeoutMs: number): Promise<void>;
@@ -180,7 +181,7 @@ export class Reconciler {
     const t0 = this.o.clock.monotonic();
     let desired: DesiredState;
     try {
-      desired = await source.desired();
+      desired = await source.desired(this.o.health);
       const { health } = this.o;
       if (health) {
         health.setTargets(desired.checks);
@@ -188,7 +189,7 @@ export class Reconciler {
         // probes instead: a restarted agent must not drain every checked backend meanwhile.
         if (!this.healthSettled && health.hasUnprobed()) {
           await health.firstProbes(this.o.healthFirstProbeMs ?? 5000);
-          desired = await source.desired();
+          desired = await source.desired(this.o.health);
           health.setTargets(desired.checks);
         }
         this.healthSettled = true;

@@ -76,8 +76,6 @@ export interface StandaloneSourceOptions {
   metrics?: AgentMetrics;
   /** How often the file is checked besides change notifications (bind mounts miss them). */
   pollMs?: number;
-  /** The health checks' results (services with a healthCheck). */
-  health?: HealthView;
 }
 
 /** The services file, reloaded on change; a bad new version is refused and the running one kept. */
@@ -187,10 +185,10 @@ export class StandaloneSource implements DesiredSource {
     return this.error;
   }
 
-  async desired(): Promise<DesiredState> {
+  async desired(health?: HealthView): Promise<DesiredState> {
     const node: NodeInfo = { name: this.o.nodeName, excluded: false, ready: true };
     return computeDesired(
-      { services: this.current?.intents ?? [], health: this.o.health },
+      { services: this.current?.intents ?? [], health },
       node,
       { owns: this.owns },
       this.memo,

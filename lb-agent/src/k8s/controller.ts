@@ -35,8 +35,6 @@ export interface KubernetesControllerOptions {
   namespace?: string;
   clock: Clock;
   logger?: Logger;
-  /** The health checks' results (Services with portlb.io/health-check). */
-  health?: HealthView;
   /** Called whenever anything watched changes (the caller coalesces). */
   onChange: () => void;
   onLeaderChange?: (leading: boolean) => void;
@@ -180,7 +178,7 @@ export class KubernetesController {
    * Desired state from the caches, synchronously: no API call, nothing awaited. The
    * leader's allocation and every Event are handed to the API lane.
    */
-  sync(): KubernetesSync {
+  sync(health?: HealthView): KubernetesSync {
     const cfg = this.o.config;
     const translation = translateKubernetes(
       { services: this.services.list(), endpointSlices: this.slices.list() },
@@ -195,7 +193,7 @@ export class KubernetesController {
     this.lastTranslation = translation;
     const node = nodeInfo(this.nodes.get(this.o.nodeName), this.o.nodeName);
     const computed = computeDesired(
-      { services: translation.services, health: this.o.health },
+      { services: translation.services, health },
       node,
       { owns: this.owns },
       this.desiredMemo,
