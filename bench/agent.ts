@@ -26,12 +26,15 @@ const { values } = parseArgs({
     changes: { type: 'string', default: '300' },
     'resync-seconds': { type: 'string', default: '10' },
     'scrape-seconds': { type: 'string', default: '30' },
+    /** A portlb.io/health-check value for every Service (every backend is then probed). */
+    'health-check': { type: 'string' },
     help: { type: 'boolean' },
   },
 });
 if (values.help) {
   console.log(
-    'Usage: npm run bench -- agent [--sizes 1000,10000] [--endpoints 10] [--changes 300] [--resync-seconds 10] [--scrape-seconds 30]',
+    'Usage: npm run bench -- agent [--sizes 1000,10000] [--endpoints 10] [--changes 300] [--resync-seconds 10] [--scrape-seconds 30] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
+      '  --health-check: every backend is probed (its address is made local, a listener answers); results in bench/results/agent-health-checks.json',
   );
   process.exit(0);
 }
@@ -44,6 +47,7 @@ const M = Number(values.endpoints);
 const CHANGES = Number(values.changes);
 const RESYNC = Number(values['resync-seconds']);
 const SCRAPE = Number(values['scrape-seconds']);
+const CHECK = values['health-check'];
 const TARGETS = { rssMb10k: 150, p99Ms10k: 100, loopMaxMs: 50 };
 
 const repo = path.resolve(import.meta.dirname, '..');
@@ -67,10 +71,15 @@ const slice = (i: number, endpoints: string[]) => ({
   endpoints: endpoints.map((a) => ({ addresses: [a], conditions: { ready: true }, nodeName: 'lb1' })),
 });
 
-function seed(n: number): string {
-  const file = path.join(dir, `seed-${n}.json`);
+function seed(n: number, check: string | undefined): string {
+  const file = path.join(dir, `seed-${n}${check ? '-checked' : ''}.json`);
   const services = Array.from({ length: n }, (_, i) => ({
-    metadata: { name: `svc-${i}`, namespace: ns(i), creationTimestamp: '2026-01-01T00:00:00Z' },
+    metadata: {
+      name: `svc-${i}`,
+      namespace: ns(i),
+      creationTimestamp: '2026-01-01T00:00:00Z',
+      ...(check ? { annotations: { 'portlb.io/health-check': check } } : {}),
+    },
     spec: {
       type: 'LoadBalancer',
       loadBalancerClass: 'portlb.io/portlb',
@@ -121,6 +130,19 @@ async function stageTotals(): Promise<Map<string, { sum: number; count: number }
   return out;
 }
 
+/** Health-check probes so far, by result; and backends healthy of those checked. */
+async function probes() {
+  const text = await (await fetch(`${METRICS}/metrics`)).text();
+  const sum = (re: RegExp) => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
+  return {
+    pass: sum(/^portlb_health_checks_total\{result="pass"\} (\S+)$/gm),
+    fail: sum(/^portlb_health_checks_total\{result="fail"\} (\S+)$/gm),
+    error: sum(/^portlb_health_checks_total\{result="error"\} (\S+)$/gm),
+    healthy: sum(/^portlb_backends_healthy\{[^}]*\} (\S+)$/gm),
+    checked: sum(/^portlb_backends_checked\{[^}]*\} (\S+)$/gm),
+  };
+}
+
 async function memory(pid: number) {
   const m = await scrape();
   return {
@@ -130,11 +152,14 @@ async function memory(pid: number) {
   };
 }
 
-async function runSize(n: number) {
-  console.log(`\n### ${n} Services x ${M} endpoints`);
+async function runSize(n: number, check?: string) {
+  const tag = `${n}${check ? '-checked' : ''}`;
+  console.log(
+    `\n### ${n} Services x ${M} endpoints${check ? `, every backend health-checked (${check})` : ''}`,
+  );
   freshIpvsModule('mh');
-  const seedFile = seed(n);
-  const api = start(`api-${n}`, [
+  const seedFile = seed(n, check);
+  const api = start(`api-${tag}`, [
     path.join(repo, 'test', 'harness', 'fake-kube-api-server.ts'),
     '--host',
     API,
@@ -150,7 +175,7 @@ async function runSize(n: number) {
   try {
     await waitFor(
       'the API server',
-      () => readFileSync(path.join(dir, `api-${n}.log`), 'utf8').includes('listening'),
+      () => readFileSync(path.join(dir, `api-${tag}.log`), 'utf8').includes('listening'),
       { timeoutMs: 120_000 },
     );
     const ca = readFileSync(path.join(dir, 'tls', 'ca.crt'), 'utf8');
@@ -175,7 +200,7 @@ async function runSize(n: number) {
       ].join('\n'),
     );
     const t0 = performance.now();
-    agent = start(`agent-${n}`, [
+    agent = start(`agent-${tag}`, [
       path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
       'agent',
       '--config',
@@ -191,7 +216,7 @@ async function runSize(n: number) {
     ).catch((err: Error) => err.message);
     if (outcome !== 'ready')
       throw new Error(
-        `${outcome}; agent log: ${readFileSync(path.join(dir, `agent-${n}.log`), 'utf8').slice(-2000)}`,
+        `${outcome}; agent log: ${readFileSync(path.join(dir, `agent-${tag}.log`), 'utf8').slice(-2000)}`,
       );
     const readyMs = performance.now() - t0;
     const programmed = (await ipvs.listServices()).length;
@@ -260,6 +285,8 @@ async function runSize(n: number) {
     // Full resyncs (every RESYNC s) while /metrics is scraped every second; prom-client's
     // event-loop figures cover the time since the previous scrape.
     await scrape();
+    const probesBefore = check ? await probes() : undefined;
+    const scrapeStarted = performance.now();
     const loopMax: number[] = [];
     const loopP99: number[] = [];
     for (let s = 0; s < SCRAPE; s++) {
@@ -276,7 +303,26 @@ async function runSize(n: number) {
     console.log(
       `  event loop over ${SCRAPE} s (full resync every ${RESYNC} s, /metrics every 1 s): longest delay ${fmtMs(loop.maxMs)}, worst per-second p99 ${fmtMs(loop.p99Ms)}`,
     );
+    let health: Record<string, number> | undefined;
+    if (probesBefore) {
+      const now = await probes();
+      const seconds = (performance.now() - scrapeStarted) / 1000;
+      health = {
+        probesPerSecond:
+          (now.pass + now.fail + now.error - probesBefore.pass - probesBefore.fail - probesBefore.error) /
+          seconds,
+        passed: now.pass - probesBefore.pass,
+        failed: now.fail - probesBefore.fail,
+        errors: now.error - probesBefore.error,
+        healthy: now.healthy,
+        checked: now.checked,
+      };
+      console.log(
+        `  health checks over the same ${seconds.toFixed(0)} s: ${health.probesPerSecond!.toFixed(0)} probes/s (pass ${health.passed}, fail ${health.failed}, error ${health.errors}); ${health.healthy}/${health.checked} backends healthy`,
+      );
+    }
     return {
+      ...(check ? { healthCheck: check, health } : {}),
       services: n,
       endpoints: M,
       readyMs,
@@ -295,7 +341,7 @@ async function runSize(n: number) {
     // What the agent left (services, VIPs, netfilter rules that hold ip_vs), so that the
     // next size starts from a freshly loaded module.
     sh(
-      `${process.execPath} ${path.join(repo, 'lb-agent', 'bin', 'portlb.js')} cleanup --config ${path.join(dir, 'agent.yaml')} > ${path.join(dir, `cleanup-${n}.log`)} 2>&1`,
+      `${process.execPath} ${path.join(repo, 'lb-agent', 'bin', 'portlb.js')} cleanup --config ${path.join(dir, 'agent.yaml')} > ${path.join(dir, `cleanup-${tag}.log`)} 2>&1`,
     );
   }
 }
@@ -304,19 +350,42 @@ rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true });
 // The agent's VIPs and SNAT need nothing else here; its logs go to files under `dir`.
 sh('ip link set lo up');
+if (CHECK) {
+  // Every endpoint address (and every moved one) is local, and one listener answers on the
+  // endpoints' port: each probe is a real connection, as cheap as it can be.
+  sh('ip route add local 172.16.0.0/12 dev lo && ip route add local 192.168.0.0/16 dev lo');
+  start('listener', [
+    '-e',
+    "require('node:net').createServer((s) => s.on('error', () => {})).listen(8080, '0.0.0.0', () => console.log('listening'))",
+  ]);
+}
 const results = [];
-for (const n of sizes) results.push(await runSize(n));
+for (const n of sizes) {
+  // With checks, the same size without them first: the baseline of the same boot.
+  if (CHECK) results.push(await runSize(n));
+  results.push(await runSize(n, CHECK));
+}
 
 console.log('\nagainst the targets (issue 11):');
 for (const r of results) {
   const at10k = r.services >= 10_000;
   console.log(
-    `  ${r.services} Services: RSS after sync ${r.afterSync.rssMb.toFixed(0)} MB, after ${r.changes} changes ${r.afterChanges.rssMb.toFixed(0)} MB${at10k ? ` (target <= ${TARGETS.rssMb10k} MB)` : ''}; change -> kernel p99 ${fmtMs(r.latency.p99)}${at10k ? ` (target <= ${TARGETS.p99Ms10k} ms)` : ''}; event loop longest ${fmtMs(r.eventLoop.maxMs)} (target <= ${TARGETS.loopMaxMs} ms)`,
+    `  ${r.services} Services${'healthCheck' in r ? ' (checked)' : ''}: RSS after sync ${r.afterSync.rssMb.toFixed(0)} MB, after ${r.changes} changes ${r.afterChanges.rssMb.toFixed(0)} MB${at10k ? ` (target <= ${TARGETS.rssMb10k} MB)` : ''}; change -> kernel p99 ${fmtMs(r.latency.p99)}${at10k ? ` (target <= ${TARGETS.p99Ms10k} ms)` : ''}; event loop longest ${fmtMs(r.eventLoop.maxMs)} (target <= ${TARGETS.loopMaxMs} ms)`,
   );
 }
-writeResults('agent', {
-  description:
-    'the whole agent in its own process (Kubernetes mode, fake API server in another process, UML kernel IPVS, no speaker)',
+if (CHECK) {
+  console.log('\nhealth checks against their baseline (the same size without checks, same boot):');
+  for (let i = 0; i + 1 < results.length; i += 2) {
+    const [base, checked] = [results[i]!, results[i + 1]!];
+    const passMean = (r: typeof base) =>
+      Object.values(r.stages).reduce((n, s) => n + s.totalMs, 0) / Math.max(1, r.stages.ipvs?.passes ?? 1);
+    console.log(
+      `  ${checked.services * M} backends: event loop longest ${fmtMs(checked.eventLoop.maxMs)} vs ${fmtMs(base.eventLoop.maxMs)} (target <= ${TARGETS.loopMaxMs} ms); pass mean ${fmtMs(passMean(checked))} vs ${fmtMs(passMean(base))}; change -> kernel p99 ${fmtMs(checked.latency.p99)} vs ${fmtMs(base.latency.p99)} (the new backend is probed before it serves); RSS ${checked.afterChanges.rssMb.toFixed(0)} vs ${base.afterChanges.rssMb.toFixed(0)} MB`,
+    );
+  }
+}
+writeResults(CHECK ? 'agent-health-checks' : 'agent', {
+  description: `the whole agent in its own process (Kubernetes mode, fake API server in another process, UML kernel IPVS, no speaker)${CHECK ? `; every backend health-checked: ${CHECK}` : ''}`,
   targets: TARGETS,
   results,
 });

@@ -19,7 +19,7 @@ const BENCHES: Record<string, { description: string; inKernel: boolean; file: st
     description: 'requests/s through the VIP vs direct, iptables DNAT, nginx L7 (UML kernel, wrk)',
     inKernel: true,
     file: 'bench/dataplane.ts',
-    debian: ['nginx-light', 'wrk'],
+    debian: ['nginx-light', 'wrk', 'hey'],
   },
   agent: {
     description:

@@ -73,7 +73,8 @@ export class HealthLane {
         `node ${nodeName}: backend ${backend} failed its health check (${t.detail}); no new connections from this node`,
       );
     } else if (t.to === 'up') {
-      logger.info(
+      // A new backend passing is the normal case (10,000 of them at a start): debug only.
+      logger[t.from === 'pending' ? 'debug' : 'info'](
         { service: t.target.service, backend, detail: t.detail, from: t.from },
         'backend passes its health check',
       );

@@ -10,7 +10,7 @@ import { describeError, errorCode } from '../errors.ts';
 import { backoffDelay, type Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { type AnnounceOptions, announcements, type Withheld } from './announcer.ts';
-import type { DataPlane, DataPlaneReport } from './data-plane.ts';
+import type { DataPlane, DataPlaneReport, ReadBack } from './data-plane.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { type Notice, NoticeBoard } from './notices.ts';
 
@@ -38,6 +38,8 @@ export interface DesiredSource {
 /** The health checks, as the pass drives them: what to probe, and the first probes to wait for. */
 export interface HealthTargets extends HealthView {
   setTargets(targets: readonly HealthTarget[]): void;
+  /** Holds new probes back until the returned function is called (the pass goes first). */
+  hold(): () => void;
   hasUnprobed(): boolean;
   firstProbes(timeoutMs: number): Promise<void>;
 }
@@ -85,6 +87,10 @@ export class Reconciler {
   private lastEnd = Number.NEGATIVE_INFINITY;
   private failures = 0;
   private shuttingDown = false;
+  /** Releases the hold on new probes that the running pass has. */
+  private healthHold: (() => void) | undefined;
+  /** The last read-back made beside the passes, for the next full pass. */
+  private readBack: ReadBack | undefined;
   /** The first probes of the health checks were waited for (once, at the first pass). */
   private healthSettled = false;
   private stopped = false;
@@ -140,6 +146,21 @@ export class Reconciler {
       } catch {
         return;
       }
+      // The periodic read-back runs beside the passes; the full pass then only compares.
+      const t0 = this.o.clock.monotonic();
+      const release = this.o.health?.hold();
+      try {
+        this.readBack = await this.o.dataPlane.readBack();
+        this.o.metrics?.syncStageDuration.observe(
+          { stage: 'readback' },
+          (this.o.clock.monotonic() - t0) / 1000,
+        );
+      } catch (err) {
+        // The full pass reads for itself (and reports the failure as its own).
+        this.log.debug({ err: describeError(err) }, 'read-back beside the passes failed');
+      } finally {
+        release?.();
+      }
       this.trigger(true);
     }
   }
@@ -151,6 +172,7 @@ export class Reconciler {
     const full = this.pendingFull;
     this.pendingFull = false;
     this.passStartedAt = this.o.clock.monotonic();
+    this.healthHold = this.o.health?.hold();
     try {
       await this.pass(full);
     } catch (err) {
@@ -158,6 +180,8 @@ export class Reconciler {
       // nothing is withdrawn for it; the next (full) pass finds out.
       this.failed(err, 'pass');
     } finally {
+      this.healthHold?.();
+      this.healthHold = undefined;
       this.passStartedAt = undefined;
       this.lastEnd = this.o.clock.monotonic();
     }
@@ -188,7 +212,10 @@ export class Reconciler {
         // A backend not probed yet is kept out (weight 0). The first pass waits for the first
         // probes instead: a restarted agent must not drain every checked backend meanwhile.
         if (!this.healthSettled && health.hasUnprobed()) {
+          // The probes this waits for must run: the pass's hold is lifted meanwhile.
+          this.healthHold?.();
           await health.firstProbes(this.o.healthFirstProbeMs ?? 5000);
+          this.healthHold = health.hold();
           desired = await source.desired(this.o.health);
           health.setTargets(desired.checks);
         }
@@ -213,7 +240,9 @@ export class Reconciler {
       }
     }
     const tWithdrawn = this.o.clock.monotonic();
-    const report = await dataPlane.apply(desired, full);
+    const readBack = full ? this.readBack : undefined;
+    if (full) this.readBack = undefined;
+    const report = await dataPlane.apply(desired, full, readBack);
     const tApplied = this.o.clock.monotonic();
     const { ads, withheld, kept } = announcements(
       desired,

@@ -172,6 +172,23 @@ describe('health checker', () => {
     assert.ok(t.calls.filter((c) => c.address === '10.0.0.2').length >= 5);
   });
 
+  test('while a pass holds them, no new probe starts; they resume when it ends', async () => {
+    const t = rig();
+    const release = t.checker.hold();
+    const second = t.checker.hold();
+    t.checker.setTargets([target('10.0.0.1'), target('10.0.0.2')]);
+    await flush();
+    assert.equal(t.calls.length, 0);
+    release();
+    release();
+    await flush();
+    assert.equal(t.calls.length, 0, 'another holder remains');
+    second();
+    await flush();
+    assert.equal(t.calls.length, 2);
+    t.checker.close();
+  });
+
   test('firstProbes gives up after its timeout (a probe that hangs does not hold the first pass)', async () => {
     const t = rig();
     t.gate(true);

@@ -69,6 +69,10 @@ export class HealthChecker implements HealthView {
   private readonly entries = new Map<string, Entry>();
   private readonly versions = new Map<string, number>();
   private inFlight = 0;
+  /** Holders (a sync pass, a read-back) during which no new probe starts. */
+  private holds = 0;
+  private unheld: Promise<void> = Promise.resolve();
+  private release_: () => void = () => {};
   private readonly waiting: (() => void)[] = [];
   private closed = false;
 
@@ -160,6 +164,7 @@ export class HealthChecker implements HealthView {
 
   close(): void {
     this.closed = true;
+    this.release_();
     for (const e of this.entries.values()) e.stop.abort();
     this.entries.clear();
     for (const w of this.waiting.splice(0)) w();
@@ -245,7 +250,31 @@ export class HealthChecker implements HealthView {
     this.o.onTransition?.({ target: e.target, from, to, detail: result.detail });
   }
 
-  private acquire(): Promise<void> {
+  /**
+   * Holds new probes back until the returned function is called: the sync pass and the
+   * read-back run first. In UML, 1,000 backends probed every second took the agent's whole
+   * CPU and made a 100-service read-back 100x slower; a probe that waits is only late.
+   */
+  hold(): () => void {
+    if (this.holds++ === 0) {
+      this.unheld = new Promise((resolve) => {
+        this.release_ = resolve;
+      });
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--this.holds === 0) this.release_();
+    };
+  }
+
+  private async acquire(): Promise<void> {
+    while (this.holds > 0 && !this.closed) await this.unheld;
+    return this.take();
+  }
+
+  private take(): Promise<void> {
     if (this.inFlight < (this.o.concurrency ?? 64) || this.closed) {
       this.inFlight++;
       return Promise.resolve();

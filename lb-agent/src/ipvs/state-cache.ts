@@ -10,9 +10,18 @@ export class IpvsStateCache {
   /** When the cache last matched a full read-back (ms, from the caller's clock). */
   verifiedAt = Number.NEGATIVE_INFINITY;
 
-  /** Replaces everything with a fresh read-back. */
-  reset(table: readonly ServiceState[], now: number): void {
-    this.services = new Map(table.map((s) => [serviceId(s.service.key), s]));
+  /**
+   * Replaces everything with a fresh read-back, except the services in `keep`: those were
+   * written (or read) while the read-back ran, so what this cache has for them is newer.
+   */
+  reset(table: readonly ServiceState[], now: number, keep: ReadonlySet<string> = new Set()): void {
+    const fresh = new Map(table.map((s) => [serviceId(s.service.key), s]));
+    for (const id of keep) {
+      const mine = this.services.get(id);
+      if (mine) fresh.set(id, mine);
+      else fresh.delete(id);
+    }
+    this.services = fresh;
     this.verifiedAt = now;
   }
 
