@@ -350,11 +350,12 @@ rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true });
 // The agent's VIPs and SNAT need nothing else here; its logs go to files under `dir`.
 sh('ip link set lo up');
+let listener: ChildProcess | undefined;
 if (CHECK) {
   // Every endpoint address (and every moved one) is local, and one listener answers on the
   // endpoints' port: each probe is a real connection, as cheap as it can be.
   sh('ip route add local 172.16.0.0/12 dev lo && ip route add local 192.168.0.0/16 dev lo');
-  start('listener', [
+  listener = start('listener', [
     '-e',
     "require('node:net').createServer((s) => s.on('error', () => {})).listen(8080, '0.0.0.0', () => console.log('listening'))",
   ]);
@@ -389,3 +390,5 @@ writeResults(CHECK ? 'agent-health-checks' : 'agent', {
   targets: TARGETS,
   results,
 });
+// The listener would keep this process (and the guest) running.
+listener?.kill();

@@ -15,6 +15,7 @@ Commands:
   agent                run lb-agent (--config FILE)
   status               what the agent on this node does (services, backends, VIPs, BGP)
   cleanup              remove what portlb created on this node (after an uninstall)
+  config check FILE    validate an agent configuration (or, with --services, a services file)
   ipvs list            list the kernel's IPVS services
   ipvs apply FILE      make IPVS match a declarative services file
 
@@ -39,6 +40,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./cli/status-command.ts')).statusCommand(rest);
     case 'cleanup':
       return (await import('./cli/cleanup-command.ts')).cleanupCommand(rest);
+    case 'config':
+      return (await import('./cli/config-command.ts')).configCommand(rest);
     default:
       throw new UsageError(`unknown command '${command}' (see portlb --help)`);
   }

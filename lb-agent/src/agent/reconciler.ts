@@ -148,7 +148,6 @@ export class Reconciler {
       }
       // The periodic read-back runs beside the passes; the full pass then only compares.
       const t0 = this.o.clock.monotonic();
-      const release = this.o.health?.hold();
       try {
         this.readBack = await this.o.dataPlane.readBack();
         this.o.metrics?.syncStageDuration.observe(
@@ -158,8 +157,6 @@ export class Reconciler {
       } catch (err) {
         // The full pass reads for itself (and reports the failure as its own).
         this.log.debug({ err: describeError(err) }, 'read-back beside the passes failed');
-      } finally {
-        release?.();
       }
       this.trigger(true);
     }

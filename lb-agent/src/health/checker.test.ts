@@ -189,6 +189,28 @@ describe('health checker', () => {
     t.checker.close();
   });
 
+  test("a new backend's first probe goes ahead of the routine probes waiting their turn", async () => {
+    const t = rig({ concurrency: 1 });
+    t.checker.setTargets([target('10.0.0.1'), target('10.0.0.2'), target('10.0.0.3')]);
+    await flush();
+    await t.checker.firstProbes(1000);
+    t.gate(true);
+    // The routine probes come due (random 0.5: all at 500 ms): one runs, two wait.
+    await t.clock.advance(500);
+    await flush();
+    const before = t.calls.length;
+    t.checker.setTargets([target('10.0.0.1'), target('10.0.0.2'), target('10.0.0.3'), target('10.0.0.4')]);
+    await flush();
+    for (let i = 0; i < 4; i++) {
+      for (const g of t.gates.splice(0)) g();
+      await flush();
+    }
+    const order = t.calls.slice(before).map((c) => c.address);
+    assert.equal(order[0], '10.0.0.4', `order: ${order.join(' ')}`);
+    t.gate(false);
+    t.checker.close();
+  });
+
   test('firstProbes gives up after its timeout (a probe that hangs does not hold the first pass)', async () => {
     const t = rig();
     t.gate(true);
