@@ -155,8 +155,9 @@ export class Reconciler {
           (this.o.clock.monotonic() - t0) / 1000,
         );
       } catch (err) {
-        // The full pass reads for itself (and reports the failure as its own).
-        this.log.debug({ err: describeError(err) }, 'read-back beside the passes failed');
+        // Unknown, not empty: nothing changes for it, and the full pass reads for itself.
+        this.o.metrics?.errors.inc({ code: errorCode(err), step: 'read' });
+        this.log.warn({ err: describeError(err) }, 'the kernel could not be read back; the full pass reads again');
       }
       this.trigger(true);
     }
