@@ -157,7 +157,10 @@ export class Reconciler {
       } catch (err) {
         // Unknown, not empty: nothing changes for it, and the full pass reads for itself.
         this.o.metrics?.errors.inc({ code: errorCode(err), step: 'read' });
-        this.log.warn({ err: describeError(err) }, 'the kernel could not be read back; the full pass reads again');
+        this.log.warn(
+          { err: describeError(err) },
+          'the kernel could not be read back; the full pass reads again',
+        );
       }
       this.trigger(true);
     }
