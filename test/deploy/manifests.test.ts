@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
+import { evaluate } from '@marcbachmann/cel-js';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { parseAgentConfig } from '../../lb-agent/src/config/agent-config.ts';
 import { runTool } from '../../scripts/k8s-tools.ts';
@@ -66,6 +67,14 @@ function assertAgentConfigValid(objects: Obj[], what: string): void {
     );
   }
 }
+
+const CLUSTER_SCOPED = [
+  'ClusterRole',
+  'ClusterRoleBinding',
+  'CustomResourceDefinition',
+  'ValidatingAdmissionPolicy',
+  'ValidatingAdmissionPolicyBinding',
+];
 
 describe('the Helm chart', () => {
   test('helm lint --strict passes for the default and every representative set of values', () => {
@@ -131,6 +140,55 @@ describe('the Helm chart', () => {
     assert.ok(!mounts('bgp-speaker').some((m) => m.startsWith('peer-secret')));
   });
 
+  test('PortlbNodeStatus: a service account writes only the object of its pod’s node (the admission policy’s CEL, evaluated)', () => {
+    const objects = helmTemplate();
+    const policy = find(objects, 'ValidatingAdmissionPolicy')[0]!;
+    const binding = find(objects, 'ValidatingAdmissionPolicyBinding')[0]!;
+    assert.equal(binding.spec.policyName, policy.metadata.name);
+    assert.deepEqual(binding.spec.validationActions, ['Deny']);
+    assert.equal(policy.spec.failurePolicy, 'Fail');
+    const rule = policy.spec.matchConstraints.resourceRules[0];
+    assert.deepEqual([rule.apiGroups, rule.resources], [['portlb.io'], ['portlbnodestatuses']]);
+    assert.ok(!rule.operations.includes('DELETE'), 'the garbage collector deletes an object with its Node');
+    /** The policy's verdict on a request, as the API server computes it: allowed, or its message. */
+    const admit = (o: { user: string; node?: string; name: string; operation?: string }): string => {
+      const request = {
+        operation: o.operation ?? 'UPDATE',
+        userInfo: {
+          username: o.user,
+          ...(o.node ? { extra: { 'authentication.kubernetes.io/node-name': [o.node] } } : {}),
+        },
+      };
+      const ctx: Obj = { request, object: { metadata: { name: o.name } } };
+      if (!policy.spec.matchConditions.every((c: Obj) => evaluate(c.expression, ctx) === true))
+        return 'allowed';
+      ctx.variables = Object.fromEntries(
+        policy.spec.variables.map((v: Obj) => [v.name, evaluate(v.expression, ctx)]),
+      );
+      for (const v of policy.spec.validations)
+        if (evaluate(v.expression, ctx) !== true) return String(evaluate(v.messageExpression, ctx));
+      return 'allowed';
+    };
+    const agent = 'system:serviceaccount:portlb-system:portlb';
+    assert.equal(admit({ user: agent, node: 'edge-1', name: 'edge-1' }), 'allowed');
+    assert.equal(admit({ user: agent, node: 'edge-1', name: 'edge-1', operation: 'CREATE' }), 'allowed');
+    assert.match(
+      admit({ user: agent, node: 'edge-1', name: 'edge-2' }),
+      /only the PortlbNodeStatus of the node its pod runs on \(edge-1\)/,
+    );
+    assert.match(admit({ user: agent, name: 'edge-1' }), /its token names no node/);
+    // Another namespace (a kustomize overlay, another release): held the same.
+    assert.match(
+      admit({ user: 'system:serviceaccount:lb-system:portlb', node: 'edge-1', name: 'edge-2' }),
+      /edge-1/,
+    );
+    assert.equal(admit({ user: 'alice@example.com', name: 'edge-2' }), 'allowed', 'people: RBAC decides');
+    assert.ok(
+      !find(helmTemplate(['--set', 'nodeStatus.admissionPolicy=false']), 'ValidatingAdmissionPolicy').length,
+      'can be left out where tokens carry no node name',
+    );
+  });
+
   test('monitoring: the alert rules and the Grafana dashboard are rendered as shipped (their queries are checked in metrics.test.ts)', () => {
     const objects = helmTemplate(['-f', path.join(fixtures, 'monitoring-values.yaml')]);
     const files = path.join(CHART, 'files');
@@ -172,7 +230,7 @@ describe('plain manifests and kustomize', () => {
     const ns = 'lb-system';
     for (const o of objects) {
       if (o.kind === 'Namespace') assert.equal(o.metadata.name, ns);
-      else if (!['ClusterRole', 'ClusterRoleBinding'].includes(o.kind))
+      else if (!CLUSTER_SCOPED.includes(o.kind))
         assert.equal(o.metadata.namespace, ns, `${o.kind} ${o.metadata.name}`);
       for (const s of o.subjects ?? []) assert.equal(s.namespace, ns, `${o.kind} ${o.metadata.name} subject`);
     }
@@ -197,6 +255,10 @@ describe('plain manifests and kustomize', () => {
         .map((o) => {
           const c = structuredClone(o);
           if (c.kind === 'ConfigMap') c.data['config.yaml'] = parseYaml(c.data['config.yaml']);
+          // Kustomize's own list of cluster-scoped kinds lacks the admission policies: it gives
+          // them the overlay's namespace, which the API server drops on create (as for any
+          // cluster-scoped object).
+          if (CLUSTER_SCOPED.includes(c.kind)) delete c.metadata.namespace;
           return c;
         })
         .sort((a, b) => `${a.kind}/${a.metadata.name}`.localeCompare(`${b.kind}/${b.metadata.name}`));

@@ -24,6 +24,8 @@ interface ResourceType {
   kind: string;
   namespaced: boolean;
   hasStatus: boolean;
+  /** A custom resource: an update must name a resourceVersion (422 otherwise), as for every CRD. */
+  custom?: boolean;
 }
 
 export const RESOURCES: Record<string, ResourceType> = {
@@ -53,6 +55,15 @@ export const RESOURCES: Record<string, ResourceType> = {
     hasStatus: false,
   },
   events: { group: '', version: 'v1', plural: 'events', kind: 'Event', namespaced: true, hasStatus: false },
+  portlbnodestatuses: {
+    group: 'portlb.io',
+    version: 'v1alpha1',
+    plural: 'portlbnodestatuses',
+    kind: 'PortlbNodeStatus',
+    namespaced: false,
+    hasStatus: false,
+    custom: true,
+  },
 };
 
 const apiVersion = (r: ResourceType) => (r.group ? `${r.group}/${r.version}` : r.version);
@@ -326,6 +337,12 @@ current-context: fake
     const cur = table.get(k);
     if (!cur) throw new HttpError(404, 'NotFound', `${resource} "${obj.metadata?.name}" not found`);
     const want = obj.metadata?.resourceVersion;
+    if (!want && r.custom)
+      throw new HttpError(
+        422,
+        'Invalid',
+        `${r.kind}.${r.group} "${cur.metadata.name}" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update`,
+      );
     if (want && want !== cur.metadata.resourceVersion) {
       throw new HttpError(
         409,
@@ -361,8 +378,8 @@ current-context: fake
     const cur = this.get(resource, namespace, name);
     if (!cur) throw new Error(`${resource} ${namespace}/${name} not found`);
     fn(cur);
-    delete cur.metadata.resourceVersion;
     const r = RESOURCES[resource]!;
+    if (!r.custom) delete cur.metadata.resourceVersion;
     if (r.hasStatus) this.update(resource, { ...cur }, { subresource: 'status' });
     return this.update(resource, cur);
   }
@@ -375,6 +392,12 @@ current-context: fake
     table.delete(k);
     const gone = { ...cur, metadata: { ...cur.metadata, resourceVersion: String(++this.rv) } };
     this.record(resource, 'DELETED', gone);
+    // The garbage collector (kube-controller-manager's, a moment later; here at once):
+    // dependents whose owner reference names the deleted object go too.
+    for (const [dependent, objects] of this.store)
+      for (const o of [...objects.values()])
+        if ((o.metadata?.ownerReferences ?? []).some((ref: Obj) => ref.uid === cur.metadata.uid))
+          this.remove(dependent, o.metadata.namespace, o.metadata.name);
   }
 
   /** Forgets the watch history: any watch from an older resourceVersion gets 410 Gone. */
@@ -472,6 +495,56 @@ current-context: fake
     );
   }
 
+  /**
+   * Discovery, the unaggregated kind (what kubectl falls back to): versions, groups and each
+   * group version's resources, so that a real kubectl can be pointed at this server.
+   */
+  private discovery(res: ServerResponse, p: string): boolean {
+    const types = Object.values(RESOURCES);
+    const groups = [...new Set(types.filter((t) => t.group).map((t) => `${t.group}/${t.version}`))];
+    if (p === '/version') {
+      this.json(res, 200, { major: '1', minor: '33', gitVersion: 'v1.33.0-fake', platform: 'linux/amd64' });
+      return true;
+    }
+    if (p === '/api') {
+      this.json(res, 200, {
+        kind: 'APIVersions',
+        versions: ['v1'],
+        serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1' }],
+      });
+      return true;
+    }
+    if (p === '/apis') {
+      this.json(res, 200, {
+        kind: 'APIGroupList',
+        apiVersion: 'v1',
+        groups: groups.map((gv) => {
+          const [name, version] = gv.split('/');
+          const v = { groupVersion: gv, version };
+          return { name, versions: [v], preferredVersion: v };
+        }),
+      });
+      return true;
+    }
+    const gv = p === '/api/v1' ? 'v1' : p.startsWith('/apis/') ? p.slice('/apis/'.length) : undefined;
+    if (!gv || (gv !== 'v1' && !groups.includes(gv))) return false;
+    this.json(res, 200, {
+      kind: 'APIResourceList',
+      apiVersion: 'v1',
+      groupVersion: gv,
+      resources: types
+        .filter((t) => apiVersion(t) === gv)
+        .map((t) => ({
+          name: t.plural,
+          singularName: t.kind.toLowerCase(),
+          namespaced: t.namespaced,
+          kind: t.kind,
+          verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'],
+        })),
+    });
+    return true;
+  }
+
   private json(res: ServerResponse, code: number, body: unknown): void {
     res.writeHead(code, { 'content-type': 'application/json' });
     res.end(JSON.stringify(body));
@@ -497,7 +570,9 @@ current-context: fake
   ): { resource: string; namespace?: string; name?: string; subresource?: string } | undefined {
     const m =
       /^\/api\/v1(?:\/namespaces\/([^/]+))?\/([a-z]+)(?:\/([^/]+))?(?:\/(status))?$/.exec(path) ??
-      /^\/apis\/[^/]+\/v1(?:\/namespaces\/([^/]+))?\/([a-z]+)(?:\/([^/]+))?(?:\/(status))?$/.exec(path);
+      /^\/apis\/[^/]+\/v1[a-z0-9]*(?:\/namespaces\/([^/]+))?\/([a-z]+)(?:\/([^/]+))?(?:\/(status))?$/.exec(
+        path,
+      );
     if (!m || !RESOURCES[m[2]!]) return undefined;
     return { resource: m[2]!, namespace: m[1], name: m[3], subresource: m[4] };
   }
@@ -523,6 +598,7 @@ current-context: fake
       res.on('close', () => this.hung.delete(res));
       return;
     }
+    if (req.method === 'GET' && this.discovery(res, url.pathname)) return;
     const r = this.route(url.pathname);
     if (!r) return this.status(res, 404, 'NotFound', `no route for ${url.pathname}`);
     const type = RESOURCES[r.resource]!;

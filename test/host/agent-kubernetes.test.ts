@@ -12,12 +12,12 @@ import { KubernetesSource } from '../../lb-agent/src/agent/kubernetes-source.ts'
 import { FakeNetfilter } from '../../lb-agent/src/agent/netfilter.ts';
 import { FakeAddressManager } from '../../lb-agent/src/agent/vips.ts';
 import { FakeBgpSpeaker } from '../../lb-agent/src/bgp/fake-speaker.ts';
-import { parseAgentConfig } from '../../lb-agent/src/config/agent-config.ts';
 import { FakeIpvsClient } from '../../lb-agent/src/ipvs/fake-client.ts';
 import { FaultyIpvsClient, MemoryFaults } from '../../lb-agent/src/ipvs/faulty-client.ts';
 import { systemClock } from '../../lb-agent/src/util/clock.ts';
 import { silentLogger } from '../../lb-agent/src/util/log.ts';
 import { FakeKubeApi } from '../harness/fake-kube-api.ts';
+import { kubernetesTestConfig } from '../harness/kubernetes-agent.ts';
 import { waitFor } from '../harness/netns.ts';
 
 describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', () => {
@@ -59,23 +59,7 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
       metadata: { name: 'edge-1' },
       status: { conditions: [{ type: 'Ready', status: 'True' }] },
     });
-    const config = parseAgentConfig(
-      {
-        pools: [{ name: 'default', addresses: ['203.0.113.0/28'] }],
-        bgp: {
-          asn: 65001,
-          routerId: '192.0.2.11',
-          peers: [{ address: '192.0.2.1', asn: 65000 }],
-          gracefulShutdownSeconds: 0,
-        },
-        http: { listen: '127.0.0.1:0' },
-        sync: { minIntervalMs: 50, resyncSeconds: 30 },
-        kubernetes: {
-          leaderElection: { leaseDurationSeconds: 3, renewDeadlineSeconds: 2, retryPeriodSeconds: 1 },
-        },
-      },
-      'test',
-    );
+    const config = kubernetesTestConfig();
     const source = new KubernetesSource({
       config,
       nodeName: 'edge-1',

@@ -17,6 +17,7 @@ import { type ServiceState, serviceId } from '../ipvs/types.ts';
 import { ipFamily } from '../net/ip.ts';
 import { type Clock, systemClock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
+import { VERSION } from '../version.ts';
 import { BfdLane } from './bfd-lane.ts';
 import { VanishDetector } from './coexistence.ts';
 import { Conditions } from './conditions.ts';
@@ -28,7 +29,7 @@ import { detectNetfilter, type NetfilterManager } from './netfilter.ts';
 import { NetfilterRepair } from './netfilter-repair.ts';
 import { type DesiredSource, Reconciler } from './reconciler.ts';
 import { StandaloneSource } from './sources.ts';
-import { buildStatus, ownersById } from './status.ts';
+import { buildStatus, nodeReport, ownersById } from './status.ts';
 import { type AddressManager, LinkAddressManager } from './vips.ts';
 
 export interface AgentDeps {
@@ -259,6 +260,21 @@ export class Agent {
       metrics: this.metrics,
     }).start();
     if (cfg.bfd && cfg.bgp) this.startBfd();
+    this.source.publishNodeStatus?.(async () =>
+      nodeReport({
+        node: this.o.nodeName,
+        identity: this.o.identity,
+        version: VERSION,
+        leader: this.source.isLeader?.() ?? false,
+        ready: this.readiness(),
+        last: this.reconciler.last,
+        bgp: this.speaker
+          ? { connected: this.speaker.connected(), peers: await this.refreshPeerMetrics() }
+          : null,
+        bfd: this.bfd?.status() ?? null,
+        health: this.health.checker.summary(),
+      }),
+    );
   }
 
   private startBfd(): void {
@@ -426,6 +442,8 @@ export class Agent {
    */
   async shutdown(options: { graceful: boolean }): Promise<void> {
     const wait = (this.config.bgp?.gracefulShutdownSeconds ?? 0) * 1000;
+    // Gone from the cluster view when leaving on purpose; stale (then gone with the Node) otherwise.
+    await this.source?.closeNodeStatus?.({ remove: options.graceful });
     if (options.graceful && this.speaker && this.reconciler) {
       this.log.info({ waitMs: wait }, 'graceful shutdown: announcing GRACEFUL_SHUTDOWN');
       await this.reconciler

@@ -8,26 +8,14 @@ import { ep, intent } from '../core/fixtures.ts';
 import { FakeIpvsClient } from '../ipvs/fake-client.ts';
 import { ManualClock } from '../util/clock.ts';
 import { VanishDetector } from './coexistence.ts';
-import { DataPlane } from './data-plane.ts';
-import { FakeNetfilter } from './netfilter.ts';
-import { FakeAddressManager } from './vips.ts';
+import { fakeDataPlane, testOwns as owns } from './fixtures.ts';
 
-const owns = (a: string) => a.startsWith('203.0.113.');
 const web = intent('default/web', '203.0.113.10', [ep('10.0.0.1')]);
 
 test('a service deleted behind the agent: found missing at the read-back, and put back', async () => {
   const ipvs = new FakeIpvsClient();
   const clock = new ManualClock();
-  const dp = new DataPlane({
-    ipvs,
-    addresses: new FakeAddressManager(),
-    netfilter: new FakeNetfilter(),
-    vipFilter: true,
-    snat: true,
-    owns,
-    drainTimeoutMs: 0,
-    clock,
-  });
+  const dp = fakeDataPlane({ ipvs, drainTimeoutMs: 0, clock });
   const desired = computeDesired({ services: [web] }, { name: 'n', excluded: false, ready: true }, { owns });
   assert.deepEqual((await dp.apply(desired, true)).vanished, []);
   const [svc] = await ipvs.getTable();

@@ -5,12 +5,8 @@ import { ep, intent } from '../core/fixtures.ts';
 import type { ServiceIntent } from '../core/types.ts';
 import { FakeIpvsClient } from '../ipvs/fake-client.ts';
 import { serviceId } from '../ipvs/types.ts';
-import { ManualClock } from '../util/clock.ts';
-import { DataPlane } from './data-plane.ts';
-import { FakeNetfilter } from './netfilter.ts';
-import { FakeAddressManager } from './vips.ts';
+import { fakeDataPlane, testOwns as owns } from './fixtures.ts';
 
-const owns = (a: string) => a.startsWith('203.0.113.');
 const desired = (intents: ServiceIntent[]) =>
   computeDesired({ services: intents }, { name: 'n1', excluded: false, ready: true }, { owns });
 const id = (vip: string) =>
@@ -18,16 +14,7 @@ const id = (vip: string) =>
 
 test('a read-back made beside the passes: services written meanwhile keep what the cache knows; an external deletion is still found', async () => {
   const ipvs = new FakeIpvsClient();
-  const dp = new DataPlane({
-    ipvs,
-    addresses: new FakeAddressManager(),
-    netfilter: new FakeNetfilter(),
-    vipFilter: true,
-    snat: true,
-    owns,
-    drainTimeoutMs: 30_000,
-    clock: new ManualClock(),
-  });
+  const dp = fakeDataPlane({ ipvs });
   const s1 = intent('a/one', '203.0.113.1', [ep('10.0.0.1')]);
   const s2 = intent('a/two', '203.0.113.2', [ep('10.0.0.2')]);
   await dp.apply(desired([s1, s2]), true);

@@ -5,6 +5,7 @@ import type { HealthView } from '../core/types.ts';
 import { KubeClient } from '../k8s/client.ts';
 import { type KubeConnection, resolveConnection } from '../k8s/connection.ts';
 import { KubernetesController } from '../k8s/controller.ts';
+import { NodeStatusPublisher, type NodeStatusReport } from '../k8s/node-status.ts';
 import type { Clock } from '../util/clock.ts';
 import type { Logger } from '../util/log.ts';
 import type { Conditions } from './conditions.ts';
@@ -30,6 +31,7 @@ export class KubernetesSource implements DesiredSource {
   private readonly o: KubernetesSourceOptions;
   private controller: KubernetesController | undefined;
   private client: KubeClient | undefined;
+  private nodeStatus: NodeStatusPublisher | undefined;
 
   constructor(o: KubernetesSourceOptions) {
     this.o = o;
@@ -70,7 +72,35 @@ export class KubernetesSource implements DesiredSource {
     this.controller.start();
   }
 
+  /** Publishes this node's PortlbNodeStatus from `collect` (unless kubernetes.nodeStatus.enabled is false). */
+  publishNodeStatus(collect: () => Promise<NodeStatusReport>): void {
+    const cfg = this.o.config.kubernetes.nodeStatus;
+    const controller = this.controller;
+    if (!cfg.enabled || !this.client || !controller || this.nodeStatus) return;
+    const node = this.o.nodeName;
+    this.nodeStatus = new NodeStatusPublisher({
+      client: this.client,
+      lane: controller.lane,
+      node,
+      nodeUid: () => controller.nodes.get(node)?.uid,
+      collect,
+      clock: this.o.clock,
+      intervalMs: cfg.intervalSeconds * 1000,
+      refreshMs: cfg.refreshSeconds * 1000,
+      logger: this.o.logger,
+      onWrite: (ok) => this.o.metrics?.nodeStatusWrites.inc({ result: ok ? 'ok' : 'error' }),
+    }).start();
+  }
+
+  /** Stops publishing; `remove` deletes the object (a graceful shutdown: the node announces nothing). */
+  async closeNodeStatus(o: { remove: boolean }): Promise<void> {
+    const publisher = this.nodeStatus;
+    if (!publisher) return;
+    await publisher.close(o);
+  }
+
   async stop(): Promise<void> {
+    await this.closeNodeStatus({ remove: false });
     await this.controller?.stop();
     this.client?.close();
   }

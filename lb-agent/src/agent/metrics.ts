@@ -205,6 +205,12 @@ export class AgentMetrics {
     labelNames: ['to'],
     registers: [this.registry],
   });
+  readonly nodeStatusWrites = new Counter({
+    name: 'portlb_node_status_writes_total',
+    help: "Writes of this node's PortlbNodeStatus object, by result (ok, error)",
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
   readonly backendsHealthy = new Gauge({
     name: 'portlb_backends_healthy',
     help: 'Health-checked backends of a Service that pass their check from this node',

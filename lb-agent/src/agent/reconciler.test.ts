@@ -14,7 +14,8 @@ import { FakeIpvsClient } from '../ipvs/fake-client.ts';
 import { FaultyIpvsClient, MemoryFaults } from '../ipvs/faulty-client.ts';
 import { type AddressBlock, blockContains, parseAddressBlock } from '../net/pool.ts';
 import { ManualClock } from '../util/clock.ts';
-import { DataPlane, PASS_STAGES } from './data-plane.ts';
+import { PASS_STAGES } from './data-plane.ts';
+import { fakeDataPlane } from './fixtures.ts';
 import { FakeNetfilter } from './netfilter.ts';
 import { NetfilterRepair } from './netfilter-repair.ts';
 import { type DesiredSource, Reconciler } from './reconciler.ts';
@@ -57,14 +58,11 @@ async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[]; health?: HealthCheck
   const speaker = new FakeBgpSpeaker();
   await speaker.setGlobal({ asn: 65001, routerId: '192.0.2.1', listenPort: -1, listenAddresses: [] });
   const source = new TestSource();
-  const dataPlane = new DataPlane({
+  const dataPlane = fakeDataPlane({
     ipvs: new FaultyIpvsClient(ipvs, faults),
     addresses,
     netfilter,
-    vipFilter: true,
-    snat: true,
     owns,
-    drainTimeoutMs: 30_000,
     timeouts: { tcpFin: 15 },
     clock,
   });
@@ -254,12 +252,9 @@ describe('reconciler + data plane (fakes)', () => {
     await first.r.idle();
     // A new agent on the same kernel and addresses.
     const clock = new ManualClock();
-    const dp = new DataPlane({
+    const dp = fakeDataPlane({
       ipvs: first.ipvs,
       addresses: first.addresses,
-      netfilter: new FakeNetfilter(),
-      vipFilter: true,
-      snat: true,
       owns,
       drainTimeoutMs: 1,
       clock,

@@ -7,6 +7,7 @@ import type { Advertisement, BgpSpeaker } from '../bgp/types.ts';
 import type { DesiredState } from '../core/desired.ts';
 import type { HealthTarget, HealthView } from '../core/types.ts';
 import { describeError, errorCode } from '../errors.ts';
+import type { NodeStatusReport } from '../k8s/node-status.ts';
 import { backoffDelay, type Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { type AnnounceOptions, announcements, type Withheld } from './announcer.ts';
@@ -33,6 +34,9 @@ export interface DesiredSource {
   isLeader?(): boolean;
   /** An Event on a Service (Kubernetes): a health check's verdict. */
   serviceEvent?(service: string, type: 'Normal' | 'Warning', reason: string, message: string): void;
+  /** Publishes what this node does for the cluster view (Kubernetes: its PortlbNodeStatus). */
+  publishNodeStatus?(collect: () => Promise<NodeStatusReport>): void;
+  closeNodeStatus?(o: { remove: boolean }): Promise<void>;
 }
 
 /** The health checks, as the pass drives them: what to probe, and the first probes to wait for. */
@@ -40,7 +44,7 @@ export interface HealthTargets extends HealthView {
   setTargets(targets: readonly HealthTarget[]): void;
   /** Holds new probes back until the returned function is called (the pass goes first). */
   hold(): () => void;
-  hasUnprobed(): boolean;
+  hasPending(): boolean;
   firstProbes(timeoutMs: number): Promise<void>;
 }
 
@@ -212,7 +216,7 @@ export class Reconciler {
         health.setTargets(desired.checks);
         // A backend not probed yet is kept out (weight 0). The first pass waits for the first
         // probes instead: a restarted agent must not drain every checked backend meanwhile.
-        if (!this.healthSettled && health.hasUnprobed()) {
+        if (!this.healthSettled && health.hasPending()) {
           // The probes this waits for must run: the pass's hold is lifted meanwhile.
           this.healthHold?.();
           await health.firstProbes(this.o.healthFirstProbeMs ?? 5000);

@@ -5,6 +5,7 @@ import type { PeerStatus } from '../bgp/types.ts';
 import type { ServiceHealth } from '../health/checker.ts';
 import type { ServiceState } from '../ipvs/types.ts';
 import { destinationId, serviceId } from '../ipvs/types.ts';
+import type { NodeStatusReport } from '../k8s/node-status.ts';
 import { type Clock, wallTimeOf } from '../util/clock.ts';
 import { vipPrefix } from './announcer.ts';
 import type { BfdStatus } from './bfd-lane.ts';
@@ -106,5 +107,67 @@ export function buildStatus(s: StatusInput): Record<string, unknown> {
         since: new Date(b.since).toISOString(),
       })),
     })),
+  };
+}
+
+export interface NodeReportInput {
+  node: string;
+  identity: string;
+  version: string;
+  leader: boolean;
+  ready: { ready: boolean; reasons: string[] };
+  last: PassResult | undefined;
+  bgp: { connected: boolean; peers: PeerStatus[] } | null;
+  bfd: BfdStatus | null;
+  health: ServiceHealth[];
+}
+
+/**
+ * What this node does for the cluster view (its PortlbNodeStatus), from the last pass
+ * alone: the weights it asked for, no kernel read (that costs seconds at scale; the node's
+ * own /status has the live counters).
+ */
+export function nodeReport(s: NodeReportInput): NodeStatusReport {
+  const last = s.last;
+  const announced = new Set((last?.ads ?? []).map((a) => a.prefix));
+  const bfd = new Map((s.bfd?.sessions ?? []).map((x) => [x.peer, x.state]));
+  const health = new Map<string, string>();
+  for (const h of s.health)
+    for (const b of h.backends) health.set(`${h.service}|${b.address}|${b.port}`, b.state);
+  return {
+    node: s.node,
+    identity: s.identity,
+    version: s.version,
+    ready: s.ready.ready,
+    reasons: s.ready.reasons,
+    leader: s.leader,
+    lastSync: last ? { at: new Date(last.at).toISOString(), ok: last.ok } : null,
+    speakerConnected: s.bgp ? s.bgp.connected : null,
+    peers: (s.bgp?.peers ?? []).map((p) => ({
+      address: p.address,
+      asn: p.asn,
+      state: p.state,
+      bfd: s.bfd ? (bfd.get(p.address) ?? null) : null,
+    })),
+    vips: (last?.desired.vips ?? []).map((v) => ({
+      address: v.address,
+      owners: v.owners,
+      announced: announced.has(vipPrefix(v.address, v.family)),
+      withheld: last?.withheld.find((w) => w.address === v.address)?.reason ?? null,
+    })),
+    services: (last?.desired.virtualServices ?? []).map((v) => {
+      const id = serviceId(v.spec.service.key);
+      return {
+        id,
+        vip: v.vip,
+        owner: v.owner,
+        state: last?.report.services.get(id)?.outcome ?? 'unknown',
+        backends: v.spec.destinations.map((d) => ({
+          address: destinationId(d),
+          weight: d.weight,
+          health: health.get(`${v.owner}|${d.address}|${d.port}`) ?? null,
+        })),
+      };
+    }),
   };
 }

@@ -1,15 +1,38 @@
+import { readFileSync } from 'node:fs';
+import { describeError } from '../errors.ts';
+import { type Json, KubeApiError, KubeClient } from '../k8s/client.ts';
+import { resolveConnection } from '../k8s/connection.ts';
+import { NODE_STATUS_PATH } from '../k8s/node-status.ts';
 import { EXIT, helpText, parseCommand, UsageError } from './args.ts';
+import { clusterView, formatClusterView } from './cluster-status.ts';
 
 const spec = {
-  usage: 'portlb status [--url URL] [--json]',
+  usage:
+    'portlb status [--url URL] [--json]\n       portlb status --cluster [--kubeconfig FILE | --from FILE|-] [--stale-after SECONDS] [--json]',
   description:
     'Shows what the agent on this node does: its services and backends (weights, connections),\n' +
     'draining backends, VIPs (announced or why not), BGP peers, and the last sync. Reads the\n' +
-    "agent's /status endpoint.",
-  options: { url: { type: 'string' }, json: { type: 'boolean' } },
+    "agent's /status endpoint.\n\n" +
+    'With --cluster, every node at once, per VIP: the nodes that announce it, those that\n' +
+    'withhold it and why, the routers, the backends. Reads the PortlbNodeStatus objects the\n' +
+    'agents publish (from the API server, or from `kubectl get portlbnodestatuses -o json`\n' +
+    'with --from -; `kubectl portlb status` does that).',
+  options: {
+    url: { type: 'string' },
+    json: { type: 'boolean' },
+    cluster: { type: 'boolean' },
+    kubeconfig: { type: 'string' },
+    from: { type: 'string' },
+    'stale-after': { type: 'string' },
+  },
   optionHelp: [
     '--url URL            the agent (default http://$PORTLB_NODE_IP:9180, else http://127.0.0.1:9180)',
-    '--json               the raw status document',
+    '--json               the raw status document (with --cluster: the view as JSON)',
+    '--cluster            every node, from their PortlbNodeStatus objects',
+    '--kubeconfig FILE    with --cluster: the API server (default $KUBECONFIG, ~/.kube/config, or in-cluster)',
+    '--from FILE|-        with --cluster: read a List of the objects from a file or standard input instead',
+    '--stale-after S      with --cluster: an object not rewritten for S seconds is STALE (default 600: twice the\n' +
+      "                     agents' kubernetes.nodeStatus.refreshSeconds default)",
   ],
 } as const;
 
@@ -110,6 +133,21 @@ export async function statusCommand(argv: string[]): Promise<number> {
     return EXIT.OK;
   }
   if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}'`);
+  const v = args.values;
+  if (!v.cluster && (v.kubeconfig || v.from || v['stale-after']))
+    throw new UsageError('--kubeconfig, --from and --stale-after go with --cluster');
+  if (v.cluster) {
+    if (v.url) throw new UsageError('--url reads one agent; --cluster reads every node from the API server');
+    const staleS = Number(v['stale-after'] ?? 600);
+    if (!Number.isFinite(staleS) || staleS <= 0)
+      throw new UsageError(`--stale-after: must be a number of seconds above 0 (got ${v['stale-after']})`);
+    const items = await readNodeStatuses(v.from, v.kubeconfig);
+    if (!items) return EXIT.ENVIRONMENT;
+    const now = Date.now();
+    const view = clusterView(items, now, staleS * 1000);
+    console.log(v.json ? JSON.stringify(view, null, 2) : formatClusterView(view, now));
+    return EXIT.OK;
+  }
   const base = args.values.url ?? `http://${process.env.PORTLB_NODE_IP ?? '127.0.0.1'}:9180`;
   const url = `${base.replace(/\/$/, '')}/status`;
   let res: Response;
@@ -128,4 +166,53 @@ export async function statusCommand(argv: string[]): Promise<number> {
   const status = (await res.json()) as Status;
   console.log(args.values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
   return EXIT.OK;
+}
+
+/** The PortlbNodeStatus objects, from a file/stdin or the API server; undefined (said why) when they cannot be read. */
+async function readNodeStatuses(
+  from: string | undefined,
+  kubeconfig: string | undefined,
+): Promise<Json[] | undefined> {
+  if (from) {
+    let list: Json;
+    try {
+      list = JSON.parse(readFileSync(from === '-' ? 0 : from, 'utf8'));
+    } catch (err) {
+      throw new UsageError(
+        `--from ${from}: not a JSON List (${describeError(err)}); give the output of kubectl get portlbnodestatuses -o json`,
+      );
+    }
+    if (list?.kind === 'PortlbNodeStatus') return [list];
+    if (!Array.isArray(list?.items))
+      throw new UsageError(
+        `--from ${from}: no items: give the output of kubectl get portlbnodestatuses -o json`,
+      );
+    return list.items;
+  }
+  let client: KubeClient;
+  try {
+    client = new KubeClient(await resolveConnection(kubeconfig));
+  } catch (err) {
+    console.error(
+      `portlb: no API server (${describeError(err)}): give --kubeconfig, or pipe kubectl get portlbnodestatuses -o json into --from -`,
+    );
+    return undefined;
+  }
+  try {
+    const list: Json = await client.request('GET', NODE_STATUS_PATH, { signal: AbortSignal.timeout(30_000) });
+    return Array.isArray(list?.items) ? list.items : [];
+  } catch (err) {
+    const hint =
+      err instanceof KubeApiError && err.status === 404
+        ? ': the PortlbNodeStatus CRD is not installed (it comes with the chart)'
+        : err instanceof KubeApiError && err.status === 403
+          ? ': your user may not list portlbnodestatuses.portlb.io'
+          : '';
+    console.error(
+      `portlb: cannot list PortlbNodeStatus objects at ${client.server} (${describeError(err)})${hint}`,
+    );
+    return undefined;
+  } finally {
+    client.close();
+  }
 }

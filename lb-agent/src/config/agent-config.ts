@@ -102,6 +102,17 @@ const schema = z
           .strict()
           .prefault({}),
         kubeconfig: z.string().optional(),
+        /** This node's PortlbNodeStatus object (k8s/node-status.ts). */
+        nodeStatus: z
+          .object({
+            enabled: z.boolean().default(true),
+            /** At most one write per interval, and only when something changed. */
+            intervalSeconds: duration(1, 3600).default(10),
+            /** Rewritten unchanged this often, so a reader can tell a stale object. */
+            refreshSeconds: duration(10, 86400).default(300),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),

@@ -153,7 +153,7 @@ describe('health checker', () => {
     const t = rig();
     t.gate(true);
     t.checker.setTargets([target('10.0.0.1'), target('10.0.0.2')]);
-    assert.equal(t.checker.hasUnprobed(), true);
+    assert.equal(t.checker.hasPending(), true);
     let waited = false;
     const first = t.checker.firstProbes(5000).then(() => {
       waited = true;
@@ -162,7 +162,7 @@ describe('health checker', () => {
     assert.equal(waited, false);
     for (const g of t.gates.splice(0)) g();
     await first;
-    assert.equal(t.checker.hasUnprobed(), false);
+    assert.equal(t.checker.hasPending(), false);
     t.gate(false);
     t.checker.setTargets([target('10.0.0.2')]);
     assert.equal(t.checker.state('shop/web', '10.0.0.1', 8080), undefined);

@@ -132,7 +132,7 @@ export class HealthChecker implements HealthView {
   }
 
   /** Whether a backend is still pending (not yet found up or down). */
-  hasUnprobed(): boolean {
+  hasPending(): boolean {
     for (const e of this.entries.values()) if (e.state === 'pending') return true;
     return false;
   }

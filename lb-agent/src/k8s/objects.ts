@@ -52,6 +52,8 @@ export interface LeanEndpointSlice {
 
 export interface LeanNode {
   name: string;
+  /** For owner references (this node's PortlbNodeStatus). */
+  uid: string | undefined;
   resourceVersion: string | undefined;
   excluded: boolean;
   ready: boolean;
@@ -133,6 +135,7 @@ export function leanNode(raw: Json): LeanNode {
   const ready = arr(obj(raw?.status).conditions).find((c) => c?.type === 'Ready');
   return {
     name: str(m.name) ?? '',
+    uid: str(m.uid),
     resourceVersion: str(m.resourceVersion),
     excluded: Object.hasOwn(obj(m.labels), EXCLUDE_LABEL),
     ready: ready?.status === 'True',
