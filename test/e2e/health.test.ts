@@ -130,17 +130,11 @@ describe('e2e: active health checks under load (standalone mode)', () => {
   }
 
   test('a frozen backend (SIGSTOP) leaves within fall x interval; no new request fails after; back after rise', async () => {
-    const pids = lab.backendPids(2);
-    const signal = (s: 'SIGSTOP' | 'SIGCONT') => {
-      const at = Date.now();
-      for (const pid of pids) process.kill(pid, s);
-      return at;
-    };
     await outAndBack(
       2,
       'frozen be2',
-      () => signal('SIGSTOP'),
-      () => signal('SIGCONT'),
+      () => lab.signalBackend(2, 'SIGSTOP'),
+      () => lab.signalBackend(2, 'SIGCONT'),
     );
     const log = lab.net.log(lab.agent(1)!);
     assert.match(log, /"backend":"10\.0\.0\.22:80","detail":"timed out after 300 ms","msg":"backend failed/);

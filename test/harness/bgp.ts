@@ -79,6 +79,11 @@ export interface BirdOptions {
   bfd?: { intervalMs: number; multiplier: number };
   /** The daemon's niceness (a router gives BFD its CPU first; see Lab's `nice`). */
   nice?: number;
+  /**
+   * Real-time scheduling (SCHED_FIFO), as a router's control plane has its own CPU: see
+   * Lab's `nice` for why the lab's router needs it with BFD.
+   */
+  realtime?: boolean;
 }
 
 /**
@@ -145,7 +150,7 @@ export function startBird(
   options: BirdOptions,
   label = `bird-${ns}`,
 ): Promise<Bird> {
-  return startBirdWithConfig(lab, ns, birdConfig(options), label, options.nice);
+  return startBirdWithConfig(lab, ns, birdConfig(options), label, options.nice, options.realtime);
 }
 
 /** BIRD with a configuration of the test's own (other routing roles than the ECMP core). */
@@ -155,6 +160,7 @@ export async function startBirdWithConfig(
   config: string,
   label = `bird-${ns}`,
   nice = 0,
+  realtime = false,
 ): Promise<Bird> {
   const conf = path.join(lab.dir, `${label}.conf`);
   const socket = path.join(lab.dir, `${label}.ctl`);
@@ -164,7 +170,10 @@ export async function startBirdWithConfig(
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv6.fib_multipath_hash_policy=1']);
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.all.forwarding=1']);
-  const daemon = lab.spawn(ns, label, 'nice', ['-n', String(nice), 'bird', '-f', '-c', conf, '-s', socket]);
+  const bird = ['bird', '-f', '-c', conf, '-s', socket];
+  const daemon = realtime
+    ? lab.spawn(ns, label, 'chrt', ['--fifo', '10', ...bird])
+    : lab.spawn(ns, label, 'nice', ['-n', String(nice), ...bird]);
   await waitForDaemonFile(lab, daemon, socket, { timeoutMs: 10_000 });
   return { daemon, socket };
 }

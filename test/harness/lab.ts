@@ -281,7 +281,10 @@ export class Lab {
    * (every path gone for 1.8 s). With only the agents and BFD raised, a gobgpd left at 0
    * missed its 3 s hold time (every path gone once more). In a cluster the pod's CPU
    * request gives these their share (docs/bfd.md), and a router runs BFD and BGP before
-   * anything else; here nice does.
+   * anything else; here nice does. For the router's BIRD, nice was not enough: measured
+   * with a stall monitor at nice -20 seeing nothing, the router's BIRD still went 300 ms
+   * without reading its BFD socket (three packets of each replica queued, both sessions
+   * expired at once) while agents started; it runs SCHED_FIFO when the lab has BFD.
    */
   private get nice(): number {
     return this.o.bfd ? -10 : 0;
@@ -394,6 +397,7 @@ export class Lab {
       holdTime: 9,
       bfd: this.o.bfd,
       nice: this.nice,
+      realtime: !!this.o.bfd,
       neighbors: Array.from({ length: this.o.maxReplicas }, (_, k) => ({
         name: `lb${k + 1}`,
         address: lbAddress(k + 1),
@@ -433,9 +437,15 @@ export class Lab {
     return pids;
   }
 
-  /** Sends a signal to backend n's server (SIGSTOP freezes it, SIGKILL takes it away). */
-  signalBackend(n: number, signal: 'SIGSTOP' | 'SIGCONT' | 'SIGKILL'): void {
-    for (const pid of this.backendPids(n)) process.kill(pid, signal);
+  /**
+   * Sends a signal to backend n's server (SIGSTOP freezes it, SIGKILL takes it away);
+   * returns when the signals went (after finding the processes).
+   */
+  signalBackend(n: number, signal: 'SIGSTOP' | 'SIGCONT' | 'SIGKILL'): number {
+    const pids = this.backendPids(n);
+    const at = Date.now();
+    for (const pid of pids) process.kill(pid, signal);
+    return at;
   }
 
   /** Starts backend n's server again (after SIGKILL), and waits until it listens. */

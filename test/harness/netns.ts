@@ -290,3 +290,42 @@ export class NsShell {
     this.child.kill();
   }
 }
+
+/**
+ * Stalls of the machine itself: a process at the highest priority asks to wake every
+ * 20 ms and records each time it woke more than `thresholdMs` late. In a UML guest on a
+ * busy host the whole guest is descheduled now and then; every timer in it (BFD's
+ * 300 ms detection, a 3 s hold time) then fires late at once, which says nothing about
+ * the software under test. Stamps in RouteMonitor's clock and format.
+ */
+export class StallMonitor {
+  readonly stalls: { at: number; ms: number }[] = [];
+  private readonly child: ChildProcess;
+  private partial = '';
+
+  constructor(thresholdMs = 100) {
+    const script = `use Time::HiRes qw(time sleep); use POSIX qw(strftime); $|=1; my $p=time;
+      while (1) { sleep 0.02; my $t=time; my $late=($t-$p-0.02)*1000;
+        printf("%s.%03d %d\\n", strftime("%Y-%m-%dT%H:%M:%S", localtime($p)), ($p-int($p))*1000, $late) if $late > ${thresholdMs};
+        $p=$t; }`;
+    this.child = spawn('nice', ['-n', '-20', 'perl', '-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
+    this.child.stdout!.setEncoding('utf8');
+    this.child.stdout!.on('data', (d: string) => {
+      const lines = (this.partial + d).split('\n');
+      this.partial = lines.pop() ?? '';
+      for (const line of lines) {
+        const m = /^(\S+) (\d+)$/.exec(line);
+        if (m) this.stalls.push({ at: localStamp(m[1]!), ms: Number(m[2]) });
+      }
+    });
+  }
+
+  /** The stalls of at least `minMs` that ended within `windowMs` before `at` (or overlap it). */
+  before(at: number, minMs: number, windowMs: number): { at: number; ms: number }[] {
+    return this.stalls.filter((s) => s.ms >= minMs && s.at + s.ms >= at - windowMs && s.at <= at);
+  }
+
+  close(): void {
+    this.child.kill();
+  }
+}

@@ -19,9 +19,6 @@ export interface NetfilterRepairOptions {
 
 export class NetfilterRepair {
   private readonly stop = new AbortController();
-  /** Rewrites done and failed (for tests and status). */
-  readonly counts = { rewritten: 0, failed: 0 };
-
   private readonly o: NetfilterRepairOptions;
 
   constructor(options: NetfilterRepairOptions) {
@@ -48,7 +45,6 @@ export class NetfilterRepair {
       const t0 = clock.monotonic();
       try {
         if (await netfilter.repair()) {
-          this.counts.rewritten++;
           logger.debug(
             { durationMs: Math.round(clock.monotonic() - t0) },
             'netfilter rules rewritten (repair)',
@@ -56,7 +52,6 @@ export class NetfilterRepair {
         }
       } catch (err) {
         // The rules the pass applied stay what is wanted; the next repair or change tries again.
-        this.counts.failed++;
         this.o.metrics?.errors.inc({ code: errorCode(err), step: 'netfilter' });
         logger.warn({ err: describeError(err) }, 'netfilter repair failed; retried at the next interval');
       }
