@@ -189,6 +189,32 @@ describe('the Helm chart', () => {
     );
   });
 
+  test('PortlbAddressPool: the API server refuses what the schema and its CEL rules can see (evaluated); the agent checks the rest', () => {
+    const crd = find(helmTemplate(), 'CustomResourceDefinition').find(
+      (o) => o.metadata.name === 'portlbaddresspools.portlb.io',
+    )!;
+    const version = crd.spec.versions[0];
+    assert.deepEqual(version.subresources, { status: {} }, 'the agent writes only the status');
+    const schema = version.schema.openAPIV3Schema;
+    const addresses = schema.properties.spec.properties.addresses;
+    const pattern = new RegExp(addresses.items.pattern);
+    for (const ok of ['203.0.113.0/28', '203.0.113.10-203.0.113.20', '2001:db8::/64', '192.0.2.1'])
+      assert.ok(pattern.test(ok), ok);
+    for (const bad of ['public', '203.0.113.0/28,203.0.113.64/28', ' 203.0.113.1', ''])
+      assert.ok(!pattern.test(bad), bad);
+    const rule = (rules: Obj[], self: unknown) =>
+      rules.every((r) => evaluate(r.rule, { self }) === true) ? 'ok' : rules.map((r) => r.message).join('; ');
+    const name = (n: string) => rule(schema['x-kubernetes-validations'], { metadata: { name: n } });
+    assert.equal(name('public-v4'), 'ok');
+    assert.match(name('public.v4'), /DNS label/);
+    assert.match(name('a'.repeat(64)), /DNS label/);
+    assert.equal(rule(addresses['x-kubernetes-validations'], ['203.0.113.0/28', '198.51.100.0/28']), 'ok');
+    assert.match(
+      rule(addresses['x-kubernetes-validations'], ['203.0.113.0/28', '203.0.113.0/28']),
+      /listed twice/,
+    );
+  });
+
   test('monitoring: the alert rules and the Grafana dashboard are rendered as shipped (their queries are checked in metrics.test.ts)', () => {
     const objects = helmTemplate(['-f', path.join(fixtures, 'monitoring-values.yaml')]);
     const files = path.join(CHART, 'files');

@@ -55,6 +55,15 @@ export const RESOURCES: Record<string, ResourceType> = {
     hasStatus: false,
   },
   events: { group: '', version: 'v1', plural: 'events', kind: 'Event', namespaced: true, hasStatus: false },
+  portlbaddresspools: {
+    group: 'portlb.io',
+    version: 'v1alpha1',
+    plural: 'portlbaddresspools',
+    kind: 'PortlbAddressPool',
+    namespaced: false,
+    hasStatus: true,
+    custom: true,
+  },
   portlbnodestatuses: {
     group: 'portlb.io',
     version: 'v1alpha1',
@@ -97,6 +106,8 @@ export interface FakeKubeApiOptions {
   host?: string;
   /** Serve HTTPS with this key and certificate (PEM), as a real API server does. */
   tls?: { key: string; cert: string };
+  /** Resources whose CRD is not installed: 404 (plain text, as the real one answers). */
+  missing?: string[];
 }
 
 const clone = <T>(o: T): T => structuredClone(o);
@@ -191,6 +202,8 @@ export class FakeKubeApi {
   readonly options: FakeKubeApiOptions;
   /** Counts of requests by "METHOD path-without-query", for assertions. */
   readonly requests = new Map<string, number>();
+  /** What each request needs of RBAC, as the authorizer sees it: "group|resource[/sub]|verb". */
+  readonly verbs = new Set<string>();
   /** While true, new requests hang (see handle()). */
   hang = false;
   private readonly hung = new Set<ServerResponse>();
@@ -320,6 +333,7 @@ current-context: fake
       throw new HttpError(409, 'AlreadyExists', `${resource} "${o.metadata.name}" already exists`);
     o.metadata.uid ??= randomUUID();
     o.metadata.creationTimestamp ??= new Date().toISOString();
+    o.metadata.generation = 1;
     o.metadata.resourceVersion = String(++this.rv);
     delete o.kind;
     delete o.apiVersion;
@@ -328,8 +342,11 @@ current-context: fake
     return clone(o);
   }
 
-  /** Replaces an object; a resourceVersion in `obj` must match (409 otherwise). */
-  update(resource: string, obj: Obj, opts: { subresource?: 'status' } = {}): Obj {
+  /**
+   * Replaces an object; a resourceVersion in `obj` must match (409 otherwise). `patch`: the
+   * server applies a patch to the current object (no resourceVersion needed).
+   */
+  update(resource: string, obj: Obj, opts: { subresource?: 'status'; patch?: boolean } = {}): Obj {
     const table = this.store.get(resource)!;
     const r = RESOURCES[resource]!;
     const ns = r.namespaced ? (obj.metadata?.namespace ?? 'default') : undefined;
@@ -337,7 +354,7 @@ current-context: fake
     const cur = table.get(k);
     if (!cur) throw new HttpError(404, 'NotFound', `${resource} "${obj.metadata?.name}" not found`);
     const want = obj.metadata?.resourceVersion;
-    if (!want && r.custom)
+    if (!want && r.custom && !opts.patch)
       throw new HttpError(
         422,
         'Invalid',
@@ -360,10 +377,13 @@ current-context: fake
       delete next.apiVersion;
       if (r.hasStatus) next.status = clone(cur.status);
     }
+    // generation counts changes of the spec (of everything but metadata and status).
+    const body = (x: Obj) => JSON.stringify({ ...x, metadata: undefined, status: undefined });
     next.metadata = {
       ...next.metadata,
       uid: cur.metadata.uid,
       creationTimestamp: cur.metadata.creationTimestamp,
+      generation: (cur.metadata.generation ?? 1) + (body(next) === body(cur) ? 0 : 1),
       namespace: cur.metadata.namespace,
       resourceVersion: String(++this.rv),
     };
@@ -378,10 +398,10 @@ current-context: fake
     const cur = this.get(resource, namespace, name);
     if (!cur) throw new Error(`${resource} ${namespace}/${name} not found`);
     fn(cur);
+    delete cur.metadata.resourceVersion;
     const r = RESOURCES[resource]!;
-    if (!r.custom) delete cur.metadata.resourceVersion;
-    if (r.hasStatus) this.update(resource, { ...cur }, { subresource: 'status' });
-    return this.update(resource, cur);
+    if (r.hasStatus) this.update(resource, { ...cur }, { subresource: 'status', patch: true });
+    return this.update(resource, cur, { patch: true });
   }
 
   remove(resource: string, namespace: string | undefined, name: string): void {
@@ -601,7 +621,23 @@ current-context: fake
     if (req.method === 'GET' && this.discovery(res, url.pathname)) return;
     const r = this.route(url.pathname);
     if (!r) return this.status(res, 404, 'NotFound', `no route for ${url.pathname}`);
+    if (this.options.missing?.includes(r.resource)) {
+      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
+      return void res.end('404 page not found\n');
+    }
     const type = RESOURCES[r.resource]!;
+    const watch = ['1', 'true'].includes(url.searchParams.get('watch') ?? '');
+    const verb =
+      req.method === 'GET'
+        ? r.name
+          ? 'get'
+          : watch
+            ? 'watch'
+            : 'list'
+        : ({ POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete' } as Record<string, string>)[
+            req.method ?? ''
+          ];
+    this.verbs.add(`${type.group}|${r.resource}${r.subresource ? `/${r.subresource}` : ''}|${verb}`);
     try {
       if (req.method === 'GET' && !r.name) return this.handleList(req, res, url, r.resource, r.namespace);
       if (req.method === 'GET') {
@@ -637,7 +673,11 @@ current-context: fake
         if (!ctype.includes('json-patch') && !patch.metadata?.resourceVersion)
           delete next.metadata.resourceVersion;
         const sub = r.subresource === 'status' ? { subresource: 'status' as const } : {};
-        return this.json(res, 200, this.withKind(r.resource, this.update(r.resource, next, sub)));
+        return this.json(
+          res,
+          200,
+          this.withKind(r.resource, this.update(r.resource, next, { ...sub, patch: true })),
+        );
       }
       if (req.method === 'DELETE') {
         this.remove(r.resource, r.namespace, r.name!);

@@ -7,18 +7,20 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
-import { Agent } from '../../lb-agent/src/agent/agent.ts';
-import { KubernetesSource } from '../../lb-agent/src/agent/kubernetes-source.ts';
-import { FakeNetfilter } from '../../lb-agent/src/agent/netfilter.ts';
+import type { Agent } from '../../lb-agent/src/agent/agent.ts';
 import { FakeAddressManager } from '../../lb-agent/src/agent/vips.ts';
 import { FakeBgpSpeaker } from '../../lb-agent/src/bgp/fake-speaker.ts';
 import { FakeIpvsClient } from '../../lb-agent/src/ipvs/fake-client.ts';
 import { FaultyIpvsClient, MemoryFaults } from '../../lb-agent/src/ipvs/faulty-client.ts';
-import { systemClock } from '../../lb-agent/src/util/clock.ts';
-import { silentLogger } from '../../lb-agent/src/util/log.ts';
+import { helmTemplate } from '../../scripts/render-manifests.ts';
 import { FakeKubeApi } from '../harness/fake-kube-api.ts';
-import { kubernetesTestConfig } from '../harness/kubernetes-agent.ts';
+import {
+  createNode,
+  createService as createServiceIn,
+  startKubernetesAgent,
+} from '../harness/kubernetes-agent.ts';
 import { waitFor } from '../harness/netns.ts';
+import { ungranted } from '../harness/rbac.ts';
 
 describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', () => {
   const api = new FakeKubeApi();
@@ -31,57 +33,19 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
   let agent: Agent;
   let url: string;
   const metricsText = async () => (await fetch(`${url}/metrics`)).text();
-  /** A LoadBalancer Service of our class in `shop`, and one EndpointSlice for it (when given). */
-  const createService = (
-    name: string,
-    o: { port: number; annotations?: Record<string, string>; endpoint?: { address: string; port: number } },
-  ) => {
-    api.create('services', {
-      metadata: { name, namespace: 'shop', ...(o.annotations ? { annotations: o.annotations } : {}) },
-      spec: {
-        type: 'LoadBalancer',
-        loadBalancerClass: 'portlb.io/portlb',
-        ports: [{ ...(o.endpoint ? { name: 'http' } : {}), port: o.port, protocol: 'TCP' }],
-      },
-    });
-    if (!o.endpoint) return;
-    api.create('endpointslices', {
-      metadata: { name: `${name}-1`, namespace: 'shop', labels: { 'kubernetes.io/service-name': name } },
-      addressType: 'IPv4',
-      ports: [{ name: 'http', port: o.endpoint.port, protocol: 'TCP' }],
-      endpoints: [{ addresses: [o.endpoint.address], conditions: { ready: true } }],
-    });
-  };
+  const createService = (name: string, o: Parameters<typeof createServiceIn>[2]) =>
+    createServiceIn(api, name, o);
 
   before(async () => {
     await api.start();
-    api.create('nodes', {
-      metadata: { name: 'edge-1' },
-      status: { conditions: [{ type: 'Ready', status: 'True' }] },
-    });
-    const config = kubernetesTestConfig();
-    const source = new KubernetesSource({
-      config,
-      nodeName: 'edge-1',
-      identity: 'portlb-abcde',
-      clock: systemClock,
-      logger: silentLogger,
-      connection: api.connection(),
-    });
-    await source.prepare();
-    agent = new Agent(
-      { config, nodeName: 'edge-1', identity: 'portlb-abcde' },
-      {
-        ipvs: new FaultyIpvsClient(ipvs, faults),
-        addresses,
-        netfilter: new FakeNetfilter(),
-        speaker,
-        source,
-        logger,
-      },
-    );
-    await agent.start();
-    url = `http://127.0.0.1:${agent.httpAddress!.port}`;
+    createNode(api, 'edge-1');
+    ({ agent, url } = await startKubernetesAgent(api, {
+      node: 'edge-1',
+      ipvs: new FaultyIpvsClient(ipvs, faults),
+      addresses,
+      speaker,
+      logger,
+    }));
   });
   after(async () => {
     await agent.shutdown({ graceful: false });
@@ -274,5 +238,10 @@ describe('agent in Kubernetes mode (fake API server, fake kernel and speaker)', 
     await waitFor('withdrawn', () => !speaker.announced().has('203.0.113.1/32'));
     await waitFor('IPVS removed', async () => (await ipvs.getTable()).length === 0);
     assert.deepEqual([...addresses.addresses], []);
+  });
+
+  test('every request the agent made is granted by the chart’s RBAC', () => {
+    assert.ok(api.verbs.size >= 8, [...api.verbs].join(' '));
+    assert.deepEqual(ungranted(api.verbs, helmTemplate()), []);
   });
 });

@@ -7,7 +7,7 @@ import type { GuardBackend } from '../bfd/dead-man.ts';
 import { GobgpSpeaker } from '../bgp/gobgp-speaker.ts';
 import type { BgpPeerConfig, BgpSpeaker, PeerStatus } from '../bgp/types.ts';
 import { type AgentConfig, readPassword } from '../config/agent-config.ts';
-import { poolOwnership } from '../config/ownership.ts';
+import { PoolRegistry } from '../config/ownership.ts';
 import { describeError, errorCode } from '../errors.ts';
 import type { Prober } from '../health/probe.ts';
 import type { IpvsClient } from '../ipvs/client.ts';
@@ -94,8 +94,12 @@ export class Agent {
   readonly metrics = new AgentMetrics();
   readonly log: Logger;
   readonly clock: Clock;
-  /** Ownership: addresses inside the configured pools, and nothing else (config/ownership.ts). */
-  readonly owns: (address: string) => boolean;
+  /**
+   * Ownership: addresses inside the pools in force, and nothing else (config/ownership.ts):
+   * the source's when it changes them (PortlbAddressPool objects), else the file's.
+   */
+  readonly owns = (address: string): boolean => (this.source?.pools ?? this.filePools).owns(address);
+  private readonly filePools: PoolRegistry;
   readonly conditions: Conditions;
   private readonly o: AgentOptions;
   private readonly deps: AgentDeps;
@@ -118,7 +122,7 @@ export class Agent {
     this.deps = deps;
     this.log = deps.logger ?? silentLogger;
     this.clock = deps.clock ?? systemClock;
-    this.owns = poolOwnership(options.config.pools);
+    this.filePools = new PoolRegistry(options.config.pools);
     this.conditions = new Conditions(this.log);
   }
 
@@ -293,7 +297,9 @@ export class Agent {
   }
 
   private poolText(): string {
-    return this.config.pools.flatMap((p) => p.blocks.map((b) => b.text)).join(', ');
+    return (this.source?.pools ?? this.filePools).pools
+      .flatMap((p) => p.blocks.map((b) => b.text))
+      .join(', ');
   }
 
   private async startSpeaker(bgp: NonNullable<AgentConfig['bgp']>): Promise<void> {

@@ -1,5 +1,6 @@
 // Kubernetes as the source of desired state.
-import type { AgentConfig } from '../config/agent-config.ts';
+import type { AgentConfig, Pool } from '../config/agent-config.ts';
+import { PoolRegistry } from '../config/ownership.ts';
 import type { DesiredState } from '../core/desired.ts';
 import type { HealthView } from '../core/types.ts';
 import { KubeClient } from '../k8s/client.ts';
@@ -32,9 +33,12 @@ export class KubernetesSource implements DesiredSource {
   private controller: KubernetesController | undefined;
   private client: KubeClient | undefined;
   private nodeStatus: NodeStatusPublisher | undefined;
+  /** The file's pools, then PortlbAddressPool objects': what the data plane owns. */
+  readonly pools: PoolRegistry<Pool>;
 
   constructor(o: KubernetesSourceOptions) {
     this.o = o;
+    this.pools = new PoolRegistry(o.config.pools);
   }
 
   /** Resolves where the API server is (before anything else starts: a bad kubeconfig stops the agent). */
@@ -58,6 +62,11 @@ export class KubernetesSource implements DesiredSource {
       onChange: changed,
       onLeaderChange: (leading) => this.o.metrics?.leader.set(leading ? 1 : 0),
       onPoolUsage: (usage) => this.o.metrics?.setPoolUsage(usage),
+      pools: this.pools,
+      onPoolVerdicts: (verdicts) => {
+        this.o.metrics?.poolObjects.set({ state: 'accepted' }, verdicts.filter((v) => v.accepted).length);
+        this.o.metrics?.poolObjects.set({ state: 'refused' }, verdicts.filter((v) => !v.accepted).length);
+      },
       onIpModeDropped: (service) => {
         const message = `the API server drops status.loadBalancer.ingress[].ipMode (seen on ${service}): Kubernetes before 1.30, or the LoadBalancerIPMode feature gate off. kube-proxy then captures traffic to the VIPs on every node; portlb needs Kubernetes 1.30+. Status is no longer rewritten for ipMode alone.`;
         conditions?.set('ipmode', { severity: 'error', reason: 'IpModeUnsupported', message });

@@ -108,6 +108,12 @@ export class AgentMetrics {
     labelNames: ['pool', 'family'],
     registers: [this.registry],
   });
+  readonly poolObjects = new Gauge({
+    name: 'portlb_address_pool_objects',
+    help: 'PortlbAddressPool objects by verdict (accepted, refused: its reason is on its Accepted condition and in an Event)',
+    labelNames: ['state'],
+    registers: [this.registry],
+  });
   readonly buildInfo = new Gauge({
     name: 'portlb_build_info',
     help: 'Always 1; the labels say which portlb and which Node.js run',

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { FakeBgpSpeaker } from '../bgp/fake-speaker.ts';
 import { computeDesired, type DesiredState } from '../core/desired.ts';
 import { ep, intent } from '../core/fixtures.ts';
-import type { Endpoint, HealthView, ServiceIntent } from '../core/types.ts';
+import type { HealthView, ServiceIntent } from '../core/types.ts';
 import { HealthChecker } from '../health/checker.ts';
 import type { ProbeOutcome } from '../health/probe.ts';
 import { parseHealthCheckText } from '../health/spec.ts';

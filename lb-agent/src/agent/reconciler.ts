@@ -4,6 +4,7 @@
 // nothing is applied before the source has synced.
 import PQueue from 'p-queue';
 import type { Advertisement, BgpSpeaker } from '../bgp/types.ts';
+import type { PoolRegistry } from '../config/ownership.ts';
 import type { DesiredState } from '../core/desired.ts';
 import type { HealthTarget, HealthView } from '../core/types.ts';
 import { describeError, errorCode } from '../errors.ts';
@@ -34,6 +35,8 @@ export interface DesiredSource {
   isLeader?(): boolean;
   /** An Event on a Service (Kubernetes): a health check's verdict. */
   serviceEvent?(service: string, type: 'Normal' | 'Warning', reason: string, message: string): void;
+  /** The pools in force when the source changes them while running (PortlbAddressPool objects). */
+  readonly pools?: PoolRegistry;
   /** Publishes what this node does for the cluster view (Kubernetes: its PortlbNodeStatus). */
   publishNodeStatus?(collect: () => Promise<NodeStatusReport>): void;
   closeNodeStatus?(o: { remove: boolean }): Promise<void>;

@@ -102,6 +102,8 @@ const schema = z
           .strict()
           .prefault({}),
         kubeconfig: z.string().optional(),
+        /** Pools from PortlbAddressPool objects too, applied live (k8s/pool-objects.ts). */
+        poolObjects: z.boolean().default(true),
         /** This node's PortlbNodeStatus object (k8s/node-status.ts). */
         nodeStatus: z
           .object({
@@ -210,39 +212,58 @@ export interface AgentConfig extends Omit<RawAgentConfig, 'pools'> {
   pools: Pool[];
 }
 
+/**
+ * One pool's addresses checked, and checked against the pools before it (a name taken, an
+ * overlap): the configuration file's pools and PortlbAddressPool objects alike.
+ */
+export function checkPool(
+  p: z.output<typeof poolSchema>,
+  before: readonly Pool[],
+  at: readonly PropertyKey[],
+): { pool: Pool; problems: string[]; conflicts: string[] } {
+  const problems: string[] = [];
+  const conflicts: string[] = [];
+  const taken = before.find((o) => o.name === p.name);
+  if (taken) conflicts.push(`${formatPath([...at, 'name'])}: duplicate pool name "${p.name}"`);
+  const blocks: AddressBlock[] = [];
+  p.addresses.forEach((text, j) => {
+    const block = parseAddressBlock(text);
+    if (typeof block === 'string') {
+      problems.push(`${formatPath([...at, 'addresses', j])}: ${block}`);
+      return;
+    }
+    for (const other of before) {
+      const clash = other.blocks.find((b) => blocksOverlap(b, block));
+      if (clash)
+        conflicts.push(
+          `${formatPath([...at, 'addresses', j])}: "${text}" overlaps "${clash.text}" of pool ${other.name}`,
+        );
+    }
+    blocks.push(block);
+  });
+  return { pool: { name: p.name, blocks, autoAssign: p.autoAssign }, problems, conflicts };
+}
+
+/** A pool's fields (a PortlbAddressPool's spec plus its name) through the file's schema. */
+export function parsePoolFields(data: unknown, source: string): z.output<typeof poolSchema> {
+  return parseWith(poolSchema, data, source);
+}
+
 /** Checks that need several options at once; every problem is collected. */
 function crossCheck(raw: RawAgentConfig, source: string): AgentConfig {
   const problems: string[] = [];
   const pools: Pool[] = [];
-  const names = new Set<string>();
   raw.pools.forEach((p, i) => {
-    if (names.has(p.name))
-      problems.push(`${formatPath(['pools', i, 'name'])}: duplicate pool name "${p.name}"`);
-    names.add(p.name);
-    const blocks: AddressBlock[] = [];
-    p.addresses.forEach((text, j) => {
-      const block = parseAddressBlock(text);
-      if (typeof block === 'string') {
-        problems.push(`${formatPath(['pools', i, 'addresses', j])}: ${block}`);
-        return;
-      }
-      for (const other of pools) {
-        const clash = other.blocks.find((b) => blocksOverlap(b, block));
-        if (clash)
-          problems.push(
-            `${formatPath(['pools', i, 'addresses', j])}: "${text}" overlaps "${clash.text}" of pool ${other.name}`,
-          );
-      }
-      blocks.push(block);
-    });
-    pools.push({ name: p.name, blocks, autoAssign: p.autoAssign });
+    const checked = checkPool(p, pools, ['pools', i]);
+    problems.push(...checked.conflicts, ...checked.problems);
+    pools.push(checked.pool);
   });
   if (raw.mode === 'standalone' && !raw.standalone)
     problems.push('standalone: required with mode: standalone (standalone.servicesFile)');
-  if (!pools.length)
+  if (!pools.length && (raw.mode === 'standalone' || !raw.kubernetes.poolObjects))
     problems.push(
       raw.mode === 'kubernetes'
-        ? 'pools: at least one pool is needed to give Services addresses'
+        ? 'pools: at least one pool is needed to give Services addresses (or kubernetes.poolObjects: true, for PortlbAddressPool objects)'
         : "pools: at least one pool is needed: the agent programs, and deletes, only addresses inside its pools (the services file's must lie within them)",
     );
   const le = raw.kubernetes.leaderElection;

@@ -31,3 +31,47 @@ export function blockInsidePools(pools: readonly PoolLike[], block: AddressBlock
 export function poolFamilies(pools: readonly PoolLike[]): Set<Family> {
   return new Set(pools.flatMap((p) => p.blocks.map((b) => b.family)));
 }
+
+/**
+ * The pools in force, which PortlbAddressPool objects change while the agent runs. What
+ * a removed pool held stays owned until the process ends, so that the data plane still
+ * removes what it programmed there (the leader renumbers its Services first); a restart
+ * forgets it (`portlb cleanup` takes what is left).
+ */
+export class PoolRegistry<P extends PoolLike = PoolLike> {
+  private current: readonly P[];
+  private retired: AddressBlock[] = [];
+  private version_ = 0;
+
+  constructor(pools: readonly P[]) {
+    this.current = pools;
+  }
+
+  get pools(): readonly P[] {
+    return this.current;
+  }
+
+  /** Changes with every change of the pools (memos key on it). */
+  get version(): number {
+    return this.version_;
+  }
+
+  /** Replaces the pools; returns whether anything changed. */
+  set(pools: readonly P[]): boolean {
+    const text = (ps: readonly P[]) =>
+      JSON.stringify(ps, (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
+    if (text(pools) === text(this.current)) return false;
+    const kept = pools.flatMap((p) => p.blocks);
+    for (const b of this.current.flatMap((p) => p.blocks))
+      if (!kept.some((k) => k.text === b.text) && !this.retired.some((r) => r.text === b.text))
+        this.retired.push(b);
+    this.current = pools;
+    this.version_++;
+    return true;
+  }
+
+  /** Inside a pool in force, or one removed while this process ran. */
+  readonly owns: Ownership = (address) =>
+    this.current.some((p) => p.blocks.some((b) => blockContains(b, address))) ||
+    this.retired.some((b) => blockContains(b, address));
+}

@@ -131,7 +131,7 @@ export class KubeClient {
               new KubeApiError(
                 status,
                 parsed?.reason ?? '',
-                `${method} ${path}: ${status} ${parsed?.message ?? text.slice(0, 200)}`,
+                `${method} ${path}: ${status} ${parsed?.message ?? text.slice(0, 200).trim()}`,
               ),
             );
           }

@@ -2,8 +2,8 @@
 // this Node (reflector.ts); the pure translation and computeDesired, synchronously, for
 // the data plane's pass; and, in the API lane (never inside the pass), the leader's VIP
 // allocation with its status writes, and the Events of every replica.
-import type { AgentConfig } from '../config/agent-config.ts';
-import { poolOwnership } from '../config/ownership.ts';
+import type { AgentConfig, Pool } from '../config/agent-config.ts';
+import { PoolRegistry } from '../config/ownership.ts';
 import { computeDesired, DesiredMemo, type DesiredState } from '../core/desired.ts';
 import type { HealthView, NodeInfo } from '../core/types.ts';
 import type { Clock } from '../util/clock.ts';
@@ -21,6 +21,16 @@ import {
   leanService,
   objectKey,
 } from './objects.ts';
+import {
+  ADDRESS_POOLS,
+  ADDRESS_POOLS_PATH,
+  acceptedCondition,
+  type LastValidPools,
+  type LeanPoolObject,
+  leanPoolObject,
+  type PoolVerdict,
+  resolvePools,
+} from './pool-objects.ts';
 import { Reflector } from './reflector.ts';
 import { nodeInfo, TranslateMemo, type Translation, translateKubernetes } from './translate.ts';
 import { KubeWriter } from './writer.ts';
@@ -42,6 +52,10 @@ export interface KubernetesControllerOptions {
   onIpModeDropped?: (service: string) => void;
   /** The pools' capacity and use, whenever the Services changed. */
   onPoolUsage?: (usage: PoolUsage[]) => void;
+  /** The pools in force (the file's, and PortlbAddressPool objects'), shared with the data plane. */
+  pools?: PoolRegistry<Pool>;
+  /** Each PortlbAddressPool's verdict, whenever the objects changed. */
+  onPoolVerdicts?: (verdicts: readonly PoolVerdict[]) => void;
   informerBackoffMs?: { initial: number; max: number };
   /** Deadline of each API write. */
   apiDeadlineMs?: number;
@@ -61,12 +75,19 @@ export class KubernetesController {
   readonly services: Reflector<LeanService>;
   readonly slices: Reflector<LeanEndpointSlice>;
   readonly nodes: Reflector<LeanNode>;
+  /** PortlbAddressPool objects (kubernetes.poolObjects). */
+  readonly poolObjects: Reflector<LeanPoolObject> | undefined;
+  readonly pools: PoolRegistry<Pool>;
+  private poolObjectsGeneration = 0;
+  private resolvedPoolsGeneration = -1;
+  private lastValidPools: LastValidPools = new Map();
+  private poolVerdicts: PoolVerdict[] = [];
+  private readonly loggedVerdicts = new Set<string>();
   readonly elector: LeaderElector | undefined;
   readonly lane: ApiLane;
   readonly writer: KubeWriter;
   private readonly translateMemo = new TranslateMemo();
-  private readonly desiredMemo = new DesiredMemo();
-  private readonly owns: (address: string) => boolean;
+  private desiredMemo = new DesiredMemo();
   private lastTranslation: Translation | undefined;
   private servicesGeneration = 0;
   private allocatedGeneration = -1;
@@ -78,7 +99,7 @@ export class KubernetesController {
   constructor(o: KubernetesControllerOptions) {
     this.o = o;
     this.log = o.logger ?? silentLogger;
-    this.owns = poolOwnership(o.config.pools);
+    this.pools = o.pools ?? new PoolRegistry(o.config.pools);
     const common = {
       client: o.client,
       clock: o.clock,
@@ -114,6 +135,19 @@ export class KubernetesController {
       key: (n) => n.name,
       onChange: o.onChange,
     });
+    this.poolObjects = o.config.kubernetes.poolObjects
+      ? new Reflector<LeanPoolObject>({
+          ...common,
+          name: ADDRESS_POOLS.plural,
+          path: ADDRESS_POOLS_PATH,
+          transform: leanPoolObject,
+          key: (p) => p.name,
+          onChange: () => {
+            this.poolObjectsGeneration++;
+            o.onChange();
+          },
+        })
+      : undefined;
     this.lane = new ApiLane({ deadlineMs: o.apiDeadlineMs ?? 10_000, logger: this.log });
     const le = o.config.kubernetes.leaderElection;
     if (le.enabled) {
@@ -148,25 +182,88 @@ export class KubernetesController {
     this.services.start();
     this.slices.start();
     this.nodes.start();
+    this.poolObjects?.start();
     this.elector?.start();
   }
 
   async stop(): Promise<void> {
     this.lane.stop();
     await this.elector?.close();
-    await Promise.all([this.services.stop(), this.slices.stop(), this.nodes.stop()]);
+    await Promise.all([
+      this.services.stop(),
+      this.slices.stop(),
+      this.nodes.stop(),
+      this.poolObjects?.stop(),
+    ]);
   }
 
+  /**
+   * A first view of everything, the pool objects included: without them, addresses in
+   * their pools would look foreign (not programmed, not announced) and the leader would
+   * renumber their Services.
+   */
   synced(): boolean {
-    return this.services.synced() && this.slices.synced() && this.nodes.synced();
+    return (
+      this.services.synced() &&
+      this.slices.synced() &&
+      this.nodes.synced() &&
+      (this.poolObjects?.synced() ?? true)
+    );
   }
 
   connected(): boolean {
-    return this.services.connected() && this.slices.connected() && this.nodes.connected();
+    return (
+      this.services.connected() &&
+      this.slices.connected() &&
+      this.nodes.connected() &&
+      (this.poolObjects?.connected() ?? true)
+    );
   }
 
   lastError(): string | undefined {
-    return this.services.lastError ?? this.slices.lastError ?? this.nodes.lastError;
+    const pools = this.poolObjects?.lastError;
+    return (
+      this.services.lastError ??
+      this.slices.lastError ??
+      this.nodes.lastError ??
+      (pools &&
+        `${pools}${/404|NotFound/.test(pools) ? ' (the PortlbAddressPool CRD is not installed: apply the chart, or set kubernetes.poolObjects: false)' : ''}`)
+    );
+  }
+
+  /** The PortlbAddressPool objects' verdicts as last resolved. */
+  verdicts(): readonly PoolVerdict[] {
+    return this.poolVerdicts;
+  }
+
+  /** The pools in force from the file and the objects, when the objects changed. */
+  private resolvePools(): void {
+    if (!this.poolObjects || this.resolvedPoolsGeneration === this.poolObjectsGeneration) return;
+    this.resolvedPoolsGeneration = this.poolObjectsGeneration;
+    const r = resolvePools(this.o.config.pools, this.poolObjects.list(), this.lastValidPools);
+    this.lastValidPools = r.lastValid;
+    this.poolVerdicts = r.verdicts;
+    for (const v of r.verdicts) {
+      const key = `${v.uid}|${v.generation}|${v.accepted}|${v.message}`;
+      if (this.loggedVerdicts.has(key)) continue;
+      this.loggedVerdicts.add(key);
+      if (v.accepted) this.log.info({ pool: v.name, generation: v.generation }, `address pool ${v.message}`);
+      else
+        this.log.warn(
+          { pool: v.name, generation: v.generation, reason: v.reason },
+          `address pool refused: ${v.message}`,
+        );
+    }
+    this.o.onPoolVerdicts?.(r.verdicts);
+    if (this.pools.set(r.pools)) {
+      // Another set of pools: what is owned, allocated and skipped may all differ.
+      this.desiredMemo = new DesiredMemo();
+      this.servicesGeneration++;
+      this.log.info(
+        { pools: r.pools.map((p) => `${p.name}: ${p.blocks.map((b) => b.text).join(' ')}`) },
+        'address pools in force',
+      );
+    }
   }
 
   /** Leader when election is off (single replica) or won. */
@@ -180,6 +277,7 @@ export class KubernetesController {
    */
   sync(health?: HealthView): KubernetesSync {
     const cfg = this.o.config;
+    this.resolvePools();
     const translation = translateKubernetes(
       { services: this.services.list(), endpointSlices: this.slices.list() },
       {
@@ -195,14 +293,14 @@ export class KubernetesController {
     const computed = computeDesired(
       { services: translation.services, health },
       node,
-      { owns: this.owns },
+      { owns: this.pools.owns },
       this.desiredMemo,
     );
     const desired: DesiredState = { ...computed, skipped: [...translation.skipped, ...computed.skipped] };
     if (this.isLeader()) this.leaderWork(desired, translation);
     if (this.o.onPoolUsage && this.usageGeneration !== this.servicesGeneration) {
       this.usageGeneration = this.servicesGeneration;
-      this.o.onPoolUsage(poolUsage(cfg.pools, this.services.list()));
+      this.o.onPoolUsage(poolUsage(this.pools.pools, this.services.list()));
     }
     return { desired, node };
   }
@@ -224,10 +322,11 @@ export class KubernetesController {
 
   /** The leader's work for this view: allocation (when Services changed) and the Events users act on. */
   private leaderWork(desired: DesiredState, translation: Translation): void {
+    this.poolStatusWork();
     if (this.allocatedGeneration !== this.servicesGeneration) {
       this.allocatedGeneration = this.servicesGeneration;
       const cfg = this.o.config;
-      const plan = planAllocations(this.services.list(), translation.settings, cfg.pools, {
+      const plan = planAllocations(this.services.list(), translation.settings, this.pools.pools, {
         loadBalancerClass: cfg.kubernetes.loadBalancerClass,
         serveServicesWithoutClass: cfg.kubernetes.serveServicesWithoutClass,
       });
@@ -281,6 +380,31 @@ export class KubernetesController {
           type: 'Warning',
           reason: 'InvalidSettingsKept',
           message: `${k.problem}: the last valid settings stay in force until it is fixed`,
+        });
+    }
+  }
+
+  /** Each PortlbAddressPool's Accepted condition, where it differs, and an Event when refused or accepted again. */
+  private poolStatusWork(): void {
+    if (!this.poolObjects) return;
+    const now = new Date(this.o.clock.now()).toISOString();
+    for (const v of this.poolVerdicts) {
+      const o = this.poolObjects.get(v.name);
+      if (!o || o.uid !== v.uid) continue;
+      const patch = acceptedCondition(o, v, now);
+      if (!patch) continue;
+      this.lane.submit({
+        key: `poolstatus|${v.name}`,
+        what: `status of PortlbAddressPool ${v.name}`,
+        droppable: false,
+        run: (signal) => this.writer.poolStatus(v.name, patch, signal),
+      });
+      if (!v.accepted || o.accepted?.status === 'False')
+        this.submitEvent({
+          service: { kind: 'PortlbAddressPool', namespace: '', name: v.name, uid: v.uid },
+          type: v.accepted ? 'Normal' : 'Warning',
+          reason: v.accepted ? 'PoolAccepted' : 'PoolRefused',
+          message: v.message,
         });
     }
   }

@@ -6,6 +6,7 @@ import { type Logger, silentLogger } from '../util/log.ts';
 import type { KubeEvent, ServiceRef, StatusUpdate } from './allocator.ts';
 import type { Json, KubeClient } from './client.ts';
 import { microTime } from './leader.ts';
+import { ADDRESS_POOLS, ADDRESS_POOLS_PATH } from './pool-objects.ts';
 
 export interface KubeWriterOptions {
   client: KubeClient;
@@ -53,6 +54,16 @@ export class KubeWriter {
     this.log.info({ service: `${namespace}/${name}`, ips: update.ips }, 'wrote Service status');
     const ingress = (written?.status?.loadBalancer?.ingress ?? []) as Json[];
     return { ipModeDropped: update.ips.length > 0 && ingress.length > 0 && ingress.every((i) => !i?.ipMode) };
+  }
+
+  /** A PortlbAddressPool's Accepted condition (merge patch of its status). */
+  async poolStatus(name: string, patch: Json, signal: AbortSignal): Promise<void> {
+    await this.o.client.request('PATCH', `${ADDRESS_POOLS_PATH}/${encodeURIComponent(name)}/status`, {
+      body: patch,
+      contentType: 'application/merge-patch+json',
+      signal,
+    });
+    this.statusWrites++;
   }
 
   /** Whether this Event was recorded recently (then it is not sent again). */
@@ -107,5 +118,13 @@ const eventKey = (ev: KubeEvent) =>
 function involvedObject(ref: ServiceRef): Json {
   if (ref.kind === 'Node')
     return { kind: 'Node', apiVersion: 'v1', name: ref.name, uid: ref.uid, namespace: '' };
+  if (ref.kind === 'PortlbAddressPool')
+    return {
+      kind: ADDRESS_POOLS.kind,
+      apiVersion: `${ADDRESS_POOLS.group}/${ADDRESS_POOLS.version}`,
+      name: ref.name,
+      uid: ref.uid,
+      namespace: '',
+    };
   return { kind: 'Service', apiVersion: 'v1', namespace: ref.namespace, name: ref.name, uid: ref.uid };
 }
