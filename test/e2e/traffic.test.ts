@@ -2,7 +2,7 @@
 // VIPs, backend readiness and drain, ownership, and bad input while running.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -210,11 +210,77 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
       { timeoutMs: 15_000 },
     );
     const metrics = await (await fetch(`http://${lbAddress(1)}:9180/metrics`)).text();
-    assert.match(metrics, /portlb_config_reload_errors_total [1-9]/);
+    assert.match(metrics, /portlb_config_reload_errors_total\{file="services"\} [1-9]/);
     const r = await lab.load({ vips: [TUNNEL, NAT], seconds: 2, concurrency: 4 }).done;
     assert.equal(r.failed, 0);
     assert.equal(table(1), before);
     lab.writeServices(services());
+  });
+
+  test('the agent configuration reloaded (SIGHUP): a new peer applied live; a bad value and a restart-only change refused, named, counted; traffic unaffected', async () => {
+    const file = path.join(lab.dir, 'agent-lb1.yaml');
+    const original = readFileSync(file, 'utf8');
+    const agent = lab.agent(1)!;
+    const reload = (text: string) => {
+      writeFileSync(file, text);
+      agent.child.kill('SIGHUP');
+    };
+    const lines = () => lab.net.log(agent).split('\n');
+    const logged = (...parts: RegExp[]) => lines().some((l) => parts.every((p) => p.test(l)));
+    const load = lab.load({ vips: [TUNNEL, NAT], seconds: 600, concurrency: 2 });
+    await load.started;
+    try {
+      reload(original.replace('asn: 65001', 'asn: 0'));
+      await waitFor(
+        'a bad value refused, named',
+        () => logged(/configuration reload refused/, /bgp\.asn: .*\(got 0\)/),
+        {
+          timeoutMs: 15_000,
+        },
+      );
+      reload(original.replace('asn: 65001', 'asn: 65002'));
+      await waitFor(
+        'a restart-only change refused, named',
+        () => logged(/configuration reload refused/, /needs a restart to change: bgp\.asn/),
+        {
+          timeoutMs: 15_000,
+        },
+      );
+      const metrics = await (await fetch(`http://${lbAddress(1)}:9180/metrics`)).text();
+      assert.match(metrics, /portlb_config_reload_errors_total\{file="config"\} 2/);
+      const refused = await lab.status(1);
+      assert.ok(
+        refused.notices.some((n: { message: string }) =>
+          /needs a restart to change: bgp\.asn/.test(n.message),
+        ),
+        'portlb status says it',
+      );
+      assert.deepEqual(
+        refused.bgp.peers.map((p: { address: string }) => p.address),
+        ['10.0.0.1'],
+      );
+      reload(original.replace('peers: [{', 'peers: [{ address: 10.0.0.250, asn: 65000 }, {'));
+      await waitFor(
+        'the new peer applied',
+        async () => {
+          const s = await lab.status(1);
+          return (
+            s.bgp.peers.some((p: { address: string }) => p.address === '10.0.0.250') && s.notices.length === 0
+          );
+        },
+        { timeoutMs: 15_000 },
+      );
+      assert.ok(logged(/configuration reloaded/, /"applied":\["bgp\.peers"\]/));
+      assert.equal(lab.sessionState(1), 'Established', 'the router session untouched');
+    } finally {
+      reload(original);
+      load.stop();
+    }
+    await waitFor('back to one peer', async () => (await lab.status(1)).bgp.peers.length === 1, {
+      timeoutMs: 15_000,
+    });
+    const r = await load.done;
+    assert.equal(r.failed, 0, `no request failed (${JSON.stringify(r.failures)})`);
   });
 
   test('a bad agent configuration: exit 2 naming the option and value, nothing applied', () => {

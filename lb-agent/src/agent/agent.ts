@@ -8,6 +8,8 @@ import { GobgpSpeaker } from '../bgp/gobgp-speaker.ts';
 import type { BgpPeerConfig, BgpSpeaker, PeerStatus } from '../bgp/types.ts';
 import { type AgentConfig, readPassword } from '../config/agent-config.ts';
 import { PoolRegistry } from '../config/ownership.ts';
+import { planReload } from '../config/reload.ts';
+import { ConfigError } from '../config/validate.ts';
 import { describeError, errorCode } from '../errors.ts';
 import type { Prober } from '../health/probe.ts';
 import type { IpvsClient } from '../ipvs/client.ts';
@@ -90,7 +92,8 @@ export function peersFromConfig(config: AgentConfig): BgpPeerConfig[] {
 }
 
 export class Agent {
-  readonly config: AgentConfig;
+  /** The configuration in force (a reload replaces it: see reloadConfig). */
+  config: AgentConfig;
   readonly metrics = new AgentMetrics();
   readonly log: Logger;
   readonly clock: Clock;
@@ -334,6 +337,41 @@ export class Agent {
     await speaker
       .setPeers(peersFromConfig(this.config))
       .catch((err) => this.log.warn({ err: describeError(err) }, 'speaker not ready; peers kept for later'));
+  }
+
+  /**
+   * A new configuration for the running agent (SIGHUP, standalone mode): applied when
+   * everything it changes can be taken live (the pools, the BGP peers), else refused as a
+   * whole (ConfigError naming the options that need a restart, or the services file that
+   * no longer fits the pools) and nothing changes. Returns what was applied.
+   */
+  async reloadConfig(next: AgentConfig, source: string): Promise<string[]> {
+    const refuse = (problems: string[]) => {
+      throw new ConfigError('CONFIG_RELOAD_REFUSED', source, problems);
+    };
+    if (this.config.mode !== 'standalone' || !(this.source instanceof StandaloneSource))
+      refuse([
+        'Kubernetes mode takes new pools from PortlbAddressPool objects, and a new configuration by a rollout (the chart rolls the pods when its ConfigMap changes)',
+      ]);
+    const plan = planReload(this.config, next);
+    if (plan.restart.length)
+      refuse([`needs a restart to change: ${plan.restart.join(', ')} (systemctl restart portlb-agent)`]);
+    const applied: string[] = [];
+    if (plan.pools) {
+      (this.source as StandaloneSource).setPools(next.pools, source);
+      applied.push('pools');
+    }
+    this.config = next;
+    if (plan.peers && this.speaker) {
+      applied.push('bgp.peers');
+      await this.speaker
+        .setPeers(peersFromConfig(next))
+        .catch((err) =>
+          this.log.warn({ err: describeError(err) }, 'speaker not ready; peers kept for later'),
+        );
+    }
+    this.reconciler?.trigger();
+    return applied;
   }
 
   /** Node facts worth a warning at start. */

@@ -231,7 +231,8 @@ export class AgentMetrics {
   });
   readonly configReloadErrors = new Counter({
     name: 'portlb_config_reload_errors_total',
-    help: 'Rejected reloads of the services file (the running state was kept)',
+    help: 'Rejected reloads, by file (services: the services file; config: the agent configuration, on SIGHUP); the running state was kept',
+    labelNames: ['file'],
     registers: [this.registry],
   });
 

@@ -3,8 +3,8 @@
 import { type FSWatcher, watch } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { AgentConfig } from '../config/agent-config.ts';
-import { blockInsidePools, poolOwnership } from '../config/ownership.ts';
+import type { AgentConfig, Pool } from '../config/agent-config.ts';
+import { blockInsidePools, type PoolLike, PoolRegistry } from '../config/ownership.ts';
 import { ConfigError, parseYamlText } from '../config/validate.ts';
 import { computeDesired, DesiredMemo, type DesiredState } from '../core/desired.ts';
 import type { Endpoint, HealthView, NodeInfo, ServiceIntent } from '../core/types.ts';
@@ -86,14 +86,28 @@ export class StandaloneSource implements DesiredSource {
   private current: { text: string; file: ServicesFile; intents: ServiceIntent[] } | undefined;
   private watcher: FSWatcher | undefined;
   private readonly stopping = new AbortController();
-  private readonly memo = new DesiredMemo();
-  private readonly owns: (address: string) => boolean;
+  private memo = new DesiredMemo();
   private error: string | undefined;
+  private changed: (() => void) | undefined;
+  /** The configuration's pools: what the agent owns (a configuration reload may change them). */
+  readonly pools: PoolRegistry;
 
   constructor(o: StandaloneSourceOptions) {
     this.o = o;
     this.log = o.logger ?? silentLogger;
-    this.owns = poolOwnership(o.config.pools);
+    this.pools = new PoolRegistry(o.config.pools);
+  }
+
+  /**
+   * New pools from a reloaded configuration: refused (ConfigError) when the running
+   * services file's pools no longer lie inside them.
+   */
+  setPools(pools: readonly Pool[], source: string): void {
+    if (this.current) checkFilePools(this.current.file, { pools }, `${source}: ${this.o.file}`);
+    if (!this.pools.set(pools)) return;
+    this.memo = new DesiredMemo();
+    // A file refused for reaching outside the old pools may fit the new ones.
+    if (this.error && this.changed) void this.reload(this.changed);
   }
 
   /** Reads and validates the file; throws ConfigError (used at start, before anything is applied). */
@@ -113,7 +127,7 @@ export class StandaloneSource implements DesiredSource {
       return false;
     }
     const file = parseServicesFile(parseYamlText(text, this.o.file), this.o.file);
-    checkFilePools(file, this.o.config, this.o.file);
+    checkFilePools(file, this.pools, this.o.file);
     const intents = intentsFromFile(file, this.o.file);
     this.current = { text, file, intents };
     this.error = undefined;
@@ -136,13 +150,14 @@ export class StandaloneSource implements DesiredSource {
           { file: this.o.file, err: message },
           'services file rejected; the running state is kept',
         );
-        this.o.metrics?.configReloadErrors.inc();
+        this.o.metrics?.configReloadErrors.inc({ file: 'services' });
       }
       this.error = message;
     }
   }
 
   start(changed: () => void): void {
+    this.changed = changed;
     // Watch the directory, not the file: editors, `mv` and ConfigMap updates replace the
     // file (a new inode), which a file watch stops seeing. Any event there triggers a
     // debounced re-read; an unchanged file is a no-op.
@@ -190,7 +205,7 @@ export class StandaloneSource implements DesiredSource {
     return computeDesired(
       { services: this.current?.intents ?? [], health },
       node,
-      { owns: this.owns },
+      { owns: this.pools.owns },
       this.memo,
     );
   }
@@ -200,7 +215,11 @@ export class StandaloneSource implements DesiredSource {
  * A services file's pools must lie inside the agent's: the file describes services, the
  * agent's configuration bounds what it owns (and may delete).
  */
-export function checkFilePools(file: ServicesFile, config: AgentConfig, source: string): void {
+export function checkFilePools(
+  file: ServicesFile,
+  config: { pools: readonly PoolLike[] },
+  source: string,
+): void {
   const outside = file.pools.filter((b) => !blockInsidePools(config.pools, b));
   if (outside.length) {
     throw new ConfigError(

@@ -7,7 +7,7 @@ import type { IpvsClient } from '../ipvs/client.ts';
 import { FaultyIpvsClient, FileFaults } from '../ipvs/faulty-client.ts';
 import { NetlinkIpvsClient } from '../ipvs/netlink-client.ts';
 import { ProcSysctls } from '../ipvs/sysctl.ts';
-import { createLogger } from '../util/log.ts';
+import { createLogger, type Logger } from '../util/log.ts';
 import { EXIT, helpText, parseCommand, UsageError } from './args.ts';
 
 const spec = {
@@ -21,6 +21,9 @@ const spec = {
     'reported with its name and value, and the agent exits 2 before touching the kernel.',
     'SIGTERM: graceful shutdown (GRACEFUL_SHUTDOWN community, wait, withdraw, exit); a second',
     'signal exits at once. Kernel state is left in place for the next start to adopt.',
+    'SIGHUP (standalone mode): the configuration is read again; new pools and BGP peers are',
+    'applied without a restart, anything else is refused naming it, and a bad file is refused',
+    'naming the option and value; either way the running configuration stays.',
   ].join('\n'),
   options: {
     config: { type: 'string', short: 'c' },
@@ -116,5 +119,34 @@ export async function agentCommand(argv: string[]): Promise<number> {
   });
   await agent.start();
   log.info({ listen: config.http.listen }, 'agent running');
+  // One reload at a time, in the order the signals came.
+  let reloads = Promise.resolve();
+  process.on('SIGHUP', () => {
+    reloads = reloads.then(() => reloadConfig(agent, args.values.config!, log));
+  });
   return done;
+}
+
+/** SIGHUP: the configuration file read and checked again, then applied or refused (nothing half-done). */
+async function reloadConfig(agent: Agent, file: string, log: Logger): Promise<void> {
+  try {
+    const next = parseAgentConfig(await readYamlFile(file), file);
+    const applied = await agent.reloadConfig(next, file);
+    agent.conditions.clear('config-reload');
+    log.info(
+      { file, applied },
+      applied.length ? 'configuration reloaded' : 'configuration reloaded: nothing changed',
+    );
+  } catch (err) {
+    agent.metrics.configReloadErrors.inc({ file: 'config' });
+    log.error(
+      { file, err: describeError(err) },
+      'configuration reload refused; the running configuration is kept',
+    );
+    agent.conditions.set('config-reload', {
+      severity: 'error',
+      reason: 'ConfigReloadRefused',
+      message: `${describeError(err)}; the running configuration is kept`,
+    });
+  }
 }

@@ -15,7 +15,11 @@ export const ipField = z
   .string({ error: 'must be an IP address' })
   .refine((s) => ipFamily(s) !== undefined, { error: 'is not an IP address' });
 
-export type ConfigErrorCode = 'CONFIG_INVALID' | 'CONFIG_UNREADABLE' | 'CONFIG_SYNTAX';
+export type ConfigErrorCode =
+  | 'CONFIG_INVALID'
+  | 'CONFIG_UNREADABLE'
+  | 'CONFIG_SYNTAX'
+  | 'CONFIG_RELOAD_REFUSED';
 
 /** A user file that cannot be used; `problems` has one line per problem. */
 export class ConfigError extends PortlbError<ConfigErrorCode> {
