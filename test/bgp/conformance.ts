@@ -122,6 +122,23 @@ export function speakerConformance(label: string, make: () => Promise<SpeakerUnd
       );
     });
 
+    test('a new speaker on a running daemon leaves its peers alone until told who they are', async () => {
+      const before = (await u.speaker.listPeers()).map((p) => `${p.address} AS${p.asn}`).sort();
+      assert.ok(before.length > 0);
+      const second = await u.another();
+      try {
+        await second.setGlobal({ asn: 65001, routerId: '192.0.2.254', listenPort: -1, listenAddresses: [] });
+        await new Promise((r) => setTimeout(r, 300));
+        assert.deepEqual(
+          (await second.listPeers()).map((p) => `${p.address} AS${p.asn}`).sort(),
+          before,
+          'no peer deleted before setPeers',
+        );
+      } finally {
+        await second.close();
+      }
+    });
+
     test('a new speaker on a running daemon adopts its paths until told what to announce', async () => {
       const before = byPrefix(await u.speaker.listAdvertisements());
       assert.ok(before.length > 0);

@@ -215,6 +215,22 @@ describe('the Helm chart', () => {
     );
   });
 
+  test('PortlbBgpPeer: its CEL rule (keepalive below hold time) evaluated; MD5 and BFD are not in its schema (kubectl refuses unknown fields)', () => {
+    const crd = find(helmTemplate(), 'CustomResourceDefinition').find(
+      (o) => o.metadata.name === 'portlbbgppeers.portlb.io',
+    )!;
+    const spec = crd.spec.versions[0].schema.openAPIV3Schema.properties.spec;
+    assert.deepEqual(spec.required, ['address', 'asn']);
+    assert.equal(spec.properties.passwordFile, undefined);
+    assert.equal(spec.properties.bfd, undefined);
+    const ok = (self: Obj) =>
+      spec['x-kubernetes-validations'].every((r: Obj) => evaluate(r.rule, { self }) === true);
+    assert.ok(ok({ address: '192.0.2.1', asn: 65000 }));
+    assert.ok(ok({ address: '192.0.2.1', asn: 65000, holdTime: 9, keepaliveInterval: 3 }));
+    assert.ok(ok({ address: '192.0.2.1', asn: 65000, holdTime: 0, keepaliveInterval: 30 }));
+    assert.ok(!ok({ address: '192.0.2.1', asn: 65000, holdTime: 9, keepaliveInterval: 9 }));
+  });
+
   test('monitoring: the alert rules and the Grafana dashboard are rendered as shipped (their queries are checked in metrics.test.ts)', () => {
     const objects = helmTemplate(['-f', path.join(fixtures, 'monitoring-values.yaml')]);
     const files = path.join(CHART, 'files');

@@ -265,7 +265,8 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
         async () => {
           const s = await lab.status(1);
           return (
-            s.bgp.peers.some((p: { address: string }) => p.address === '10.0.0.250') && s.notices.length === 0
+            s.bgp.peers.some((p: { address: string }) => p.address === '10.0.0.250') &&
+            !s.notices.some((n: { subject: string }) => n.subject === 'config-reload')
           );
         },
         { timeoutMs: 15_000 },

@@ -64,6 +64,15 @@ export const RESOURCES: Record<string, ResourceType> = {
     hasStatus: true,
     custom: true,
   },
+  portlbbgppeers: {
+    group: 'portlb.io',
+    version: 'v1alpha1',
+    plural: 'portlbbgppeers',
+    kind: 'PortlbBgpPeer',
+    namespaced: false,
+    hasStatus: true,
+    custom: true,
+  },
   portlbnodestatuses: {
     group: 'portlb.io',
     version: 'v1alpha1',

@@ -214,6 +214,24 @@ describe('BGP: gobgpd replicas + BIRD router, ECMP in the kernel FIB', () => {
     assert.deepEqual(await s.listAdvertisements(), []);
   });
 
+  /** lb1's adapter closed and started again on the same gobgpd (an agent restart), its global config set. */
+  const restartAdapter = async () => {
+    await speakers.lb1!.close();
+    const again = new GobgpSpeaker({ target: gobgp.lb1!.target, healthIntervalMs: 500 }).start();
+    speakers.lb1 = again;
+    await waitFor('connected', () => again.connected());
+    await again.setGlobal({
+      asn: 65001,
+      routerId: replicas.lb1.v4,
+      listenPort: 179,
+      listenAddresses: [replicas.lb1.v4, replicas.lb1.v6],
+    });
+    return again;
+  };
+  /** How often lb1's session toward the router went down (gobgpd's count). */
+  const flops = async (s: GobgpSpeaker) =>
+    (await s.listPeers()).find((p) => p.address === replicas.lb1.router4)?.flops;
+
   test('a restarted adapter (agent restart) adopts: no session reset, no route change', async () => {
     await speakers.lb1!.setAdvertisements([ad(VIP)]);
     await waitFor('two next hops', () => fibNextHops(lab, 'r', VIP).length === 2);
@@ -227,26 +245,42 @@ describe('BGP: gobgpd replicas + BIRD router, ECMP in the kernel FIB', () => {
       const [h = 0, m = 0, sec = 0] = (/(\d\d):(\d\d):(\d\d\.\d+)/.exec(line) ?? []).slice(1).map(Number);
       return (h * 3600 + m * 60 + sec) * 1000;
     };
-    const flops = async (s: GobgpSpeaker) =>
-      (await s.listPeers()).find((p) => p.address === replicas.lb1.router4)?.flops;
     const before = since();
     const flopsBefore = await flops(speakers.lb1!);
-    await speakers.lb1!.close();
-    const again = new GobgpSpeaker({ target: gobgp.lb1!.target, healthIntervalMs: 500 }).start();
-    speakers.lb1 = again;
-    await waitFor('connected', () => again.connected());
-    await again.setGlobal({
-      asn: 65001,
-      routerId: replicas.lb1.v4,
-      listenPort: 179,
-      listenAddresses: [replicas.lb1.v4, replicas.lb1.v6],
-    });
+    const again = await restartAdapter();
     await again.setPeers(peersOf('lb1'));
     await again.setAdvertisements([ad(VIP)]);
     await new Promise((r) => setTimeout(r, 1500));
     assert.equal(again.writes, 0, 'adopting a converged speaker writes nothing to it');
     assert.ok(Math.abs(since() - before) < 50, 'the BGP session was not reset (BIRD)');
     assert.equal(await flops(again), flopsBefore, 'the BGP session was not reset (gobgpd)');
+    assert.equal(fibNextHops(lab, 'r', VIP).length, 2);
+  });
+
+  test('a restarted adapter that declares its peers late (PortlbBgpPeer objects still being listed) leaves gobgpd’s peers and policies alone meanwhile', async () => {
+    const flopsBefore = await flops(speakers.lb1!);
+    await speakers.lb1!.close();
+    const again = new GobgpSpeaker({ target: gobgp.lb1!.target, healthIntervalMs: 500 }).start();
+    speakers.lb1 = again;
+    // As the agent starts: the global configuration declared at once, before the speaker
+    // has connected (refused now, kept, and provisioned on connect), the peers later.
+    await again
+      .setGlobal({
+        asn: 65001,
+        routerId: replicas.lb1.v4,
+        listenPort: 179,
+        listenAddresses: [replicas.lb1.v4, replicas.lb1.v6],
+      })
+      .catch(() => {});
+    await waitFor('connected', () => again.connected());
+    // Connected and provisioned, peers not declared yet: nothing of gobgpd's is touched.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(again.writes, 0, 'nothing written before the peers are declared');
+    assert.equal((await again.listPeers()).length, peersOf('lb1').length, 'no peer deleted');
+    await again.setPeers(peersOf('lb1'));
+    await again.setAdvertisements([ad(VIP)]);
+    assert.equal(again.writes, 0, 'the same peers, policies and paths: nothing to write');
+    assert.equal(await flops(again), flopsBefore, 'the BGP session was not reset');
     assert.equal(fibNextHops(lab, 'r', VIP).length, 2);
   });
 });

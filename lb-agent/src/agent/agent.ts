@@ -6,7 +6,7 @@ import { networkInterfaces } from 'node:os';
 import type { GuardBackend } from '../bfd/dead-man.ts';
 import { GobgpSpeaker } from '../bgp/gobgp-speaker.ts';
 import type { BgpPeerConfig, BgpSpeaker, PeerStatus } from '../bgp/types.ts';
-import { type AgentConfig, readPassword } from '../config/agent-config.ts';
+import { type AgentConfig, type PeerFields, readPassword } from '../config/agent-config.ts';
 import { PoolRegistry } from '../config/ownership.ts';
 import { planReload } from '../config/reload.ts';
 import { ConfigError } from '../config/validate.ts';
@@ -74,8 +74,9 @@ const peerFamilies = (p: {
   families?: readonly ('ipv4' | 'ipv6')[];
 }): ('ipv4' | 'ipv6')[] => [...(p.families ?? [ipFamily(p.address) ?? 'ipv4'])];
 
-export function peersFromConfig(config: AgentConfig): BgpPeerConfig[] {
-  return (config.bgp?.peers ?? []).map((p) => ({
+/** One peer of the configuration (or of a PortlbBgpPeer) as the speaker takes it. */
+export function peerConfig(p: PeerFields): BgpPeerConfig {
+  return {
     address: p.address,
     asn: p.asn,
     port: p.port,
@@ -88,7 +89,7 @@ export function peersFromConfig(config: AgentConfig): BgpPeerConfig[] {
     localAddress: p.localAddress,
     passive: p.passive,
     description: p.description,
-  }));
+  };
 }
 
 export class Agent {
@@ -116,6 +117,8 @@ export class Agent {
   reconciler!: Reconciler;
   bfd: BfdLane | undefined;
   private routerId: string | undefined;
+  /** The address families of the peers in force (a VIP of another family is not announced). */
+  private readonly families = new Set<'ipv4' | 'ipv6'>();
   private http: Server | undefined;
   private statsCache: { at: number; run: Promise<void> } | undefined;
 
@@ -190,6 +193,8 @@ export class Agent {
       'starting',
     );
     await this.checkHost();
+    // Without BGP nothing is announced anyway: no family to leave out.
+    this.setFamilies(cfg.bgp ? cfg.bgp.peers : undefined);
     if (cfg.bgp) await this.startSpeaker(cfg.bgp);
 
     const vanish = new VanishDetector(this.clock);
@@ -212,8 +217,7 @@ export class Agent {
       speaker: this.speaker,
       announce: {
         communities: [...(cfg.bgp?.communities ?? [])],
-        // Without BGP nothing is announced anyway: no family to leave out.
-        peerFamilies: new Set(cfg.bgp ? cfg.bgp.peers.flatMap((p) => peerFamilies(p)) : ['ipv4', 'ipv6']),
+        peerFamilies: this.families,
       },
       clock: this.clock,
       logger: this.log,
@@ -334,9 +338,27 @@ export class Agent {
       .catch((err) =>
         this.log.warn({ err: describeError(err) }, 'speaker not ready; global config kept for later'),
       );
-    await speaker
-      .setPeers(peersFromConfig(this.config))
+    // With PortlbBgpPeer objects, the peers are set once the objects are listed: set now,
+    // the file's alone would remove the objects' peers from gobgpd (their sessions reset).
+    if (this.source.watchPeers?.((peers) => void this.applyPeers(peers))) {
+      this.log.info('BGP peers: set once the PortlbBgpPeer objects are listed');
+      return;
+    }
+    await this.applyPeers(this.config.bgp?.peers ?? []);
+  }
+
+  /** The BGP peers in force, to the speaker and to the announcer's families. */
+  private async applyPeers(peers: readonly PeerFields[]): Promise<void> {
+    this.setFamilies(peers);
+    await this.speaker
+      ?.setPeers(peers.map(peerConfig))
       .catch((err) => this.log.warn({ err: describeError(err) }, 'speaker not ready; peers kept for later'));
+  }
+
+  private setFamilies(peers: readonly PeerFields[] | undefined): void {
+    this.families.clear();
+    for (const f of peers ? peers.flatMap((p) => peerFamilies(p)) : (['ipv4', 'ipv6'] as const))
+      this.families.add(f);
   }
 
   /**
@@ -364,11 +386,7 @@ export class Agent {
     this.config = next;
     if (plan.peers && this.speaker) {
       applied.push('bgp.peers');
-      await this.speaker
-        .setPeers(peersFromConfig(next))
-        .catch((err) =>
-          this.log.warn({ err: describeError(err) }, 'speaker not ready; peers kept for later'),
-        );
+      await this.applyPeers(next.bgp?.peers ?? []);
     }
     this.reconciler?.trigger();
     return applied;

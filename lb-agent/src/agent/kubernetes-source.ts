@@ -1,9 +1,10 @@
 // Kubernetes as the source of desired state.
-import type { AgentConfig, Pool } from '../config/agent-config.ts';
+import type { AgentConfig, PeerFields, Pool } from '../config/agent-config.ts';
 import { PoolRegistry } from '../config/ownership.ts';
 import type { DesiredState } from '../core/desired.ts';
 import type { HealthView } from '../core/types.ts';
 import { KubeClient } from '../k8s/client.ts';
+import type { Verdict } from '../k8s/config-objects.ts';
 import { type KubeConnection, resolveConnection } from '../k8s/connection.ts';
 import { KubernetesController } from '../k8s/controller.ts';
 import { NodeStatusPublisher, type NodeStatusReport } from '../k8s/node-status.ts';
@@ -33,6 +34,7 @@ export class KubernetesSource implements DesiredSource {
   private controller: KubernetesController | undefined;
   private client: KubeClient | undefined;
   private nodeStatus: NodeStatusPublisher | undefined;
+  private peersListener: ((peers: readonly PeerFields[]) => void) | undefined;
   /** The file's pools, then PortlbAddressPool objects': what the data plane owns. */
   readonly pools: PoolRegistry<Pool>;
 
@@ -63,9 +65,10 @@ export class KubernetesSource implements DesiredSource {
       onLeaderChange: (leading) => this.o.metrics?.leader.set(leading ? 1 : 0),
       onPoolUsage: (usage) => this.o.metrics?.setPoolUsage(usage),
       pools: this.pools,
-      onPoolVerdicts: (verdicts) => {
-        this.o.metrics?.poolObjects.set({ state: 'accepted' }, verdicts.filter((v) => v.accepted).length);
-        this.o.metrics?.poolObjects.set({ state: 'refused' }, verdicts.filter((v) => !v.accepted).length);
+      onPoolVerdicts: (verdicts) => this.countVerdicts('PortlbAddressPool', verdicts),
+      onPeers: (peers, verdicts) => {
+        this.countVerdicts('PortlbBgpPeer', verdicts);
+        this.peersListener?.(peers);
       },
       onIpModeDropped: (service) => {
         const message = `the API server drops status.loadBalancer.ingress[].ipMode (seen on ${service}): Kubernetes before 1.30, or the LoadBalancerIPMode feature gate off. kube-proxy then captures traffic to the VIPs on every node; portlb needs Kubernetes 1.30+. Status is no longer rewritten for ipMode alone.`;
@@ -79,6 +82,21 @@ export class KubernetesSource implements DesiredSource {
       };
     }
     this.controller.start();
+  }
+
+  /**
+   * Tells `listener` the BGP peers in force (the file's, then PortlbBgpPeer objects'),
+   * first once the objects are listed, then on every change.
+   */
+  watchPeers(listener: (peers: readonly PeerFields[]) => void): boolean {
+    if (!this.o.config.kubernetes.peerObjects) return false;
+    this.peersListener = listener;
+    return true;
+  }
+
+  private countVerdicts(kind: string, verdicts: readonly Verdict[]): void {
+    this.o.metrics?.configObjects.set({ kind, state: 'accepted' }, verdicts.filter((v) => v.accepted).length);
+    this.o.metrics?.configObjects.set({ kind, state: 'refused' }, verdicts.filter((v) => !v.accepted).length);
   }
 
   /** Publishes this node's PortlbNodeStatus from `collect` (unless kubernetes.nodeStatus.enabled is false). */

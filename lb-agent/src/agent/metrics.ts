@@ -108,10 +108,10 @@ export class AgentMetrics {
     labelNames: ['pool', 'family'],
     registers: [this.registry],
   });
-  readonly poolObjects = new Gauge({
-    name: 'portlb_address_pool_objects',
-    help: 'PortlbAddressPool objects by verdict (accepted, refused: its reason is on its Accepted condition and in an Event)',
-    labelNames: ['state'],
+  readonly configObjects = new Gauge({
+    name: 'portlb_config_objects',
+    help: 'Configuration objects (PortlbAddressPool, PortlbBgpPeer) by kind and verdict (accepted, refused: the reason is on its Accepted condition and in an Event)',
+    labelNames: ['kind', 'state'],
     registers: [this.registry],
   });
   readonly buildInfo = new Gauge({

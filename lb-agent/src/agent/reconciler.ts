@@ -4,6 +4,7 @@
 // nothing is applied before the source has synced.
 import PQueue from 'p-queue';
 import type { Advertisement, BgpSpeaker } from '../bgp/types.ts';
+import type { PeerFields } from '../config/agent-config.ts';
 import type { PoolRegistry } from '../config/ownership.ts';
 import type { DesiredState } from '../core/desired.ts';
 import type { HealthTarget, HealthView } from '../core/types.ts';
@@ -35,6 +36,11 @@ export interface DesiredSource {
   isLeader?(): boolean;
   /** An Event on a Service (Kubernetes): a health check's verdict. */
   serviceEvent?(service: string, type: 'Normal' | 'Warning', reason: string, message: string): void;
+  /**
+   * The BGP peers in force when the source changes them while running (PortlbBgpPeer
+   * objects): false when it does not (the configuration's peers are then set at start).
+   */
+  watchPeers?(listener: (peers: readonly PeerFields[]) => void): boolean;
   /** The pools in force when the source changes them while running (PortlbAddressPool objects). */
   readonly pools?: PoolRegistry;
   /** Publishes what this node does for the cluster view (Kubernetes: its PortlbNodeStatus). */

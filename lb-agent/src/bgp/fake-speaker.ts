@@ -26,6 +26,7 @@ export class FakeBgpSpeaker implements BgpSpeaker {
   private up = true;
   private desiredGlobal: BgpGlobal | undefined;
   private desiredPeers: BgpPeerConfig[] = [];
+  private peersDeclared = false;
   private desiredAds: Advertisement[] = [];
   private adsDeclared = false;
   /** What the "daemon" holds; lost when it restarts; shared by speakers attached to it. */
@@ -74,6 +75,7 @@ export class FakeBgpSpeaker implements BgpSpeaker {
   async setPeers(peers: readonly BgpPeerConfig[]): Promise<void> {
     validatePeers(peers);
     this.desiredPeers = peers.map((p) => ({ ...p, address: canonicalIp(p.address)! }));
+    this.peersDeclared = true;
     this.requireUp('set peers');
     this.applyPeers();
   }
@@ -152,7 +154,8 @@ export class FakeBgpSpeaker implements BgpSpeaker {
   }
 
   private applyPeers(): void {
-    if (!this.daemon.global) return;
+    // As gobgp-speaker.ts: gobgpd's peers are left alone until the caller declares its own.
+    if (!this.daemon.global || !this.peersDeclared) return;
     const before = JSON.stringify(this.daemon.peers);
     this.daemon.peers = [...this.desiredPeers];
     if (JSON.stringify(this.daemon.peers) !== before)

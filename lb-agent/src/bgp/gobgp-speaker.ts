@@ -66,6 +66,12 @@ export class GobgpSpeaker implements BgpSpeaker {
    * restarted agent adopts them instead of withdrawing everything before its first pass.
    */
   private adsDeclared = false;
+  /**
+   * The same for peers (and the policies that name them): until the caller has said who
+   * they are, gobgpd's are left alone. An agent that learns its peers late (from
+   * PortlbBgpPeer objects) would otherwise delete them on connect, resetting sessions.
+   */
+  private peersDeclared = false;
   /** What gobgpd announces, as read back at the last provision and patched since. */
   private announced = new Map<string, Advertisement>();
   private isConnected = false;
@@ -122,6 +128,7 @@ export class GobgpSpeaker implements BgpSpeaker {
   async setPeers(peers: readonly BgpPeerConfig[]): Promise<void> {
     validatePeers(peers);
     this.desiredPeers = peers.map((p) => ({ ...p, address: canonicalIp(p.address)! }));
+    this.peersDeclared = true;
     await this.serialized('set peers', async () => {
       // The policy names the eBGP peers: in place before a new one is added.
       await this.syncPolicies();
@@ -196,7 +203,7 @@ export class GobgpSpeaker implements BgpSpeaker {
 
   private policyWant(): PolicyWant | undefined {
     const g = this.desiredGlobal;
-    if (!g) return undefined;
+    if (!g || !this.peersDeclared) return undefined;
     return {
       ownAsn: g.asn,
       ebgpPeers: this.desiredPeers.filter((p) => p.asn !== g.asn).map((p) => p.address),
@@ -222,7 +229,7 @@ export class GobgpSpeaker implements BgpSpeaker {
   }
 
   private async syncPeers(): Promise<void> {
-    if (!this.desiredGlobal) return;
+    if (!this.desiredGlobal || !this.peersDeclared) return;
     const listed = await this.api.list('ListPeer', {});
     const actual = new Map(listed.map((r) => peerConfigFromWire(r.peer ?? {})).map((p) => [p.address, p]));
     const problems: string[] = [];

@@ -104,6 +104,8 @@ const schema = z
         kubeconfig: z.string().optional(),
         /** Pools from PortlbAddressPool objects too, applied live (k8s/pool-objects.ts). */
         poolObjects: z.boolean().default(true),
+        /** BGP peers from PortlbBgpPeer objects too, applied live (k8s/peer-objects.ts). */
+        peerObjects: z.boolean().default(true),
         /** This node's PortlbNodeStatus object (k8s/node-status.ts). */
         nodeStatus: z
           .object({
@@ -244,6 +246,36 @@ export function checkPool(
   return { pool: { name: p.name, blocks, autoAssign: p.autoAssign }, problems, conflicts };
 }
 
+export type PeerFields = z.output<typeof peerSchema>;
+
+/** One BGP peer's checks beyond its schema: the configuration file's peers and PortlbBgpPeer objects alike. */
+export function checkPeer(p: PeerFields, at: readonly PropertyKey[], bfdSection: boolean): string[] {
+  const problems: string[] = [];
+  if (p.keepaliveInterval !== undefined && p.holdTime > 0 && p.keepaliveInterval >= p.holdTime)
+    problems.push(
+      `${formatPath([...at, 'keepaliveInterval'])}: must be below holdTime ${p.holdTime} (got ${p.keepaliveInterval})`,
+    );
+  if (p.bfd && !bfdSection)
+    problems.push(
+      `${formatPath([...at, 'bfd'])}: true needs the bfd section (bfd: {} for the defaults) and the bfd container`,
+    );
+  if (p.passwordFile !== undefined) {
+    try {
+      readFileSync(p.passwordFile);
+    } catch (err) {
+      problems.push(
+        `${formatPath([...at, 'passwordFile'])}: cannot read ${JSON.stringify(p.passwordFile)}: ${(err as NodeJS.ErrnoException).code}`,
+      );
+    }
+  }
+  return problems;
+}
+
+/** A peer's fields (a PortlbBgpPeer's spec) through the file's schema. */
+export function parsePeerFields(data: unknown, source: string): PeerFields {
+  return parseWith(peerSchema, data, source);
+}
+
 /** A pool's fields (a PortlbAddressPool's spec plus its name) through the file's schema. */
 export function parsePoolFields(data: unknown, source: string): z.output<typeof poolSchema> {
   return parseWith(poolSchema, data, source);
@@ -278,25 +310,7 @@ function crossCheck(raw: RawAgentConfig, source: string): AgentConfig {
     );
   }
   raw.bgp?.peers.forEach((p, i) => {
-    if (p.keepaliveInterval !== undefined && p.holdTime > 0 && p.keepaliveInterval >= p.holdTime) {
-      problems.push(
-        `${formatPath(['bgp', 'peers', i, 'keepaliveInterval'])}: must be below holdTime ${p.holdTime} (got ${p.keepaliveInterval})`,
-      );
-    }
-    if (p.bfd && !raw.bfd) {
-      problems.push(
-        `${formatPath(['bgp', 'peers', i, 'bfd'])}: true needs the bfd section (bfd: {} for the defaults) and the bfd container`,
-      );
-    }
-    if (p.passwordFile !== undefined) {
-      try {
-        readFileSync(p.passwordFile);
-      } catch (err) {
-        problems.push(
-          `${formatPath(['bgp', 'peers', i, 'passwordFile'])}: cannot read ${JSON.stringify(p.passwordFile)}: ${(err as NodeJS.ErrnoException).code}`,
-        );
-      }
-    }
+    problems.push(...checkPeer(p, ['bgp', 'peers', i], !!raw.bfd));
   });
   if (raw.bfd && !raw.bgp) problems.push('bfd: needs the bgp section (BFD runs toward the BGP peers)');
   if (raw.bgp && !raw.bgp.speakerSocket.startsWith('unix://')) {

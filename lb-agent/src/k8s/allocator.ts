@@ -15,8 +15,8 @@ export interface ServiceRef {
   namespace: string;
   name: string;
   uid: string | undefined;
-  /** What the Event is about: a Service (default), this Node, or an address pool object. */
-  kind?: 'Service' | 'Node' | 'PortlbAddressPool';
+  /** What the Event is about: a Service (default), this Node, or a configuration object. */
+  kind?: 'Service' | 'Node' | 'PortlbAddressPool' | 'PortlbBgpPeer';
 }
 
 export interface KubeEvent {

@@ -2,7 +2,7 @@
 // this Node (reflector.ts); the pure translation and computeDesired, synchronously, for
 // the data plane's pass; and, in the API lane (never inside the pass), the leader's VIP
 // allocation with its status writes, and the Events of every replica.
-import type { AgentConfig, Pool } from '../config/agent-config.ts';
+import type { AgentConfig, PeerFields, Pool } from '../config/agent-config.ts';
 import { PoolRegistry } from '../config/ownership.ts';
 import { computeDesired, DesiredMemo, type DesiredState } from '../core/desired.ts';
 import type { HealthView, NodeInfo } from '../core/types.ts';
@@ -10,6 +10,7 @@ import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { type KubeEvent, type PoolUsage, planAllocations, poolUsage, type ServiceRef } from './allocator.ts';
 import type { KubeClient } from './client.ts';
+import { ConfigObjects, type Verdict } from './config-objects.ts';
 import { ApiLane } from './lane.ts';
 import { LeaderElector } from './leader.ts';
 import {
@@ -21,16 +22,8 @@ import {
   leanService,
   objectKey,
 } from './objects.ts';
-import {
-  ADDRESS_POOLS,
-  ADDRESS_POOLS_PATH,
-  acceptedCondition,
-  type LastValidPools,
-  type LeanPoolObject,
-  leanPoolObject,
-  type PoolVerdict,
-  resolvePools,
-} from './pool-objects.ts';
+import { BGP_PEERS, peerRules } from './peer-objects.ts';
+import { ADDRESS_POOLS, poolRules } from './pool-objects.ts';
 import { Reflector } from './reflector.ts';
 import { nodeInfo, TranslateMemo, type Translation, translateKubernetes } from './translate.ts';
 import { KubeWriter } from './writer.ts';
@@ -55,7 +48,13 @@ export interface KubernetesControllerOptions {
   /** The pools in force (the file's, and PortlbAddressPool objects'), shared with the data plane. */
   pools?: PoolRegistry<Pool>;
   /** Each PortlbAddressPool's verdict, whenever the objects changed. */
-  onPoolVerdicts?: (verdicts: readonly PoolVerdict[]) => void;
+  onPoolVerdicts?: (verdicts: readonly Verdict[]) => void;
+  /**
+   * The BGP peers in force (the file's, then PortlbBgpPeer objects'), whenever they
+   * changed: first once the objects are listed (never before: a peer left out would be
+   * removed from the speaker, its session reset).
+   */
+  onPeers?: (peers: readonly PeerFields[], verdicts: readonly Verdict[]) => void;
   informerBackoffMs?: { initial: number; max: number };
   /** Deadline of each API write. */
   apiDeadlineMs?: number;
@@ -76,13 +75,10 @@ export class KubernetesController {
   readonly slices: Reflector<LeanEndpointSlice>;
   readonly nodes: Reflector<LeanNode>;
   /** PortlbAddressPool objects (kubernetes.poolObjects). */
-  readonly poolObjects: Reflector<LeanPoolObject> | undefined;
+  readonly poolObjects: ConfigObjects<Pool> | undefined;
+  /** PortlbBgpPeer objects (kubernetes.peerObjects). */
+  readonly peerObjects: ConfigObjects<PeerFields> | undefined;
   readonly pools: PoolRegistry<Pool>;
-  private poolObjectsGeneration = 0;
-  private resolvedPoolsGeneration = -1;
-  private lastValidPools: LastValidPools = new Map();
-  private poolVerdicts: PoolVerdict[] = [];
-  private readonly loggedVerdicts = new Set<string>();
   readonly elector: LeaderElector | undefined;
   readonly lane: ApiLane;
   readonly writer: KubeWriter;
@@ -135,17 +131,16 @@ export class KubernetesController {
       key: (n) => n.name,
       onChange: o.onChange,
     });
+    const objects = { client: o.client, reflector: common, logger: this.log, onChange: o.onChange };
     this.poolObjects = o.config.kubernetes.poolObjects
-      ? new Reflector<LeanPoolObject>({
-          ...common,
-          name: ADDRESS_POOLS.plural,
-          path: ADDRESS_POOLS_PATH,
-          transform: leanPoolObject,
-          key: (p) => p.name,
-          onChange: () => {
-            this.poolObjectsGeneration++;
-            o.onChange();
-          },
+      ? new ConfigObjects({ ...objects, kind: ADDRESS_POOLS, base: o.config.pools, rules: poolRules })
+      : undefined;
+    this.peerObjects = o.config.kubernetes.peerObjects
+      ? new ConfigObjects({
+          ...objects,
+          kind: BGP_PEERS,
+          base: o.config.bgp?.peers ?? [],
+          rules: peerRules({ bgp: !!o.config.bgp, bfdSection: !!o.config.bfd }),
         })
       : undefined;
     this.lane = new ApiLane({ deadlineMs: o.apiDeadlineMs ?? 10_000, logger: this.log });
@@ -182,7 +177,8 @@ export class KubernetesController {
     this.services.start();
     this.slices.start();
     this.nodes.start();
-    this.poolObjects?.start();
+    this.poolObjects?.reflector.start();
+    this.peerObjects?.reflector.start();
     this.elector?.start();
   }
 
@@ -193,7 +189,8 @@ export class KubernetesController {
       this.services.stop(),
       this.slices.stop(),
       this.nodes.stop(),
-      this.poolObjects?.stop(),
+      this.poolObjects?.reflector.stop(),
+      this.peerObjects?.reflector.stop(),
     ]);
   }
 
@@ -207,7 +204,8 @@ export class KubernetesController {
       this.services.synced() &&
       this.slices.synced() &&
       this.nodes.synced() &&
-      (this.poolObjects?.synced() ?? true)
+      (this.poolObjects?.reflector.synced() ?? true) &&
+      (this.peerObjects?.reflector.synced() ?? true)
     );
   }
 
@@ -216,51 +214,31 @@ export class KubernetesController {
       this.services.connected() &&
       this.slices.connected() &&
       this.nodes.connected() &&
-      (this.poolObjects?.connected() ?? true)
+      (this.poolObjects?.reflector.connected() ?? true) &&
+      (this.peerObjects?.reflector.connected() ?? true)
     );
   }
 
   lastError(): string | undefined {
-    const pools = this.poolObjects?.lastError;
     return (
       this.services.lastError ??
       this.slices.lastError ??
       this.nodes.lastError ??
-      (pools &&
-        `${pools}${/404|NotFound/.test(pools) ? ' (the PortlbAddressPool CRD is not installed: apply the chart, or set kubernetes.poolObjects: false)' : ''}`)
+      this.poolObjects?.lastError()
     );
-  }
-
-  /** The PortlbAddressPool objects' verdicts as last resolved. */
-  verdicts(): readonly PoolVerdict[] {
-    return this.poolVerdicts;
   }
 
   /** The pools in force from the file and the objects, when the objects changed. */
   private resolvePools(): void {
-    if (!this.poolObjects || this.resolvedPoolsGeneration === this.poolObjectsGeneration) return;
-    this.resolvedPoolsGeneration = this.poolObjectsGeneration;
-    const r = resolvePools(this.o.config.pools, this.poolObjects.list(), this.lastValidPools);
-    this.lastValidPools = r.lastValid;
-    this.poolVerdicts = r.verdicts;
-    for (const v of r.verdicts) {
-      const key = `${v.uid}|${v.generation}|${v.accepted}|${v.message}`;
-      if (this.loggedVerdicts.has(key)) continue;
-      this.loggedVerdicts.add(key);
-      if (v.accepted) this.log.info({ pool: v.name, generation: v.generation }, `address pool ${v.message}`);
-      else
-        this.log.warn(
-          { pool: v.name, generation: v.generation, reason: v.reason },
-          `address pool refused: ${v.message}`,
-        );
-    }
-    this.o.onPoolVerdicts?.(r.verdicts);
-    if (this.pools.set(r.pools)) {
+    const pools = this.poolObjects?.resolve();
+    if (!pools) return;
+    this.o.onPoolVerdicts?.(this.poolObjects!.verdicts);
+    if (this.pools.set(pools)) {
       // Another set of pools: what is owned, allocated and skipped may all differ.
       this.desiredMemo = new DesiredMemo();
       this.servicesGeneration++;
       this.log.info(
-        { pools: r.pools.map((p) => `${p.name}: ${p.blocks.map((b) => b.text).join(' ')}`) },
+        { pools: pools.map((p) => `${p.name}: ${p.blocks.map((b) => b.text).join(' ')}`) },
         'address pools in force',
       );
     }
@@ -278,6 +256,8 @@ export class KubernetesController {
   sync(health?: HealthView): KubernetesSync {
     const cfg = this.o.config;
     this.resolvePools();
+    const peers = this.peerObjects?.reflector.synced() ? this.peerObjects.resolve() : undefined;
+    if (peers) this.o.onPeers?.(peers, this.peerObjects!.verdicts);
     const translation = translateKubernetes(
       { services: this.services.list(), endpointSlices: this.slices.list() },
       {
@@ -322,7 +302,14 @@ export class KubernetesController {
 
   /** The leader's work for this view: allocation (when Services changed) and the Events users act on. */
   private leaderWork(desired: DesiredState, translation: Translation): void {
-    this.poolStatusWork();
+    const now = new Date(this.o.clock.now()).toISOString();
+    for (const objects of [this.poolObjects, this.peerObjects])
+      objects?.writeVerdicts(
+        (w) => this.lane.submit(w),
+        (ev) => this.submitEvent(ev),
+        this.writer,
+        now,
+      );
     if (this.allocatedGeneration !== this.servicesGeneration) {
       this.allocatedGeneration = this.servicesGeneration;
       const cfg = this.o.config;
@@ -380,31 +367,6 @@ export class KubernetesController {
           type: 'Warning',
           reason: 'InvalidSettingsKept',
           message: `${k.problem}: the last valid settings stay in force until it is fixed`,
-        });
-    }
-  }
-
-  /** Each PortlbAddressPool's Accepted condition, where it differs, and an Event when refused or accepted again. */
-  private poolStatusWork(): void {
-    if (!this.poolObjects) return;
-    const now = new Date(this.o.clock.now()).toISOString();
-    for (const v of this.poolVerdicts) {
-      const o = this.poolObjects.get(v.name);
-      if (!o || o.uid !== v.uid) continue;
-      const patch = acceptedCondition(o, v, now);
-      if (!patch) continue;
-      this.lane.submit({
-        key: `poolstatus|${v.name}`,
-        what: `status of PortlbAddressPool ${v.name}`,
-        droppable: false,
-        run: (signal) => this.writer.poolStatus(v.name, patch, signal),
-      });
-      if (!v.accepted || o.accepted?.status === 'False')
-        this.submitEvent({
-          service: { kind: 'PortlbAddressPool', namespace: '', name: v.name, uid: v.uid },
-          type: v.accepted ? 'Normal' : 'Warning',
-          reason: v.accepted ? 'PoolAccepted' : 'PoolRefused',
-          message: v.message,
         });
     }
   }

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseAgentConfig } from '../config/agent-config.ts';
-import { acceptedCondition, type LeanPoolObject, leanPoolObject, resolvePools } from './pool-objects.ts';
+import { acceptedCondition, type LeanConfigObject, leanConfigObject } from './config-objects.ts';
+import { resolvePools } from './pool-objects.ts';
 
 const filePools = parseAgentConfig(
   { pools: [{ name: 'default', addresses: ['203.0.113.0/28'] }] },
@@ -9,7 +10,7 @@ const filePools = parseAgentConfig(
 ).pools;
 
 const obj = (name: string, spec: unknown, o: { uid?: string; generation?: number; at?: string } = {}) =>
-  leanPoolObject({
+  leanConfigObject({
     metadata: {
       name,
       uid: o.uid ?? `uid-${name}`,
@@ -29,8 +30,8 @@ describe('resolvePools', () => {
       [obj('public', { addresses: ['198.51.100.0/29', '2001:db8::/125'], autoAssign: false })],
       new Map(),
     );
-    assert.deepEqual(names(r.pools), ['default=203.0.113.0/28', 'public=198.51.100.0/29,2001:db8::/125']);
-    assert.equal(r.pools[1]!.autoAssign, false);
+    assert.deepEqual(names(r.values), ['default=203.0.113.0/28', 'public=198.51.100.0/29,2001:db8::/125']);
+    assert.equal(r.values[1]!.autoAssign, false);
     assert.deepEqual(
       r.verdicts.map((v) => [v.name, v.accepted, v.reason]),
       [['public', true, 'Accepted']],
@@ -49,7 +50,7 @@ describe('resolvePools', () => {
       ],
       new Map(),
     );
-    assert.deepEqual(names(r.pools), ['default=203.0.113.0/28', 'good=192.0.2.128/29']);
+    assert.deepEqual(names(r.values), ['default=203.0.113.0/28', 'good=192.0.2.128/29']);
     const why = Object.fromEntries(r.verdicts.map((v) => [v.name, `${v.reason}: ${v.message}`]));
     assert.match(why.bad!, /^Invalid: spec\.addresses\[0\]: .*198\.51\.100\.0\/33/);
     assert.match(
@@ -70,7 +71,7 @@ describe('resolvePools', () => {
       ],
       new Map(),
     );
-    assert.deepEqual(names(r.pools), ['z-early=192.0.2.8/29']);
+    assert.deepEqual(names(r.values), ['z-early=192.0.2.8/29']);
   });
 
   test('a valid pool made invalid keeps its last valid spec in force, and says so; fixed, the new spec applies', () => {
@@ -80,7 +81,7 @@ describe('resolvePools', () => {
       [obj('public', { addresses: ['198.51.100.0/99'] }, { generation: 2 })],
       first.lastValid,
     );
-    assert.deepEqual(names(broken.pools), ['default=203.0.113.0/28', 'public=198.51.100.0/29']);
+    assert.deepEqual(names(broken.values), ['default=203.0.113.0/28', 'public=198.51.100.0/29']);
     const v = broken.verdicts[0]!;
     assert.equal(v.accepted, false);
     assert.equal(v.kept, true);
@@ -90,10 +91,10 @@ describe('resolvePools', () => {
       [obj('public', { addresses: ['198.51.100.8/29'] }, { generation: 3 })],
       broken.lastValid,
     );
-    assert.deepEqual(names(fixed.pools), ['default=203.0.113.0/28', 'public=198.51.100.8/29']);
+    assert.deepEqual(names(fixed.values), ['default=203.0.113.0/28', 'public=198.51.100.8/29']);
     // Deleted: gone, and nothing is kept for it.
     const gone = resolvePools(filePools, [], fixed.lastValid);
-    assert.deepEqual(names(gone.pools), ['default=203.0.113.0/28']);
+    assert.deepEqual(names(gone.values), ['default=203.0.113.0/28']);
     assert.equal(gone.lastValid.size, 0);
   });
 
@@ -106,7 +107,7 @@ describe('resolvePools', () => {
       [c.type, c.status, c.reason, c.observedGeneration, c.lastTransitionTime],
       ['Accepted', 'True', 'Accepted', 1, '2026-12-02T01:00:00Z'],
     );
-    const written: LeanPoolObject = leanPoolObject({
+    const written: LeanConfigObject = leanConfigObject({
       metadata: { name: 'public', uid: 'uid-public', generation: 1 },
       spec: o.spec,
       status: patch.status,

@@ -5,8 +5,8 @@ import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import type { KubeEvent, ServiceRef, StatusUpdate } from './allocator.ts';
 import type { Json, KubeClient } from './client.ts';
+import { CONFIG_GROUP_VERSION } from './config-objects.ts';
 import { microTime } from './leader.ts';
-import { ADDRESS_POOLS, ADDRESS_POOLS_PATH } from './pool-objects.ts';
 
 export interface KubeWriterOptions {
   client: KubeClient;
@@ -56,9 +56,9 @@ export class KubeWriter {
     return { ipModeDropped: update.ips.length > 0 && ingress.length > 0 && ingress.every((i) => !i?.ipMode) };
   }
 
-  /** A PortlbAddressPool's Accepted condition (merge patch of its status). */
-  async poolStatus(name: string, patch: Json, signal: AbortSignal): Promise<void> {
-    await this.o.client.request('PATCH', `${ADDRESS_POOLS_PATH}/${encodeURIComponent(name)}/status`, {
+  /** A configuration object's Accepted condition (merge patch of its status). */
+  async objectStatus(collection: string, name: string, patch: Json, signal: AbortSignal): Promise<void> {
+    await this.o.client.request('PATCH', `${collection}/${encodeURIComponent(name)}/status`, {
       body: patch,
       contentType: 'application/merge-patch+json',
       signal,
@@ -118,13 +118,7 @@ const eventKey = (ev: KubeEvent) =>
 function involvedObject(ref: ServiceRef): Json {
   if (ref.kind === 'Node')
     return { kind: 'Node', apiVersion: 'v1', name: ref.name, uid: ref.uid, namespace: '' };
-  if (ref.kind === 'PortlbAddressPool')
-    return {
-      kind: ADDRESS_POOLS.kind,
-      apiVersion: `${ADDRESS_POOLS.group}/${ADDRESS_POOLS.version}`,
-      name: ref.name,
-      uid: ref.uid,
-      namespace: '',
-    };
+  if (ref.kind === 'PortlbAddressPool' || ref.kind === 'PortlbBgpPeer')
+    return { kind: ref.kind, apiVersion: CONFIG_GROUP_VERSION, name: ref.name, uid: ref.uid, namespace: '' };
   return { kind: 'Service', apiVersion: 'v1', namespace: ref.namespace, name: ref.name, uid: ref.uid };
 }

@@ -1,8 +1,9 @@
-// Address pools as PortlbAddressPool objects, changed while the agent runs (fake API
-// server, the real client, fake kernel and speaker): a new pool gives a Service its
-// address without a restart; a bad change is refused with the Accepted condition and an
-// Event while the last valid spec keeps serving; a fix renumbers as the allocator does,
-// and the data plane removes what it programmed at the old address.
+// Address pools (PortlbAddressPool) and BGP peers (PortlbBgpPeer) as objects, changed
+// while the agents run (fake API server, the real client, fake kernel and speaker): a
+// new pool gives a Service its address and a new peer a session without a restart; a
+// bad change is refused with the Accepted condition and an Event while the last valid
+// spec keeps serving; a fix renumbers as the allocator does, and the data plane removes
+// what it programmed at the old address.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Agent } from '../../lb-agent/src/agent/agent.ts';
@@ -84,7 +85,10 @@ describe('address pools as objects, applied live', () => {
     );
     await waitFor('PoolRefused Event', () => poolEvents('PoolRefused').length === 1);
     const metrics = await sourceMetrics.registry.metrics();
-    assert.ok(metrics.includes('portlb_address_pool_objects{state="refused"} 1'), 'the refusal is counted');
+    assert.ok(
+      metrics.includes('portlb_config_objects{kind="PortlbAddressPool",state="refused"} 1'),
+      'the refusal is counted',
+    );
     // Nothing moved: the address, the kernel, the announcement.
     await new Promise((r) => setTimeout(r, 500));
     assert.deepEqual(ingress(), ['198.51.100.1']);
@@ -166,5 +170,91 @@ describe('address pools as objects: the CRD not installed', () => {
       'no allocation',
     );
     assert.deepEqual(status.vips, []);
+  });
+});
+
+describe('BGP peers as objects, applied live', () => {
+  const api = new FakeKubeApi();
+  /** Every peer list the agent gave its speaker. */
+  class RecordingSpeaker extends FakeBgpSpeaker {
+    readonly sets: string[][] = [];
+    override async setPeers(peers: Parameters<FakeBgpSpeaker['setPeers']>[0]): Promise<void> {
+      this.sets.push(peers.map((p) => p.address));
+      return super.setPeers(peers);
+    }
+  }
+  const speaker = new RecordingSpeaker();
+  const agents: Agent[] = [];
+  const peer = () => api.get('portlbbgppeers', undefined, 'core-b');
+  const accepted = (o: Obj | undefined) => o?.status?.conditions?.find((c: Obj) => c.type === 'Accepted');
+  const peers = async (s: FakeBgpSpeaker = speaker) =>
+    (await s.listPeers()).map((p) => `${p.address} AS${p.asn}`).sort();
+  const setSpec = (spec: Obj) =>
+    api.mutate('portlbbgppeers', undefined, 'core-b', (o) => {
+      o.spec = spec;
+    });
+
+  before(async () => {
+    await api.start();
+    createNode(api, 'edge-1');
+    createNode(api, 'edge-2');
+    agents.push((await startKubernetesAgent(api, { node: 'edge-1', speaker })).agent);
+  });
+  after(async () => {
+    for (const a of agents) await a.shutdown({ graceful: false });
+    await api.stop();
+  });
+
+  test('a new peer object: accepted, and every agent peers with it, no restart', async () => {
+    await waitFor('the file’s peer set', async () => (await peers()).join() === '192.0.2.1 AS65000');
+    api.create('portlbbgppeers', {
+      metadata: { name: 'core-b' },
+      spec: { address: '192.0.2.2', asn: 65000 },
+    });
+    await waitFor(
+      'peering with it',
+      async () => (await peers()).join() === '192.0.2.1 AS65000,192.0.2.2 AS65000',
+      {
+        timeoutMs: 15_000,
+      },
+    );
+    await waitFor('Accepted True', () => accepted(peer())?.status === 'True', { timeoutMs: 15_000 });
+    assert.equal(accepted(peer()).message, 'in force: 192.0.2.2 AS65000');
+  });
+
+  test('an agent that starts while peer objects exist never sets the file’s peers alone (a session would reset)', async () => {
+    const late = new RecordingSpeaker();
+    agents.push((await startKubernetesAgent(api, { node: 'edge-2', speaker: late })).agent);
+    await waitFor('peering with both', async () => (await peers(late)).length === 2, { timeoutMs: 15_000 });
+    assert.deepEqual(late.sets, [['192.0.2.1', '192.0.2.2']]);
+  });
+
+  test('a bad change is refused with its reason; the session keeps its last valid spec', async () => {
+    setSpec({ address: '192.0.2.2', asn: 65000, holdTime: 9, keepaliveInterval: 20 });
+    await waitFor('Accepted False', () => accepted(peer())?.status === 'False', { timeoutMs: 15_000 });
+    assert.match(
+      accepted(peer()).message,
+      /^spec\.keepaliveInterval: must be below holdTime 9 \(got 20\): the last valid spec \(generation 1\) stays in force$/,
+    );
+    await waitFor('PeerRefused Event', () =>
+      api
+        .list('events', 'default')
+        .some((e) => e.involvedObject?.kind === 'PortlbBgpPeer' && e.reason === 'PeerRefused'),
+    );
+    assert.deepEqual(await peers(), ['192.0.2.1 AS65000', '192.0.2.2 AS65000']);
+  });
+
+  test('changed to another router, then deleted: the speaker follows each time', async () => {
+    setSpec({ address: '192.0.2.3', asn: 65010 });
+    await waitFor('moved', async () => (await peers()).join() === '192.0.2.1 AS65000,192.0.2.3 AS65010', {
+      timeoutMs: 15_000,
+    });
+    api.remove('portlbbgppeers', undefined, 'core-b');
+    await waitFor('gone', async () => (await peers()).join() === '192.0.2.1 AS65000', { timeoutMs: 15_000 });
+  });
+
+  test('every request the agents made is granted by the chart’s RBAC', () => {
+    assert.ok(api.verbs.has('portlb.io|portlbbgppeers/status|patch'));
+    assert.deepEqual(ungranted(api.verbs, helmTemplate()), []);
   });
 });
