@@ -11,6 +11,8 @@ interface Phase {
   name: string;
   description: string;
   files: string[];
+  /** Files the globs match that another phase runs. */
+  exclude?: string[];
   /** Commands that must exist, with the Debian package that has them. */
   needs: [string, string][];
   inKernel: boolean;
@@ -26,6 +28,15 @@ interface Phase {
   /** How many shards run at once (a UML guest keeps one host core busy). */
   parallel?: number;
 }
+
+/** What the lab (test/harness/lab.ts) runs in the guest. */
+const LAB_NEEDS: [string, string][] = [
+  ['ipvsadm', 'ipvsadm'],
+  ['modprobe', 'kmod'],
+  ['gobgpd', 'gobgpd'],
+  ['bird', 'bird2'],
+  ['iptables-legacy', 'iptables'],
+];
 
 const PHASES: Phase[] = [
   {
@@ -71,26 +82,33 @@ const PHASES: Phase[] = [
     name: 'e2e',
     description: 'the whole system with real traffic, inside the UML harness',
     files: ['test/e2e/**/*.test.ts'],
-    needs: [
-      ['ipvsadm', 'ipvsadm'],
-      ['modprobe', 'kmod'],
-      ['gobgpd', 'gobgpd'],
-      ['bird', 'bird2'],
-      ['iptables-legacy', 'iptables'],
-    ],
+    exclude: ['test/e2e/bfd.test.ts'],
+    needs: LAB_NEEDS,
     inKernel: true,
     timeoutS: 1500,
     mem: '2560M',
-    // Two boots at a time (each guest keeps one core busy; a third would starve the
-    // timing-sensitive BFD file), four shards of 6-8 minutes, queued so that both lanes
-    // end together (about 14 minutes in all on two cores).
+    // Two boots at a time (each guest keeps one core busy), four shards of 5-8 minutes,
+    // queued so that both lanes end together (about 13 minutes in all on two cores).
     shards: [
       ['test/e2e/faults.test.ts', 'test/e2e/health.test.ts'],
       ['test/e2e/resilience.test.ts'],
-      ['test/e2e/traffic.test.ts', 'test/e2e/systemd.test.ts', 'test/e2e/bfd.test.ts'],
+      ['test/e2e/traffic.test.ts', 'test/e2e/systemd.test.ts'],
       ['test/e2e/hitless.test.ts'],
     ],
     parallel: 2,
+  },
+  {
+    name: 'bfd',
+    description: 'BFD at 100 ms x 3 under load, inside the UML harness, with the machine to itself',
+    // Alone: BFD at 100 ms x 3 and a 1 s dead-man switch are measured in hundreds of
+    // milliseconds. Beside a second guest (the e2e lanes) the router and the replicas
+    // missed that now and then (detection 632 ms once; sessions of uncut replicas
+    // dropping with no portlb component acting), which says nothing about portlb.
+    files: ['test/e2e/bfd.test.ts'],
+    needs: [...LAB_NEEDS, ['chrt', 'util-linux'], ['perl', 'perl']],
+    inKernel: true,
+    timeoutS: 900,
+    mem: '2560M',
   },
   {
     name: 'pod',
@@ -157,7 +175,7 @@ function runPhase(phase: Phase): Promise<Result> {
   const started = Date.now();
   const files = phase.files
     .flatMap((g) => globSync(g, { cwd: repo }))
-    .filter((f) => !f.includes('node_modules'));
+    .filter((f) => !f.includes('node_modules') && !phase.exclude?.includes(f));
   const result: Result = { phase: phase.name, ok: false, tests: 0, pass: 0, fail: 0, seconds: 0 };
   // A phase whose files went missing would otherwise pass by testing nothing.
   if (files.length === 0) {
