@@ -15,25 +15,32 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { NetlinkIpvsClient } from '../lb-agent/src/ipvs/netlink-client.ts';
 import type { ServiceKey } from '../lb-agent/src/ipvs/types.ts';
+import { AGENT_NODE_FLAGS } from '../lb-agent/src/node-flags.ts';
 import { KubeApiClient } from '../test/harness/kube-api-client.ts';
 import { waitFor } from '../test/harness/netns.ts';
 import { fmtMs, freshIpvsModule, percentile, sh, spread, writeResults } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
-    sizes: { type: 'string', default: '1000,10000' },
+    sizes: { type: 'string', default: '0,1000,10000' },
     endpoints: { type: 'string', default: '10' },
     changes: { type: 'string', default: '300' },
     'resync-seconds': { type: 'string', default: '10' },
     'scrape-seconds': { type: 'string', default: '30' },
     /** A portlb.io/health-check value for every Service (every backend is then probed). */
     'health-check': { type: 'string' },
+    /** The agent runs with --cpu-prof; the functions with the most self time are printed per size. */
+    profile: { type: 'boolean', default: false },
+    /** Node/V8 flags for the agent's process (default: AGENT_NODE_FLAGS, as the image runs it; "" for none). */
+    'node-flags': { type: 'string' },
     help: { type: 'boolean' },
   },
 });
 if (values.help) {
   console.log(
-    'Usage: npm run bench -- agent [--sizes 1000,10000] [--endpoints 10] [--changes 300] [--resync-seconds 10] [--scrape-seconds 30] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
+    'Usage: npm run bench -- agent [--sizes 0,1000,10000] [--endpoints 10] [--changes 300] [--resync-seconds 10] [--scrape-seconds 30] [--profile] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
+      '  size 0: the agent with no Service, the baseline of its memory (code, libraries, runtime)\n' +
+      '  --profile: the agent runs under --cpu-prof; its top functions by self time are printed and written\n' +
       '  --health-check: every backend is probed (its address is made local, a listener answers); results in bench/results/agent-health-checks.json',
   );
   process.exit(0);
@@ -48,6 +55,9 @@ const CHANGES = Number(values.changes);
 const RESYNC = Number(values['resync-seconds']);
 const SCRAPE = Number(values['scrape-seconds']);
 const CHECK = values['health-check'];
+const PROFILE = values.profile;
+// As the image and the systemd unit run the agent, unless told otherwise.
+const NODE_FLAGS = values['node-flags']?.split(/\s+/).filter(Boolean) ?? AGENT_NODE_FLAGS;
 const TARGETS = { rssMb10k: 150, p99Ms10k: 100, loopMaxMs: 50 };
 
 const repo = path.resolve(import.meta.dirname, '..');
@@ -106,8 +116,16 @@ function start(name: string, args: string[]): ChildProcess {
 const rssOf = (pid: number) =>
   mb(Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024);
 
+/**
+ * The agent's /metrics. A busy agent may take long to answer (a scrape reads every
+ * service's counters from the kernel): minutes, not undici's default of five.
+ */
+async function metricsText(): Promise<string> {
+  return (await fetch(`${METRICS}/metrics`, { signal: AbortSignal.timeout(600_000) })).text();
+}
+
 async function scrape(): Promise<Map<string, number>> {
-  const text = await (await fetch(`${METRICS}/metrics`)).text();
+  const text = await metricsText();
   const out = new Map<string, number>();
   for (const line of text.split('\n')) {
     const m = /^([a-z0-9_]+)(?:\{[^}]*\})? (\S+)$/.exec(line);
@@ -118,7 +136,7 @@ async function scrape(): Promise<Map<string, number>> {
 
 /** The agent's per-stage pass time so far: seconds and passes, by stage. */
 async function stageTotals(): Promise<Map<string, { sum: number; count: number }>> {
-  const text = await (await fetch(`${METRICS}/metrics`)).text();
+  const text = await metricsText();
   const out = new Map<string, { sum: number; count: number }>();
   for (const m of text.matchAll(
     /^portlb_sync_stage_duration_seconds_(sum|count)\{stage="([a-z]+)"\} (\S+)$/gm,
@@ -132,7 +150,7 @@ async function stageTotals(): Promise<Map<string, { sum: number; count: number }
 
 /** Health-check probes so far, by result; and backends healthy of those checked. */
 async function probes() {
-  const text = await (await fetch(`${METRICS}/metrics`)).text();
+  const text = await metricsText();
   const sum = (re: RegExp) => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
   return {
     pass: sum(/^portlb_health_checks_total\{result="pass"\} (\S+)$/gm),
@@ -145,11 +163,65 @@ async function probes() {
 
 async function memory(pid: number) {
   const m = await scrape();
+  const text = await metricsText();
+  // V8's heap by space: the young generation ("new") is reserved whole, used or not.
+  const spacesMb = Object.fromEntries(
+    [...text.matchAll(/^nodejs_heap_space_size_total_bytes\{space="([a-z_]+)"\} (\S+)$/gm)].map((s) => [
+      s[1]!,
+      Math.round(mb(Number(s[2])) * 10) / 10,
+    ]),
+  );
   return {
+    spacesMb,
     rssMb: rssOf(pid),
     heapUsedMb: mb(m.get('nodejs_heap_size_used_bytes') ?? Number.NaN),
     heapTotalMb: mb(m.get('nodejs_heap_size_total_bytes') ?? Number.NaN),
+    // Buffers and other memory V8 does not hold itself (netlink replies, sockets).
+    externalMb: mb(m.get('nodejs_external_memory_bytes') ?? Number.NaN),
   };
+}
+
+/**
+ * With --profile: the agent stopped gently (Node writes the profile on exit) and its
+ * functions with the most self time over its whole life (sync, changes, resyncs).
+ */
+async function stopForProfile(agent: ChildProcess, tag: string) {
+  if (!PROFILE) return undefined;
+  agent.kill('SIGTERM');
+  await waitFor('the agent gone', () => agent.exitCode !== null || agent.signalCode !== null, {
+    timeoutMs: 120_000,
+  });
+  const file = path.join(dir, `agent-${tag}.cpuprofile`);
+  const top = topFunctions(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, 15);
+  console.log(`  agent CPU profile (${file}), self time:`);
+  for (const f of top)
+    console.log(`    ${f.percent.toFixed(1).padStart(5)}%  ${fmtMs(f.ms).padStart(8)}  ${f.name}`);
+  return top;
+}
+
+interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** Self time by function (name, file and line), most first. */
+function topFunctions(p: CpuProfile, count: number) {
+  const frame = new Map(p.nodes.map((n) => [n.id, n.callFrame]));
+  const self = new Map<string, number>();
+  let total = 0;
+  p.samples.forEach((id, i) => {
+    const f = frame.get(id)!;
+    const where = f.url ? `${f.url.replace(`file://${repo}/`, '')}:${f.lineNumber + 1}` : '';
+    const name = `${f.functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
+    const us = p.timeDeltas[i] ?? 0;
+    self.set(name, (self.get(name) ?? 0) + us);
+    total += us;
+  });
+  return [...self.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, count)
+    .map(([name, us]) => ({ name, ms: us / 1000, percent: (100 * us) / total }));
 }
 
 async function runSize(n: number, check?: string) {
@@ -201,6 +273,8 @@ async function runSize(n: number, check?: string) {
     );
     const t0 = performance.now();
     agent = start(`agent-${tag}`, [
+      ...NODE_FLAGS,
+      ...(PROFILE ? ['--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-name', `agent-${tag}.cpuprofile`] : []),
       path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
       'agent',
       '--config',
@@ -211,7 +285,8 @@ async function runSize(n: number, check?: string) {
       async () =>
         agent!.exitCode !== null
           ? `agent exited ${agent!.exitCode}`
-          : (await fetch(`${METRICS}/readyz`)).status === 200 && 'ready',
+          : (await fetch(`${METRICS}/readyz`, { signal: AbortSignal.timeout(10_000) }).catch(() => undefined))
+              ?.status === 200 && 'ready',
       { timeoutMs: 600_000 },
     ).catch((err: Error) => err.message);
     if (outcome !== 'ready')
@@ -224,8 +299,16 @@ async function runSize(n: number, check?: string) {
     await sleep(2000);
     const afterSync = await memory(agent.pid!);
     console.log(
-      `  start -> ready ${fmtMs(readyMs)}; RSS ${afterSync.rssMb.toFixed(0)} MB, heap used ${afterSync.heapUsedMb.toFixed(0)} MB`,
+      `  start -> ready ${fmtMs(readyMs)}; RSS ${afterSync.rssMb.toFixed(0)} MB, heap used ${afterSync.heapUsedMb.toFixed(0)} of ${afterSync.heapTotalMb.toFixed(0)} MB (${Object.entries(
+        afterSync.spacesMb,
+      )
+        .map(([s, v]) => `${s} ${v}`)
+        .join(', ')}), external ${afterSync.externalMb.toFixed(0)} MB`,
     );
+    if (n === 0) {
+      // The baseline: what the agent costs before it holds anything.
+      return { services: 0, endpoints: M, readyMs, afterSync, profile: await stopForProfile(agent, tag) };
+    }
 
     // One change at a time: a slice's first endpoint moves to a new address; the kernel is
     // polled (one service's destinations, over netlink) until it lists that address.
@@ -332,6 +415,7 @@ async function runSize(n: number, check?: string) {
       latency,
       stages,
       eventLoop: loop,
+      profile: await stopForProfile(agent, tag),
     };
   } finally {
     agent?.kill('SIGKILL');
@@ -360,18 +444,32 @@ if (CHECK) {
     "require('node:net').createServer((s) => s.on('error', () => {})).listen(8080, '0.0.0.0', () => console.log('listening'))",
   ]);
 }
-const results = [];
+const sized = [];
+let baseline: Awaited<ReturnType<typeof runSize>> | undefined;
 for (const n of sizes) {
+  if (n === 0) {
+    baseline = await runSize(0);
+    continue;
+  }
   // With checks, the same size without them first: the baseline of the same boot.
-  if (CHECK) results.push(await runSize(n));
-  results.push(await runSize(n, CHECK));
+  if (CHECK) sized.push(await runSize(n));
+  sized.push(await runSize(n, CHECK));
 }
+type Sized = Extract<Awaited<ReturnType<typeof runSize>>, { latency: unknown }>;
+const results = sized.filter((r): r is Sized => 'latency' in r);
 
 console.log('\nagainst the targets (issue 11):');
+if (baseline)
+  console.log(
+    `  no Service (the baseline): RSS ${baseline.afterSync.rssMb.toFixed(0)} MB, heap used ${baseline.afterSync.heapUsedMb.toFixed(0)} MB`,
+  );
 for (const r of results) {
   const at10k = r.services >= 10_000;
+  const over = baseline
+    ? ` (${(r.afterChanges.rssMb - baseline.afterSync.rssMb).toFixed(0)} MB over the baseline)`
+    : '';
   console.log(
-    `  ${r.services} Services${'healthCheck' in r ? ' (checked)' : ''}: RSS after sync ${r.afterSync.rssMb.toFixed(0)} MB, after ${r.changes} changes ${r.afterChanges.rssMb.toFixed(0)} MB${at10k ? ` (target <= ${TARGETS.rssMb10k} MB)` : ''}; change -> kernel p99 ${fmtMs(r.latency.p99)}${at10k ? ` (target <= ${TARGETS.p99Ms10k} ms)` : ''}; event loop longest ${fmtMs(r.eventLoop.maxMs)} (target <= ${TARGETS.loopMaxMs} ms)`,
+    `  ${r.services} Services${'healthCheck' in r ? ' (checked)' : ''}: RSS after sync ${r.afterSync.rssMb.toFixed(0)} MB, after ${r.changes} changes ${r.afterChanges.rssMb.toFixed(0)} MB${over}${at10k ? ` (target <= ${TARGETS.rssMb10k} MB)` : ''}; change -> kernel p99 ${fmtMs(r.latency.p99)}${at10k ? ` (target <= ${TARGETS.p99Ms10k} ms)` : ''}; event loop longest ${fmtMs(r.eventLoop.maxMs)} (target <= ${TARGETS.loopMaxMs} ms)`,
   );
 }
 if (CHECK) {
@@ -390,6 +488,7 @@ if (CHECK) {
 writeResults(CHECK ? 'agent-health-checks' : 'agent', {
   description: `the whole agent in its own process (Kubernetes mode, fake API server in another process, UML kernel IPVS, no speaker)${CHECK ? `; every backend health-checked: ${CHECK}` : ''}`,
   targets: TARGETS,
+  ...(baseline ? { baseline } : {}),
   results,
 });
 // The listener would keep this process (and the guest) running.

@@ -169,6 +169,8 @@ interface Result {
   fail: number;
   seconds: number;
   note?: string;
+  /** The reporter's "failing tests" sections, repeated after the summary: a CI log's tail must name what failed. */
+  failures: string[];
 }
 
 function runPhase(phase: Phase): Promise<Result> {
@@ -176,7 +178,15 @@ function runPhase(phase: Phase): Promise<Result> {
   const files = phase.files
     .flatMap((g) => globSync(g, { cwd: repo }))
     .filter((f) => !f.includes('node_modules') && !phase.exclude?.includes(f));
-  const result: Result = { phase: phase.name, ok: false, tests: 0, pass: 0, fail: 0, seconds: 0 };
+  const result: Result = {
+    phase: phase.name,
+    ok: false,
+    tests: 0,
+    pass: 0,
+    fail: 0,
+    seconds: 0,
+    failures: [],
+  };
   // A phase whose files went missing would otherwise pass by testing nothing.
   if (files.length === 0) {
     result.note = `no test files match ${phase.files.join(', ')}`;
@@ -206,6 +216,7 @@ function runPhase(phase: Phase): Promise<Result> {
       result.pass += r.pass;
       result.fail += r.fail;
     }
+    result.failures = runs.flatMap((r) => r.failures).map((f) => `[${phase.name}] ${f}`);
     const notes = runs.map((r) => r.note).filter(Boolean);
     result.ok = runs.every((r) => r.ok);
     if (notes.length) result.note = notes.join('; ');
@@ -237,6 +248,7 @@ interface ShardRun {
   pass: number;
   fail: number;
   note?: string;
+  failures: string[];
 }
 
 /**
@@ -258,6 +270,9 @@ async function runShards(phase: Phase, shards: string[][]): Promise<ShardRun[]> 
   await Promise.all(Array.from({ length: parallel }, worker));
   return runs;
 }
+
+/** Where node's spec reporter starts its list of what failed, with the errors. */
+const FAILING = /✖ failing tests:/;
 
 function runShard(phase: Phase, files: string[], tag: string): Promise<ShardRun> {
   // In the kernel one process runs every file of a shard, one file at a time: labs must not overlap.
@@ -287,9 +302,12 @@ function runShard(phase: Phase, files: string[], tag: string): Promise<ShardRun>
     const timer = phase.inKernel ? undefined : setTimeout(() => child.kill('SIGKILL'), phase.timeoutS * 1000);
     let tail = '';
     let partial = '';
+    let failing = '';
     child.stdout.on('data', (chunk: Buffer) => {
       const text = chunk.toString();
       tail = (tail + text).slice(-4000);
+      if (failing) failing = (failing + text).slice(0, 8000);
+      else if (FAILING.test(tail)) failing = tail.slice(tail.search(FAILING));
       if (!tag) {
         process.stdout.write(chunk);
         return;
@@ -307,6 +325,7 @@ function runShard(phase: Phase, files: string[], tag: string): Promise<ShardRun>
         tests: count('tests'),
         pass: count('pass'),
         fail: count('fail') + count('cancelled'),
+        failures: failing ? [`${tag}${failing.slice(0, 6000).replace(/\n(ℹ [\s\S]*)?$/, '')}`] : [],
       };
       run.ok = code === 0 && run.fail === 0 && run.tests > 0;
       if (signal) run.note = `${tag}killed by ${signal} (timeout ${phase.timeoutS}s)`;
@@ -326,6 +345,7 @@ for (const r of results) {
       `  ${r.seconds.toFixed(1).padStart(6)} s${r.note ? `  (${r.note})` : ''}`,
   );
 }
+for (const f of results.flatMap((r) => r.failures)) console.log(`\n${f}`);
 const ok = results.every((r) => r.ok);
 console.log(`result: ${ok ? 'PASS' : 'FAIL'}`);
 process.exit(ok ? 0 : 1);

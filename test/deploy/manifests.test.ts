@@ -11,6 +11,7 @@ import { describe, test } from 'node:test';
 import { evaluate } from '@marcbachmann/cel-js';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { parseAgentConfig } from '../../lb-agent/src/config/agent-config.ts';
+import { AGENT_NODE_FLAGS } from '../../lb-agent/src/node-flags.ts';
 import { runTool } from '../../scripts/k8s-tools.ts';
 import {
   CHART,
@@ -327,4 +328,21 @@ describe('plain manifests and kustomize', () => {
           : v;
     assert.deepEqual(canonical(viaKustomize), canonical(viaHelm));
   });
+});
+
+test('the image and the systemd unit run the agent with the Node flags it is measured with', () => {
+  const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(
+    readFileSync(path.join(repo, 'lb-agent', 'Dockerfile'), 'utf8'),
+  );
+  const argv = JSON.parse(entrypoint![1]!) as string[];
+  assert.deepEqual(argv.slice(1, -1), AGENT_NODE_FLAGS, 'Dockerfile ENTRYPOINT');
+  const exec = /^ExecStart=(.*)$/m.exec(
+    readFileSync(path.join(repo, 'deploy', 'systemd', 'portlb-agent.service'), 'utf8'),
+  );
+  const words = exec![1]!.split(' ');
+  assert.deepEqual(
+    words.slice(1, words.indexOf('/opt/portlb/lb-agent/bin/portlb.js')),
+    AGENT_NODE_FLAGS,
+    'ExecStart',
+  );
 });

@@ -9,6 +9,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { AGENT_NODE_FLAGS } from '../../lb-agent/src/node-flags.ts';
 import {
   type Bird,
   birdc,
@@ -490,6 +491,7 @@ export class Lab {
         '-n',
         String(this.nice),
         node,
+        ...AGENT_NODE_FLAGS,
         path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
         'agent',
         '--config',

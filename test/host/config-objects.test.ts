@@ -136,42 +136,48 @@ describe('address pools as objects, applied live', () => {
   });
 });
 
-describe('address pools as objects: the CRD not installed', () => {
-  const api = new FakeKubeApi({ missing: ['portlbaddresspools'] });
-  let agent: Agent;
-  let url: string;
-  before(async () => {
-    await api.start();
-    createNode(api, 'edge-1');
-    createService(api, 'web', { port: 80, endpoint: { address: '10.1.0.5', port: 8080 } });
-    ({ agent, url } = await startKubernetesAgent(api, { node: 'edge-1' }));
-  });
-  after(async () => {
-    await agent.shutdown({ graceful: false });
-    await api.stop();
-  });
+for (const [kind, plural, option] of [
+  ['PortlbAddressPool', 'portlbaddresspools', 'poolObjects'],
+  ['PortlbBgpPeer', 'portlbbgppeers', 'peerObjects'],
+] as const) {
+  describe(`${kind} objects: the CRD not installed`, () => {
+    const api = new FakeKubeApi({ missing: [plural] });
+    let agent: Agent;
+    let url: string;
+    before(async () => {
+      await api.start();
+      createNode(api, 'edge-1');
+      createService(api, 'web', { port: 80, endpoint: { address: '10.1.0.5', port: 8080 } });
+      ({ agent, url } = await startKubernetesAgent(api, { node: 'edge-1' }));
+    });
+    after(async () => {
+      await agent.shutdown({ graceful: false });
+      await api.stop();
+    });
 
-  test('the agent stays unready and says what to do; nothing is allocated or programmed meanwhile', async () => {
-    await waitFor('the failed list', () =>
-      [...api.requests.keys()].some((k) => k.includes('portlbaddresspools')),
-    );
-    await new Promise((r) => setTimeout(r, 1000));
-    const ready = await fetch(`${url}/readyz`);
-    assert.equal(ready.status, 503);
-    assert.match(await ready.text(), /kubernetes not synced/);
-    const status = (await (await fetch(`${url}/status`)).json()) as Obj;
-    assert.match(
-      status.source.error,
-      /404 page not found.*the PortlbAddressPool CRD is not installed: apply the chart, or set kubernetes\.poolObjects: false/,
-    );
-    assert.equal(
-      api.get('services', 'shop', 'web')?.status?.loadBalancer?.ingress,
-      undefined,
-      'no allocation',
-    );
-    assert.deepEqual(status.vips, []);
+    test('the agent stays unready and says what to do; nothing is allocated or programmed meanwhile', async () => {
+      await waitFor('the failed list', () => [...api.requests.keys()].some((k) => k.includes(plural)));
+      await new Promise((r) => setTimeout(r, 1000));
+      const ready = await fetch(`${url}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.match(await ready.text(), /kubernetes not synced/);
+      const status = (await (await fetch(`${url}/status`)).json()) as Obj;
+      assert.match(status.source.error, /404 page not found/);
+      assert.ok(
+        status.source.error.includes(
+          `the ${kind} CRD is not installed: apply the chart, or set kubernetes.${option}: false`,
+        ),
+        status.source.error,
+      );
+      assert.equal(
+        api.get('services', 'shop', 'web')?.status?.loadBalancer?.ingress,
+        undefined,
+        'no allocation',
+      );
+      assert.deepEqual(status.vips, []);
+    });
   });
-});
+}
 
 describe('BGP peers as objects, applied live', () => {
   const api = new FakeKubeApi();

@@ -102,7 +102,7 @@ export class Agent {
    * Ownership: addresses inside the pools in force, and nothing else (config/ownership.ts):
    * the source's when it changes them (PortlbAddressPool objects), else the file's.
    */
-  readonly owns = (address: string): boolean => (this.source?.pools ?? this.filePools).owns(address);
+  readonly owns = (address: string): boolean => this.pools.owns(address);
   private readonly filePools: PoolRegistry;
   readonly conditions: Conditions;
   private readonly o: AgentOptions;
@@ -303,10 +303,13 @@ export class Agent {
     }).start();
   }
 
+  /** The pools in force: the source's (Kubernetes objects included) once it runs, else the file's. */
+  private get pools(): PoolRegistry {
+    return this.source?.pools ?? this.filePools;
+  }
+
   private poolText(): string {
-    return (this.source?.pools ?? this.filePools).pools
-      .flatMap((p) => p.blocks.map((b) => b.text))
-      .join(', ');
+    return this.pools.pools.flatMap((p) => p.blocks.map((b) => b.text)).join(', ');
   }
 
   private async startSpeaker(bgp: NonNullable<AgentConfig['bgp']>): Promise<void> {

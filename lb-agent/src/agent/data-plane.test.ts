@@ -61,3 +61,19 @@ test('a read-back made beside the passes: services written meanwhile keep what t
     'the fresh read found the deletion the stale one could not',
   );
 });
+
+test('a read-back that began while a pass was writing does not undo that pass: nothing added twice, nothing "vanished"', async () => {
+  const ipvs = new FakeIpvsClient();
+  const dp = fakeDataPlane({ ipvs });
+  const s1 = intent('a/one', '203.0.113.1', [ep('10.0.0.1')]);
+  const s2 = intent('a/two', '203.0.113.2', [ep('10.0.0.2')]);
+  // The first pass at 10,000 services writes for minutes; the periodic read-back starts meanwhile.
+  const first = dp.apply(desired([s1, s2]), true);
+  const during = dp.readBack(); // it reads a kernel the pass has not written yet
+  assert.deepEqual((await first).failures, []);
+  const full = await dp.apply(desired([s1, s2]), true, await during);
+  assert.deepEqual(full.failures, [], 'no EEXIST: the pass knows what it wrote');
+  assert.deepEqual(full.vanished, []);
+  assert.equal(full.applied['add-service'], 0);
+  assert.equal((await ipvs.getTable()).length, 2);
+});

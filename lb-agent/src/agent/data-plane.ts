@@ -155,6 +155,8 @@ export class DataPlane {
   private loaded = false;
   /** Write generation: one per pass; what a pass wrote or read is stamped with it. */
   private generation = 0;
+  /** A pass is running (the reconciler runs one at a time). */
+  private passing = false;
   /** The generation of the last full reset of the cache. */
   private resetGeneration = 0;
   /** Per service id: the last generation that wrote (or read) it. */
@@ -174,7 +176,9 @@ export class DataPlane {
 
   /** Reads the kernel's table while passes go on (see ReadBack); the next full pass uses it. */
   async readBack(): Promise<ReadBack> {
-    const since = this.generation;
+    // A pass writing now may write after this read has passed a service: its writes must
+    // count as newer than the read (at 10,000 services a first pass writes for minutes).
+    const since = this.passing ? this.generation - 1 : this.generation;
     return { table: await this.o.ipvs.getTable(), since };
   }
 
@@ -184,6 +188,19 @@ export class DataPlane {
   }
 
   async apply(
+    desired: DesiredState,
+    fullRequested: boolean,
+    prefetched?: ReadBack,
+  ): Promise<DataPlaneReport> {
+    this.passing = true;
+    try {
+      return await this.pass(desired, fullRequested, prefetched);
+    } finally {
+      this.passing = false;
+    }
+  }
+
+  private async pass(
     desired: DesiredState,
     fullRequested: boolean,
     prefetched?: ReadBack,

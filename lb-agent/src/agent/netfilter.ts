@@ -63,13 +63,21 @@ export const SETS = {
   ipv6: { vips: 'portlb-vips6', services: 'portlb-services6', notrack: 'portlb-notrack6' },
 } as const;
 
-const rulesKey = (r: NetfilterRules) =>
-  JSON.stringify([sortRules(r.snat), sortRules(r.filter), sortRules(r.notrack)]);
+const ruleText = (r: PortRule) => `${r.vip}|${r.protocol}|${r.port}`;
 
+/**
+ * Equal for equal rule sets, whatever their order. Every pass computes it: at 10,000
+ * ports a sort comparing with localeCompare cost more than the rest of the stage.
+ */
+const rulesKey = (r: NetfilterRules) =>
+  [r.snat, r.filter, r.notrack].map((list) => list.map(ruleText).sort().join(',')).join(';');
+
+/** A stable order for the scripts (each rule's text made once, compared by code unit). */
 const sortRules = (rules: readonly PortRule[]) =>
-  [...rules].sort((a, b) =>
-    `${a.vip}|${a.protocol}|${a.port}`.localeCompare(`${b.vip}|${b.protocol}|${b.port}`),
-  );
+  rules
+    .map((r) => ({ r, text: ruleText(r) }))
+    .sort((a, b) => (a.text < b.text ? -1 : a.text > b.text ? 1 : 0))
+    .map((x) => x.r);
 
 const uniqueVips = (rules: readonly PortRule[], family: Family) => [
   ...new Set(rules.filter((r) => r.family === family).map((r) => r.vip)),

@@ -441,6 +441,57 @@ describe('reconciler + data plane (fakes)', () => {
     assert.equal(programmed().length, 1, 'nothing changed: nothing logged at info');
   });
 
+  test('a pass that adds many VIPs names the first of them and counts all (one log line stays small at 10k)', async () => {
+    const t = await rig();
+    t.source.intents = Array.from({ length: 50 }, (_, i) =>
+      intent(`shop/web-${i}`, `203.0.113.${10 + i}`, [ep('10.1.0.5')]),
+    );
+    await t.pass(true);
+    const line = t.logs.find((l) => l.msg === 'kernel programmed') as Record<string, unknown>;
+    assert.equal((line.vipsAdded as string[]).length, 20);
+    assert.equal(line.vipsAddedCount, 50);
+    assert.deepEqual(line.vipsRemoved, []);
+    assert.equal(line.vipsRemovedCount, 0);
+  });
+
+  test('a pass refused op by op logs the first failures by name and counts the rest in one line', async () => {
+    const t = await rig();
+    await t.pass(true);
+    // 30 services appear behind the cache's back: the next pass's adds are refused (EEXIST).
+    const key = (i: number) => ({
+      kind: 'address' as const,
+      family: 'ipv4' as const,
+      protocol: 'tcp' as const,
+      address: `203.0.113.${10 + i}`,
+      port: 80,
+    });
+    await t.ipvs.execute(
+      Array.from({ length: 30 }, (_, i) => ({
+        op: 'add-service' as const,
+        service: {
+          key: key(i),
+          scheduler: 'rr',
+          schedulerFlags: [],
+          onePacket: false,
+          persistence: undefined,
+          persistenceEngine: undefined,
+        },
+      })),
+    );
+    t.source.intents = Array.from({ length: 30 }, (_, i) =>
+      intent(`shop/web-${i}`, key(i).address, [ep('10.1.0.5')]),
+    );
+    await t.once();
+    const refused = t.logs.filter((l) => l.level === 40 && /EXISTS/.test(l.msg));
+    const summary = t.logs.filter((l) => /more failures in this pass/.test(l.msg)) as Record<
+      string,
+      unknown
+    >[];
+    assert.equal(refused.length, 20, 'the first 20 by name');
+    assert.equal(summary.length, 1);
+    assert.ok((summary[0]!.more as number) >= 10, JSON.stringify(summary[0]));
+  });
+
   test('the kernel cannot be read for one pass: state unknown, nothing withdrawn, then back to normal', async () => {
     const t = await rig();
     t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];

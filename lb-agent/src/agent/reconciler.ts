@@ -13,11 +13,17 @@ import type { NodeStatusReport } from '../k8s/node-status.ts';
 import { backoffDelay, type Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { type AnnounceOptions, announcements, type Withheld } from './announcer.ts';
-import type { DataPlane, DataPlaneReport, ReadBack } from './data-plane.ts';
+import type { DataPlane, DataPlaneReport, PassFailure, ReadBack } from './data-plane.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { type Notice, NoticeBoard } from './notices.ts';
 
+/** How many added or removed VIPs a pass's log line names. */
+const LOGGED_VIPS = 20;
+/** How many of a pass's failures are logged one by one. */
+const LOGGED_FAILURES = 20;
+
 /** Where desired state comes from: Kubernetes or a services file. */
+
 export interface DesiredSource {
   readonly kind: 'kubernetes' | 'standalone';
   /** Starts watching; `changed` asks the loop for a pass. */
@@ -307,10 +313,25 @@ export class Reconciler {
       this.failures = 0;
       this.lastSuccessAt = end;
     } else {
-      for (const f of report.failures) this.log.warn({ step: f.step, code: f.code }, f.message);
+      this.logFailures(report.failures);
       this.scheduleRetry();
     }
     if (report.draining.length) this.scheduleDrainCheck();
+  }
+
+  /**
+   * Each failure of a pass by name, up to LOGGED_FAILURES; the rest counted by code in one
+   * line (a pass refused as a whole at 10,000 services would otherwise log 110,000 lines;
+   * the metric counts every one).
+   */
+  private logFailures(failures: readonly PassFailure[]): void {
+    for (const f of failures.slice(0, LOGGED_FAILURES))
+      this.log.warn({ step: f.step, code: f.code }, f.message);
+    const rest = failures.slice(LOGGED_FAILURES);
+    if (!rest.length) return;
+    const byCode: Record<string, number> = {};
+    for (const f of rest) byCode[`${f.step}/${f.code}`] = (byCode[`${f.step}/${f.code}`] ?? 0) + 1;
+    this.log.warn({ more: rest.length, byCode }, `${rest.length} more failures in this pass (not listed)`);
   }
 
   /** Liveness: the loop completes passes, and knows the kernel's state, within `windowMs`. */
@@ -398,7 +419,15 @@ export class Reconciler {
         full: r.full,
         durationMs: Math.round(r.durationMs),
         applied,
-        ...(vips ? { vipsAdded: r.report.vips.added, vipsRemoved: r.report.vips.removed } : {}),
+        ...(vips
+          ? {
+              // The first few by name: at thousands of VIPs one line would hold them all.
+              vipsAdded: r.report.vips.added.slice(0, LOGGED_VIPS),
+              vipsAddedCount: r.report.vips.added.length,
+              vipsRemoved: r.report.vips.removed.slice(0, LOGGED_VIPS),
+              vipsRemovedCount: r.report.vips.removed.length,
+            }
+          : {}),
         ...(r.report.netfilterChanged ? { netfilter: 'replaced' } : {}),
         announced: r.ads.length,
         stagesMs: Object.fromEntries(Object.entries(r.report.stages).map(([k, v]) => [k, Math.round(v)])),

@@ -37,10 +37,26 @@ export function ownersById(last: PassResult | undefined): Map<string, string> {
   return new Map((last?.desired.virtualServices ?? []).map((v) => [serviceId(v.spec.service.key), v.owner]));
 }
 
+/**
+ * Each VIP of the last pass: announced, or withheld and why, or kept through doubt. One
+ * lookup per VIP (a node may hold thousands, most of them withheld while it starts).
+ */
+export function vipStates(last: PassResult | undefined) {
+  const announced = new Set((last?.ads ?? []).map((a) => a.prefix));
+  const withheld = new Map((last?.withheld ?? []).map((w) => [w.address, w.reason]));
+  const kept = new Set(last?.kept ?? []);
+  return (last?.desired.vips ?? []).map((v) => ({
+    address: v.address,
+    owners: v.owners,
+    announced: announced.has(vipPrefix(v.address, v.family)),
+    withheld: withheld.get(v.address) ?? null,
+    kept: kept.has(v.address),
+  }));
+}
+
 export function buildStatus(s: StatusInput): Record<string, unknown> {
   const last = s.last;
   const owners = ownersById(last);
-  const announced = new Set((last?.ads ?? []).map((a) => a.prefix));
   const outcomes = last?.report.services;
   return {
     node: s.node,
@@ -77,13 +93,7 @@ export function buildStatus(s: StatusInput): Record<string, unknown> {
           })),
         };
       }) ?? null,
-    vips: (last?.desired.vips ?? []).map((v) => ({
-      address: v.address,
-      owners: v.owners,
-      announced: announced.has(vipPrefix(v.address, v.family)),
-      withheld: last?.withheld.find((w) => w.address === v.address)?.reason ?? null,
-      kept: last?.kept.includes(v.address) ?? false,
-    })),
+    vips: vipStates(last),
     draining: (last?.report.draining ?? []).map((d) => ({
       service: serviceId(d.key),
       backend: destinationId(d.destination),
@@ -93,7 +103,7 @@ export function buildStatus(s: StatusInput): Record<string, unknown> {
     skipped: last?.desired.skipped ?? [],
     warnings: last?.desired.warnings ?? [],
     notices: s.notices,
-    bgp: s.bgp && { ...s.bgp, announced: [...announced] },
+    bgp: s.bgp && { ...s.bgp, announced: [...new Set((last?.ads ?? []).map((a) => a.prefix))] },
     bfd: s.bfd ?? null,
     health: (s.health ?? []).map((h) => ({
       service: h.service,
@@ -129,7 +139,6 @@ export interface NodeReportInput {
  */
 export function nodeReport(s: NodeReportInput): NodeStatusReport {
   const last = s.last;
-  const announced = new Set((last?.ads ?? []).map((a) => a.prefix));
   const bfd = new Map((s.bfd?.sessions ?? []).map((x) => [x.peer, x.state]));
   const health = new Map<string, string>();
   for (const h of s.health)
@@ -149,12 +158,7 @@ export function nodeReport(s: NodeReportInput): NodeStatusReport {
       state: p.state,
       bfd: s.bfd ? (bfd.get(p.address) ?? null) : null,
     })),
-    vips: (last?.desired.vips ?? []).map((v) => ({
-      address: v.address,
-      owners: v.owners,
-      announced: announced.has(vipPrefix(v.address, v.family)),
-      withheld: last?.withheld.find((w) => w.address === v.address)?.reason ?? null,
-    })),
+    vips: vipStates(last).map(({ kept: _, ...v }) => v),
     services: (last?.desired.virtualServices ?? []).map((v) => {
       const id = serviceId(v.spec.service.key);
       return {

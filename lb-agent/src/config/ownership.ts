@@ -42,6 +42,12 @@ export class PoolRegistry<P extends PoolLike = PoolLike> {
   private current: readonly P[];
   private retired: AddressBlock[] = [];
   private version_ = 0;
+  /**
+   * Answers of `owns` for the pools in force: every pass asks for every VIP, and a block's
+   * test parses the address (BigInt). Forgotten when the pools change, or when it grows
+   * past OWNS_MEMO (addresses asked about once, e.g. from a bad annotation).
+   */
+  private answers = new Map<string, boolean>();
 
   constructor(pools: readonly P[]) {
     this.current = pools;
@@ -67,11 +73,21 @@ export class PoolRegistry<P extends PoolLike = PoolLike> {
         this.retired.push(b);
     this.current = pools;
     this.version_++;
+    this.answers = new Map();
     return true;
   }
 
   /** Inside a pool in force, or one removed while this process ran. */
-  readonly owns: Ownership = (address) =>
-    this.current.some((p) => p.blocks.some((b) => blockContains(b, address))) ||
-    this.retired.some((b) => blockContains(b, address));
+  readonly owns: Ownership = (address) => {
+    const known = this.answers.get(address);
+    if (known !== undefined) return known;
+    const owned =
+      this.current.some((p) => p.blocks.some((b) => blockContains(b, address))) ||
+      this.retired.some((b) => blockContains(b, address));
+    if (this.answers.size >= OWNS_MEMO) this.answers = new Map();
+    this.answers.set(address, owned);
+    return owned;
+  };
 }
+
+const OWNS_MEMO = 200_000;

@@ -65,6 +65,9 @@ export interface KubernetesSync {
   node: NodeInfo;
 }
 
+/** What the controller does with each of its list/watches, whatever it lists. */
+type Watch = Pick<Reflector<never>, 'start' | 'stop' | 'synced' | 'connected' | 'lastError'>;
+
 /** How often an API server that dropped ipMode is given another chance (it may have been upgraded). */
 const IPMODE_RECHECK_MS = 60 * 60_000;
 
@@ -173,25 +176,29 @@ export class KubernetesController {
     });
   }
 
+  /** Every list/watch of the agent, each with why it cannot list (if it cannot). */
+  private watches(): { reflector: Watch; lastError: () => string | undefined }[] {
+    const own = (r: Watch) => ({ reflector: r, lastError: () => r.lastError });
+    const objects = (o: { reflector: Watch; lastError(): string | undefined } | undefined) =>
+      o ? [{ reflector: o.reflector, lastError: () => o.lastError() }] : [];
+    return [
+      own(this.services),
+      own(this.slices),
+      own(this.nodes),
+      ...objects(this.poolObjects),
+      ...objects(this.peerObjects),
+    ];
+  }
+
   start(): void {
-    this.services.start();
-    this.slices.start();
-    this.nodes.start();
-    this.poolObjects?.reflector.start();
-    this.peerObjects?.reflector.start();
+    for (const w of this.watches()) w.reflector.start();
     this.elector?.start();
   }
 
   async stop(): Promise<void> {
     this.lane.stop();
     await this.elector?.close();
-    await Promise.all([
-      this.services.stop(),
-      this.slices.stop(),
-      this.nodes.stop(),
-      this.poolObjects?.reflector.stop(),
-      this.peerObjects?.reflector.stop(),
-    ]);
+    await Promise.all(this.watches().map((w) => w.reflector.stop()));
   }
 
   /**
@@ -200,32 +207,19 @@ export class KubernetesController {
    * renumber their Services.
    */
   synced(): boolean {
-    return (
-      this.services.synced() &&
-      this.slices.synced() &&
-      this.nodes.synced() &&
-      (this.poolObjects?.reflector.synced() ?? true) &&
-      (this.peerObjects?.reflector.synced() ?? true)
-    );
+    return this.watches().every((w) => w.reflector.synced());
   }
 
   connected(): boolean {
-    return (
-      this.services.connected() &&
-      this.slices.connected() &&
-      this.nodes.connected() &&
-      (this.poolObjects?.reflector.connected() ?? true) &&
-      (this.peerObjects?.reflector.connected() ?? true)
-    );
+    return this.watches().every((w) => w.reflector.connected());
   }
 
   lastError(): string | undefined {
-    return (
-      this.services.lastError ??
-      this.slices.lastError ??
-      this.nodes.lastError ??
-      this.poolObjects?.lastError()
-    );
+    for (const w of this.watches()) {
+      const e = w.lastError();
+      if (e) return e;
+    }
+    return undefined;
   }
 
   /** The pools in force from the file and the objects, when the objects changed. */

@@ -23,3 +23,30 @@ test('a time slicer yields to the event loop only once its budget is used, and t
   await never.pause();
   assert.equal(never.yields, 0);
 });
+
+test('cheap items: the clock is read a few times per budget, not once per item', async () => {
+  let t = 0;
+  let reads = 0;
+  const slicer = new TimeSlicer(8, () => {
+    reads++;
+    return t;
+  });
+  // 10,000 items of 1 µs: 10 ms in all, one yield.
+  for (let i = 0; i < 10_000; i++) {
+    t += 0.001;
+    await slicer.pause();
+  }
+  assert.equal(slicer.yields, 1);
+  assert.ok(reads < 60, `${reads} reads of the clock for 10,000 items`);
+});
+
+test('items of 1 ms: it still yields about once per budget', async () => {
+  let t = 0;
+  const slicer = new TimeSlicer(8, () => t);
+  for (let i = 0; i < 80; i++) {
+    t += 1;
+    await slicer.pause();
+  }
+  // 80 ms of work in 8 ms budgets: 10 slices at best; a late read of the clock may merge two.
+  assert.ok(slicer.yields >= 7 && slicer.yields <= 10, `${slicer.yields} yields`);
+});
