@@ -51,7 +51,9 @@ if (process.env.PORTLB_IN_UML !== '1') {
 }
 const sizes = values.sizes.split(',').map(Number);
 const M = Number(values.endpoints);
-const CHANGES = Number(values.changes);
+/** Changes per size: one count for all, or one per size of --sizes (10k takes seconds a change in UML). */
+const CHANGE_COUNTS = values.changes.split(',').map(Number);
+const changesFor = (n: number) => CHANGE_COUNTS[CHANGE_COUNTS.length === 1 ? 0 : sizes.indexOf(n)] ?? 0;
 const RESYNC = Number(values['resync-seconds']);
 const SCRAPE = Number(values['scrape-seconds']);
 const CHECK = values['health-check'];
@@ -315,6 +317,7 @@ async function runSize(n: number, check?: string) {
     const total: number[] = [];
     const apiWrite: number[] = [];
     const stagesBefore = await stageTotals();
+    const CHANGES = changesFor(n);
     for (let c = 0; c < CHANGES; c++) {
       const i = (c * 7919) % n;
       const endpoints = Array.from({ length: M }, (_, j) => endpointIp(i, j));
@@ -372,7 +375,8 @@ async function runSize(n: number, check?: string) {
     const scrapeStarted = performance.now();
     const loopMax: number[] = [];
     const loopP99: number[] = [];
-    for (let s = 0; s < SCRAPE; s++) {
+    // For SCRAPE seconds (at least two scrapes): at 10k one scrape can take many seconds.
+    for (let s = 0; s < 2 || performance.now() - scrapeStarted < SCRAPE * 1000; s++) {
       await sleep(1000);
       const m = await scrape();
       loopMax.push((m.get('nodejs_eventloop_lag_max_seconds') ?? Number.NaN) * 1000);
@@ -444,7 +448,7 @@ if (CHECK) {
     "require('node:net').createServer((s) => s.on('error', () => {})).listen(8080, '0.0.0.0', () => console.log('listening'))",
   ]);
 }
-const sized = [];
+const sized: Awaited<ReturnType<typeof runSize>>[] = [];
 let baseline: Awaited<ReturnType<typeof runSize>> | undefined;
 for (const n of sizes) {
   if (n === 0) {
@@ -454,9 +458,21 @@ for (const n of sizes) {
   // With checks, the same size without them first: the baseline of the same boot.
   if (CHECK) sized.push(await runSize(n));
   sized.push(await runSize(n, CHECK));
+  // What is done so far is kept, should a larger size not finish.
+  save(true);
 }
 type Sized = Extract<Awaited<ReturnType<typeof runSize>>, { latency: unknown }>;
 const results = sized.filter((r): r is Sized => 'latency' in r);
+
+function save(partial: boolean): void {
+  writeResults(CHECK ? 'agent-health-checks' : 'agent', {
+    description: `the whole agent in its own process (Kubernetes mode, fake API server in another process, UML kernel IPVS, no speaker)${CHECK ? `; every backend health-checked: ${CHECK}` : ''}`,
+    ...(partial ? { partial: `sizes done so far of ${sizes.join(', ')}` } : {}),
+    targets: TARGETS,
+    ...(baseline ? { baseline } : {}),
+    results: sized.filter((r): r is Sized => 'latency' in r),
+  });
+}
 
 console.log('\nagainst the targets (issue 11):');
 if (baseline)
@@ -485,11 +501,6 @@ if (CHECK) {
     );
   }
 }
-writeResults(CHECK ? 'agent-health-checks' : 'agent', {
-  description: `the whole agent in its own process (Kubernetes mode, fake API server in another process, UML kernel IPVS, no speaker)${CHECK ? `; every backend health-checked: ${CHECK}` : ''}`,
-  targets: TARGETS,
-  ...(baseline ? { baseline } : {}),
-  results,
-});
+save(false);
 // The listener would keep this process (and the guest) running.
 listener?.kill();
