@@ -271,7 +271,14 @@ describe('e2e: traffic, readiness, drain, ownership, bad input', () => {
         },
         { timeoutMs: 15_000 },
       );
-      assert.ok(logged(/configuration reloaded/, /"applied":\["bgp\.peers"\]/));
+      // The speaker may list the peer before the reload has finished and logged it.
+      await waitFor(
+        'the reload logged',
+        () => logged(/configuration reloaded/, /"applied":\["bgp\.peers"\]/),
+        {
+          timeoutMs: 10_000,
+        },
+      );
       assert.equal(lab.sessionState(1), 'Established', 'the router session untouched');
     } finally {
       reload(original);
