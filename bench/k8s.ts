@@ -9,7 +9,8 @@ import { KubeClient } from '../lb-agent/src/k8s/client.ts';
 import { KubernetesController } from '../lb-agent/src/k8s/controller.ts';
 import { translateKubernetes } from '../lb-agent/src/k8s/translate.ts';
 import { systemClock } from '../lb-agent/src/util/clock.ts';
-import { FakeKubeApi, type Obj } from '../test/harness/fake-kube-api.ts';
+import { FakeKubeApi } from '../test/harness/fake-kube-api.ts';
+import { seedServices } from './kube-seed.ts';
 import { writeResults } from './lib.ts';
 
 const { values } = parseArgs({
@@ -31,38 +32,8 @@ const mb = (b: number) => Math.round(b / 1024 / 1024);
 
 const api = new FakeKubeApi();
 await api.start();
-const vip = (i: number) => `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
 const tBuild = performance.now();
-api.create('nodes', {
-  metadata: { name: 'edge-1' },
-  status: { conditions: [{ type: 'Ready', status: 'True' }] },
-});
-for (let i = 0; i < N; i++) {
-  const svc: Obj = {
-    metadata: { name: `svc-${i}`, namespace: `ns-${i % 50}` },
-    spec: {
-      type: 'LoadBalancer',
-      loadBalancerClass: 'portlb.io/portlb',
-      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
-    },
-    status: { loadBalancer: { ingress: [{ ip: vip(i), ipMode: 'Proxy' }] } },
-  };
-  api.create('services', svc);
-  api.create('endpointslices', {
-    metadata: {
-      name: `svc-${i}-abc`,
-      namespace: `ns-${i % 50}`,
-      labels: { 'kubernetes.io/service-name': `svc-${i}` },
-    },
-    addressType: 'IPv4',
-    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
-    endpoints: Array.from({ length: M }, (_, j) => ({
-      addresses: [`172.${16 + ((i * M + j) >> 16)}.${((i * M + j) >> 8) & 255}.${(i * M + j) & 255}`],
-      conditions: { ready: true },
-      nodeName: 'edge-1',
-    })),
-  });
-}
+seedServices(api, N, M);
 console.log(
   `fake API server loaded with ${N} Services x ${M} endpoints in ${Math.round(performance.now() - tBuild)} ms`,
 );

@@ -27,6 +27,11 @@ const BENCHES: Record<string, { description: string; inKernel: boolean; file: st
     inKernel: true,
     file: 'bench/agent.ts',
   },
+  pass: {
+    description: 'one sync pass at 10k Services, stage by stage (host; fake kernel and speaker)',
+    inKernel: false,
+    file: 'bench/pass.ts',
+  },
   k8s: {
     description: 'Kubernetes: 10k Services x 10 endpoints -> desired state (fake API, real client)',
     inKernel: false,

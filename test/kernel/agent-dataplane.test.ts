@@ -39,6 +39,14 @@ describe('agent data plane boundaries (kernel)', () => {
       // Deleted by hand: recreated on the next pass.
       sh('ip link del pltestvip');
       assert.deepEqual((await m.sync(['203.0.113.11'], owns)).added, ['203.0.113.11']);
+      // An incremental pass diffs against what the last sync left, without dumping the
+      // interface (10,000 addresses at 10k services): an address removed by hand comes
+      // back at the next full pass (reread), like an IPVS service deleted by hand.
+      sh('ip addr del 203.0.113.11/32 dev pltestvip');
+      const incremental = await m.sync(['203.0.113.11', '203.0.113.12'], owns, { reread: false });
+      assert.deepEqual(incremental.added, ['203.0.113.12'], 'only the new VIP: the interface was not read');
+      const full = await m.sync(['203.0.113.11', '203.0.113.12'], owns, { reread: true });
+      assert.deepEqual(full.added, ['203.0.113.11'], 'the full pass reads and restores it');
     } finally {
       m.close();
     }

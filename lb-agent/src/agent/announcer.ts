@@ -8,7 +8,7 @@
 // other replicas.
 import { type Advertisement, advertisement, GRACEFUL_SHUTDOWN } from '../bgp/types.ts';
 import type { DesiredState } from '../core/desired.ts';
-import { serviceId } from '../ipvs/types.ts';
+import { specId } from '../ipvs/types.ts';
 import type { DataPlaneReport } from './data-plane.ts';
 
 export interface AnnounceOptions {
@@ -23,11 +23,27 @@ export type Withheld = { address: string; reason: string };
 export const vipPrefix = (address: string, family: 'ipv4' | 'ipv6'): string =>
   `${address}/${family === 'ipv4' ? 32 : 128}`;
 
+const addresses = new WeakMap<Advertisement, string>();
+
+/** The VIP an advertisement is for (its prefix without the length), made once per frozen object. */
+export function adAddress(ad: Advertisement): string {
+  let address = addresses.get(ad);
+  if (address === undefined) {
+    address = ad.prefix.slice(0, ad.prefix.lastIndexOf('/'));
+    if (Object.isFrozen(ad)) addresses.set(ad, address);
+  }
+  return address;
+}
+
 export function announcements(
   desired: DesiredState,
   report: Pick<DataPlaneReport, 'services'>,
-  /** Prefixes announced before this pass: kept while their state is unknown. */
-  previous: ReadonlySet<string>,
+  /**
+   * What was announced before this pass, by prefix: kept while its state is unknown, and
+   * handed on as the same (frozen) object when unchanged, so the speaker compares it by
+   * identity instead of parsing 10,000 prefixes a pass.
+   */
+  previous: ReadonlyMap<string, Advertisement>,
   o: AnnounceOptions,
 ): { ads: Advertisement[]; withheld: Withheld[]; kept: string[] } {
   const ads: Advertisement[] = [];
@@ -36,10 +52,14 @@ export function announcements(
   const byVip = new Map<string, string[]>();
   for (const v of desired.virtualServices) {
     const list = byVip.get(v.vip) ?? [];
-    list.push(serviceId(v.spec.service.key));
+    list.push(specId(v.spec));
     byVip.set(v.vip, list);
   }
-  const communities = [...new Set([...o.communities, ...(o.shuttingDown ? [GRACEFUL_SHUTDOWN] : [])])].sort();
+  const communities = Object.freeze(
+    [...new Set([...o.communities, ...(o.shuttingDown ? [GRACEFUL_SHUTDOWN] : [])])].sort(),
+  );
+  const localPref = o.shuttingDown ? 0 : undefined;
+  const key = communities.join(' ');
   for (const vip of desired.vips) {
     const prefix = vipPrefix(vip.address, vip.family);
     if (!vip.announce) {
@@ -68,7 +88,15 @@ export function announcements(
     }
     // RFC 8326: the community for routers that honour it, LOCAL_PREF 0 for iBGP peers; the
     // speaker prepends our AS toward eBGP peers (never toward iBGP: there it is a loop).
-    ads.push(advertisement(prefix, { communities, localPref: o.shuttingDown ? 0 : undefined }));
+    const before = previous.get(prefix);
+    ads.push(
+      before &&
+        Object.isFrozen(before) &&
+        before.localPref === localPref &&
+        before.communities.join(' ') === key
+        ? before
+        : Object.freeze(advertisement(prefix, { communities: communities as string[], localPref })),
+    );
   }
   return { ads, withheld, kept };
 }

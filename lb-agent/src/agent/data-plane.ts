@@ -17,7 +17,7 @@ import type {
   ServiceSpec,
   ServiceState,
 } from '../ipvs/types.ts';
-import { destinationId, serviceId } from '../ipvs/types.ts';
+import { destinationId, serviceId, specId } from '../ipvs/types.ts';
 import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import type { NetfilterManager, NetfilterRules, PortRule } from './netfilter.ts';
@@ -129,16 +129,29 @@ export function wantedSysctls(desired: DesiredState): Partial<IpvsSysctls> {
   };
 }
 
+/**
+ * One rule object per desired virtual service (those are the same objects pass after pass
+ * while their Service is unchanged): the rule lists then come out element for element the
+ * same, which the netfilter backend checks before anything else.
+ */
+const portRules = new WeakMap<DesiredState['virtualServices'][number], PortRule | null>();
+
 /** The SNAT rules and the VIP filter a desired state needs. */
 export function netfilterRules(
   desired: DesiredState,
   o: { vipFilter: boolean; snat: boolean },
 ): NetfilterRules {
   const rule = (v: DesiredState['virtualServices'][number]): PortRule | undefined => {
-    const k = v.spec.service.key;
-    return k.kind === 'address'
-      ? { vip: k.address, family: k.family, port: k.port, protocol: k.protocol }
-      : undefined;
+    let r = portRules.get(v);
+    if (r === undefined) {
+      const k = v.spec.service.key;
+      r =
+        k.kind === 'address'
+          ? { vip: k.address, family: k.family, port: k.port, protocol: k.protocol }
+          : null;
+      portRules.set(v, r);
+    }
+    return r ?? undefined;
   };
   const all = (list: DesiredState['virtualServices']) => list.map(rule).filter((r): r is PortRule => !!r);
   return {
@@ -157,6 +170,10 @@ export class DataPlane {
   private generation = 0;
   /** A pass is running (the reconciler runs one at a time). */
   private passing = false;
+  /** The running pass is a full one (it resets the cache: a read-back begun meanwhile is void). */
+  private fullPassing = false;
+  /** Monotonic: when the cache was last as good as a full read (a full pass's end). */
+  private verifiedAt: number | undefined;
   /** The generation of the last full reset of the cache. */
   private resetGeneration = 0;
   /** Per service id: the last generation that wrote (or read) it. */
@@ -164,7 +181,8 @@ export class DataPlane {
   /** The sysctls and timeouts last found or made as wanted. */
   private settingsChecked: string | undefined;
   private draining = new Map<string, number>();
-  private lastSpecs = new Map<string, ServiceSpec>();
+  /** The specs of the last pass that were programmed (a spec object is one service id). */
+  private lastProgrammedSpecs = new Set<ServiceSpec>();
   private lastProgrammed = new Set<string>();
 
   constructor(options: DataPlaneOptions) {
@@ -182,6 +200,16 @@ export class DataPlane {
     return { table: await this.o.ipvs.getTable(), since };
   }
 
+  /** A full pass is running: a read-back begun now would be void when it ends. */
+  fullPassRunning(): boolean {
+    return this.fullPassing;
+  }
+
+  /** Monotonic end of the last full pass that read the kernel (undefined before the first). */
+  lastVerifiedAt(): number | undefined {
+    return this.verifiedAt;
+  }
+
   /** The kernel table as this node believes it is (for status and metrics). */
   table(): ServiceState[] {
     return this.cache.table();
@@ -193,10 +221,15 @@ export class DataPlane {
     prefetched?: ReadBack,
   ): Promise<DataPlaneReport> {
     this.passing = true;
+    this.fullPassing = fullRequested || !this.loaded;
     try {
-      return await this.pass(desired, fullRequested, prefetched);
+      const report = await this.pass(desired, fullRequested, prefetched);
+      // A failed read or a refused write leaves the cache unloaded: not verified.
+      if (report.full && this.loaded) this.verifiedAt = this.o.clock.monotonic();
+      return report;
     } finally {
       this.passing = false;
+      this.fullPassing = false;
     }
   }
 
@@ -232,7 +265,7 @@ export class DataPlane {
     const fail = (step: PassFailure['step'], err: unknown) =>
       report.failures.push({ step, code: errorCode(err), message: (err as Error).message ?? String(err) });
     const specs = desired.virtualServices.map((v) => v.spec);
-    const specIds = specs.map((s) => serviceId(s.service.key));
+    const specIds = specs.map(specId);
     /** Nothing is known about the kernel after this failure: every service is unknown, the next pass reads back. */
     const unknownAfter = (step: PassFailure['step'], err: unknown): DataPlaneReport => {
       fail(step, err);
@@ -311,6 +344,7 @@ export class DataPlane {
       report.vips = await this.o.addresses.sync(
         desired.vips.map((v) => v.address),
         this.o.owns,
+        { reread: full },
       );
       for (const f of report.vips.failed)
         report.failures.push({ step: 'vips', code: f.code, message: `${f.address}: ${f.message}` });
@@ -322,17 +356,14 @@ export class DataPlane {
     // 5. IPVS: the pure diff, applied per object.
     // A spec object seen last pass and programmed then is what the kernel holds: the planner
     // skips it (a 1% change costs 1% of the work), unless one of its backends is draining.
-    const unchanged = full
-      ? undefined
-      : (spec: ServiceSpec, id = serviceId(spec.service.key)) =>
-          this.lastSpecs.get(id) === spec && this.lastProgrammed.has(id);
+    const unchanged = full ? undefined : (spec: ServiceSpec) => this.lastProgrammedSpecs.has(spec);
     const draining = drainingServiceIds(this.draining);
     // Whether a removed backend is idle decides between draining and deleting it: read
     // its connection counts from the kernel, not from the cache (which only a full pass
     // refreshes). Draining backends are removed ones, so this also refreshes them.
     try {
       for (const [i, spec] of specs.entries()) {
-        if (full || (unchanged?.(spec, specIds[i]) && !draining.has(specIds[i]!))) continue;
+        if (full || (unchanged?.(spec) && !draining.has(specIds[i]!))) continue;
         const cached = this.cache.get(specIds[i]!);
         if (!cached) continue;
         const wanted = new Set(spec.destinations.map(canonicalDestinationId));
@@ -346,7 +377,7 @@ export class DataPlane {
     }
     const plan = planIpvs({
       desired: specs,
-      actual: this.cache.table(),
+      actual: this.cache.byId(),
       owns: this.ownsService,
       now,
       draining: this.draining,
@@ -392,8 +423,13 @@ export class DataPlane {
           : { outcome: 'not-programmed', usable: 0 },
       );
     }
-    this.lastSpecs = new Map(specs.map((s, i) => [specIds[i]!, s]));
-    this.lastProgrammed = new Set(specIds.filter((id) => report.services.get(id)?.outcome === 'programmed'));
+    this.lastProgrammed = new Set();
+    this.lastProgrammedSpecs = new Set();
+    specs.forEach((s, i) => {
+      if (report.services.get(specIds[i]!)?.outcome !== 'programmed') return;
+      this.lastProgrammed.add(specIds[i]!);
+      this.lastProgrammedSpecs.add(s);
+    });
 
     // After a refused IPVS write the cache may be wrong: the next pass reads the kernel back.
     if (report.failures.some((f) => f.step === 'ipvs')) this.loaded = false;

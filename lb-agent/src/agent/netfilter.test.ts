@@ -56,6 +56,24 @@ describe('netfilter manager: apply and repair', () => {
     );
   });
 
+  test('the same rules in any order or in other objects write nothing; one port changed writes', async () => {
+    const nf = new GatedNetfilter();
+    const r = (vip: string, port: number) => ({ vip, family: 'ipv4', port, protocol: 'tcp' }) as const;
+    const set = (...l: ReturnType<typeof r>[]): NetfilterRules => ({ snat: l, filter: l, notrack: [] });
+    const first = nf.apply(set(r('203.0.113.1', 80), r('203.0.113.2', 80)));
+    await tick();
+    nf.gates.shift()!();
+    assert.equal(await first, true);
+    assert.equal(await nf.apply(set(r('203.0.113.1', 80), r('203.0.113.2', 80))), false, 'new objects');
+    assert.equal(await nf.apply(set(r('203.0.113.2', 80), r('203.0.113.1', 80))), false, 'another order');
+    const changed = nf.apply(set(r('203.0.113.2', 80), r('203.0.113.1', 81)));
+    await tick();
+    assert.equal(nf.writes.length, 2, 'a changed port is written');
+    nf.gates.shift()!();
+    assert.equal(await changed, true);
+    assert.equal(await nf.apply(set(r('203.0.113.1', 81), r('203.0.113.2', 80))), false);
+  });
+
   test('a failed write names the backend and the rules, and the next apply writes again', async () => {
     const nf = new GatedNetfilter();
     nf.fail = true;

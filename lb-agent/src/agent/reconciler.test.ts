@@ -626,6 +626,42 @@ describe('reconciler + data plane (fakes)', () => {
     assert.equal(t.r.liveness(10_000).ok, true);
   });
 
+  test('the periodic read-back never starts during a full pass, and comes resyncMs after the last one ended', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    // The first pass writes for a long time (minutes at 10,000 services in UML).
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const execute = t.ipvs.execute.bind(t.ipvs);
+    t.ipvs.execute = async (ops, onProgress) => {
+      await gate;
+      return execute(ops, onProgress);
+    };
+    let reads = 0;
+    const listServices = t.ipvs.listServices.bind(t.ipvs);
+    t.ipvs.listServices = (o) => {
+      reads++;
+      return listServices(o);
+    };
+    t.r.start();
+    for (let i = 0; i < 150; i++) await t.clock.advance(1000);
+    assert.equal(reads, 1, "only the first pass's own read while it runs (a read-back now would be void)");
+    release();
+    await t.settle();
+    assert.equal(t.r.last?.full, true);
+    await t.clock.advance(50_000);
+    assert.equal(reads, 1, 'the cache was verified 50 s ago: no read-back yet');
+    await t.clock.advance(12_000);
+    await t.settle();
+    assert.equal(reads, 2, 'one read-back, resyncMs after the full pass ended');
+    assert.equal(t.r.last?.full, true, 'then a full pass that compares against it');
+    await t.clock.advance(30_000);
+    await t.settle();
+    assert.equal(reads, 2, 'the full pass used the read-back; the next is due a resync later');
+  });
+
   test('a wall-clock step changes no interval: passes keep their pace, drains their length', async () => {
     const t = await rig();
     t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1'), ep('10.0.0.2')])];

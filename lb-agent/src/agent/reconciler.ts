@@ -12,7 +12,7 @@ import { describeError, errorCode } from '../errors.ts';
 import type { NodeStatusReport } from '../k8s/node-status.ts';
 import { backoffDelay, type Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
-import { type AnnounceOptions, announcements, type Withheld } from './announcer.ts';
+import { type AnnounceOptions, adAddress, announcements, type Withheld } from './announcer.ts';
 import type { DataPlane, DataPlaneReport, PassFailure, ReadBack } from './data-plane.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { type Notice, NoticeBoard } from './notices.ts';
@@ -114,6 +114,9 @@ export class Reconciler {
   private healthSettled = false;
   private stopped = false;
   private readonly stop = new AbortController();
+  /** Full passes run to their end; and that count when the resync loop last asked for one. */
+  private fullPassesDone = 0;
+  private fullAskedAt = -1;
   private announced: Advertisement[] = [];
   private readonly notices = new NoticeBoard();
   private drainTimer: AbortController | undefined;
@@ -158,13 +161,28 @@ export class Reconciler {
     return this.queue.onIdle();
   }
 
+  /**
+   * The periodic read-back: `resyncMs` after the last full pass, never while one runs. A
+   * full pass resets the cache, so a read begun during it is void when it ends: at 10,000
+   * services the first pass wrote for 43-98 s, the read-back began 10 s in, and the next
+   * full pass had to read for itself (15-21 s in UML) while every change waited.
+   */
   private async resyncLoop(): Promise<void> {
+    const { dataPlane, resyncMs, clock } = this.o;
+    const recheckMs = Math.min(1000, resyncMs);
     while (!this.stop.signal.aborted) {
+      const due = (dataPlane.lastVerifiedAt() ?? this.startedAt) + resyncMs;
       try {
-        await this.o.clock.sleep(this.o.resyncMs, this.stop.signal);
+        await clock.sleep(Math.max(due - clock.monotonic(), recheckMs), this.stop.signal);
       } catch {
         return;
       }
+      const verified = dataPlane.lastVerifiedAt();
+      // Before the first full pass ends, and until the one asked for last time has run, the
+      // cache is being verified already.
+      if (verified === undefined || dataPlane.fullPassRunning() || this.fullPassesDone === this.fullAskedAt)
+        continue;
+      if (clock.monotonic() < verified + resyncMs) continue;
       // The periodic read-back runs beside the passes; the full pass then only compares.
       const t0 = this.o.clock.monotonic();
       try {
@@ -181,6 +199,7 @@ export class Reconciler {
           'the kernel could not be read back; the full pass reads again',
         );
       }
+      this.fullAskedAt = this.fullPassesDone;
       this.trigger(true);
     }
   }
@@ -204,6 +223,7 @@ export class Reconciler {
       this.healthHold = undefined;
       this.passStartedAt = undefined;
       this.lastEnd = this.o.clock.monotonic();
+      if (full) this.fullPassesDone++;
     }
   }
 
@@ -250,7 +270,7 @@ export class Reconciler {
     // points at a VIP about to be removed.
     let speakerError: string | undefined;
     const stillOk = new Set(desired.vips.filter((v) => v.announce).map((v) => v.address));
-    const keep = this.announced.filter((a) => stillOk.has(a.prefix.slice(0, a.prefix.lastIndexOf('/'))));
+    const keep = this.announced.filter((a) => stillOk.has(adAddress(a)));
     if (speaker && keep.length !== this.announced.length) {
       try {
         await speaker.setAdvertisements(keep);
@@ -267,7 +287,7 @@ export class Reconciler {
     const { ads, withheld, kept } = announcements(
       desired,
       report,
-      new Set(this.announced.map((a) => a.prefix)),
+      new Map(this.announced.map((a) => [a.prefix, a])),
       { ...this.o.announce, shuttingDown: this.shuttingDown },
     );
     if (speaker) {
@@ -305,7 +325,7 @@ export class Reconciler {
     this.tell(result);
     this.o.onPass?.(result);
     if (source.announced) {
-      const announcedSet = new Set(ads.map((a) => a.prefix.slice(0, a.prefix.lastIndexOf('/'))));
+      const announcedSet = new Set(ads.map(adAddress));
       // Events are the API server's business: never waited for here.
       source.announced(desired.vips.filter((v) => announcedSet.has(v.address))).catch(() => {});
     }

@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import { canonicalIp } from '../net/ip.ts';
 import { BgpError } from './errors.ts';
-import { normalizeAdvertisement } from './gobgp-codec.ts';
+import { normalizeAdvertisement, sameAdvertisement } from './gobgp-codec.ts';
 import type {
   Advertisement,
   BgpGlobal,
@@ -170,7 +170,8 @@ export class FakeBgpSpeaker implements BgpSpeaker {
     }
     const want = new Map(this.desiredAds.map((a) => [a.prefix, a]));
     for (const [prefix, ad] of want) {
-      if (JSON.stringify(this.daemon.ads.get(prefix)) !== JSON.stringify(ad)) {
+      const have = this.daemon.ads.get(prefix);
+      if (!have || !sameAdvertisement(have, ad)) {
         this.daemon.ads.set(prefix, ad);
         this.log.push(`announce ${prefix}${ad.communities.length ? ` ${ad.communities.join(' ')}` : ''}`);
       }

@@ -101,11 +101,20 @@ export function validatePeers(peers: readonly BgpPeerConfig[], where = 'bgp.peer
   fail('BGP peers', p);
 }
 
+/** Frozen advertisements found valid (the same objects come back every pass). */
+const validAds = new WeakSet<Advertisement>();
+
 export function validateAdvertisements(ads: readonly Advertisement[], where = 'advertisements'): void {
   const p: string[] = [];
   const seen = new Set<string>();
   ads.forEach((ad, i) => {
     const at = `${where}[${i}]`;
+    if (validAds.has(ad)) {
+      if (seen.has(ad.prefix)) p.push(`${at}.prefix: duplicate ${ad.prefix}`);
+      seen.add(ad.prefix);
+      return;
+    }
+    const before = p.length;
     const cidr = typeof ad.prefix === 'string' ? parseCidr(ad.prefix) : undefined;
     if (!cidr || !ad.prefix.includes('/'))
       p.push(`${at}.prefix: must be a CIDR such as 203.0.113.10/32 (got ${show(ad.prefix)})`);
@@ -126,6 +135,7 @@ export function validateAdvertisements(ads: readonly Advertisement[], where = 'a
       p.push(`${at}.asPathPrepend: must be 0..10 (got ${show(ad.asPathPrepend)})`);
     if (!['igp', 'egp', 'incomplete'].includes(ad.origin))
       p.push(`${at}.origin: must be igp, egp or incomplete (got ${show(ad.origin)})`);
+    if (p.length === before && Object.isFrozen(ad)) validAds.add(ad);
   });
   fail('advertisements', p);
 }

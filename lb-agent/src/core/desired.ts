@@ -209,6 +209,8 @@ function desiredForIntent(
  * same with or without it.
  */
 export class DesiredMemo {
+  /** What an intent alone decides (whatever the node): its first bad VIP, its port claims. */
+  readonly statics = new WeakMap<ServiceIntent, { badVip: string | undefined; claims: string[] }>();
   private nodeKey = '';
   private results = new WeakMap<ServiceIntent, { result: IntentResult; health: number }>();
 
@@ -247,8 +249,19 @@ export function computeDesired(
   const cache = memo?.forNode(node);
 
   const intents = [...snapshot.services].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const staticsOf = (intent: ServiceIntent) => {
+    let s = memo?.statics.get(intent);
+    if (!s) {
+      s = {
+        badVip: intent.vips.find((v) => !ipFamily(v)),
+        claims: intent.vips.flatMap((vip) => intent.ports.map((p) => `${vip}|${p.protocol}|${p.port}`)),
+      };
+      memo?.statics.set(intent, s);
+    }
+    return s;
+  };
   for (const intent of intents) {
-    const badVip = intent.vips.find((v) => !ipFamily(v));
+    const { badVip, claims } = staticsOf(intent);
     if (badVip !== undefined) {
       skipped.push({
         service: intent.id,
@@ -271,7 +284,6 @@ export function computeDesired(
       continue;
     }
     // Two services on one VIP may not claim the same port and protocol: the first (by name) keeps it.
-    const claims = intent.vips.flatMap((vip) => intent.ports.map((p) => `${vip}|${p.protocol}|${p.port}`));
     const clash = claims.find((c) => taken.has(c));
     if (clash) {
       const [vip, protocol, port] = clash.split('|');
@@ -286,8 +298,8 @@ export function computeDesired(
 
     const { health } = snapshot;
     const healthVersion = intent.healthCheck && health ? health.version(intent.id) : 0;
-    const memo = cache?.get(intent);
-    let result = memo?.health === healthVersion ? memo.result : undefined;
+    const hit = cache?.get(intent);
+    let result = hit?.health === healthVersion ? hit.result : undefined;
     if (!result) {
       result = desiredForIntent(intent, node, health);
       cache?.set(intent, { result, health: healthVersion });

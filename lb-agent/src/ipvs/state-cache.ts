@@ -29,6 +29,11 @@ export class IpvsStateCache {
     return [...this.services.values()];
   }
 
+  /** The services by serviceId, without a copy: read it before the cache changes again. */
+  byId(): ReadonlyMap<string, ServiceState> {
+    return this.services;
+  }
+
   get size(): number {
     return this.services.size;
   }

@@ -172,6 +172,21 @@ export const SCHEDULER_FLAG_NAMES = {
 
 export type SchedulerFlagName = keyof typeof SCHEDULER_FLAG_NAMES;
 
+/**
+ * serviceId of a desired spec, made once per spec object (specs are the same objects pass
+ * after pass while their Service is unchanged: at 10,000 services the ids' strings, made
+ * and hashed afresh in every stage, were a good part of a pass).
+ */
+const specIdMemo = new WeakMap<ServiceSpec, string>();
+export function specId(spec: ServiceSpec): string {
+  let id = specIdMemo.get(spec);
+  if (id === undefined) {
+    id = serviceId(spec.service.key);
+    specIdMemo.set(spec, id);
+  }
+  return id;
+}
+
 export function serviceId(key: ServiceKey): string {
   if (key.kind === 'fwmark') return `fwmark:${key.family}:${key.fwmark}`;
   const host = key.family === 'ipv6' ? `[${key.address}]` : key.address;

@@ -91,7 +91,8 @@ export class KubernetesController {
   private servicesGeneration = 0;
   private allocatedGeneration = -1;
   private usageGeneration = -1;
-  private readonly announcedEvents = new Set<string>();
+  /** Per announced VIP, the owners told (an Announced Event) while it stays announced. */
+  private announcedOwners = new Map<string, readonly string[]>();
   /** Monotonic time the API server was last seen dropping ipMode. */
   private ipModeDroppedAt: number | undefined;
 
@@ -367,13 +368,15 @@ export class KubernetesController {
 
   /** An Event per VIP this node starts announcing (once per VIP and node), through the lane. */
   reportAnnounced(vips: readonly { address: string; owners: readonly string[] }[]): void {
-    const current = new Set<string>();
+    // Every pass reports all 10,000 VIPs: compared by list, no string made for an unchanged one.
+    const next = new Map<string, readonly string[]>();
     for (const vip of vips) {
+      const before = this.announcedOwners.get(vip.address);
+      next.set(vip.address, vip.owners);
+      if (before && before.length === vip.owners.length && before.every((o, i) => o === vip.owners[i]))
+        continue;
       for (const owner of vip.owners) {
-        const key = `${owner}|${vip.address}`;
-        current.add(key);
-        if (this.announcedEvents.has(key)) continue;
-        this.announcedEvents.add(key);
+        if (before?.includes(owner)) continue;
         const ref = this.serviceRef(owner);
         if (!ref) continue;
         this.submitEvent({
@@ -384,7 +387,7 @@ export class KubernetesController {
         });
       }
     }
-    for (const key of this.announcedEvents) if (!current.has(key)) this.announcedEvents.delete(key);
+    this.announcedOwners = next;
   }
 
   /** An Event on a Service from this node (not leader-only: each node probes from itself). */

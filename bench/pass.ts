@@ -1,0 +1,146 @@
+// One sync pass of the agent at N Services, stage by stage, on the host (npm run bench --
+// pass): the real controller over the fake API server (through the real client library),
+// the real reconciler and data plane, the real netfilter backend's comparison (its write
+// a no-op), fakes for the kernel's IPVS, the VIP interface and the speaker. It measures
+// the JavaScript a pass runs, without UML (where the same work costs about four times
+// as much, mostly in GC); `bench agent` measures the whole agent in UML. The fake API
+// server shares this process, so memory is not reported here.
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { fakeDataPlane } from '../lb-agent/src/agent/fixtures.ts';
+import { CachedNetfilter } from '../lb-agent/src/agent/netfilter.ts';
+import { Reconciler } from '../lb-agent/src/agent/reconciler.ts';
+import { FakeBgpSpeaker } from '../lb-agent/src/bgp/fake-speaker.ts';
+import { parseAgentConfig } from '../lb-agent/src/config/agent-config.ts';
+import { FakeIpvsClient } from '../lb-agent/src/ipvs/fake-client.ts';
+import { KubeClient } from '../lb-agent/src/k8s/client.ts';
+import { KubernetesController } from '../lb-agent/src/k8s/controller.ts';
+import { systemClock } from '../lb-agent/src/util/clock.ts';
+import { FakeKubeApi } from '../test/harness/fake-kube-api.ts';
+import { seedServices } from './kube-seed.ts';
+import { fmtMs, spread, writeResults } from './lib.ts';
+
+const { values } = parseArgs({
+  options: {
+    services: { type: 'string', default: '10000' },
+    endpoints: { type: 'string', default: '10' },
+    changes: { type: 'string', default: '30' },
+    profile: { type: 'string' },
+    help: { type: 'boolean' },
+  },
+});
+if (values.help) {
+  console.log(
+    'Usage: npm run bench -- pass [--services 10000] [--endpoints 10] [--changes 30] [--profile FILE]\n' +
+      '  --profile FILE: a CPU profile of the change passes only (not the first pass) to FILE',
+  );
+  process.exit(0);
+}
+
+class NoopNetfilter extends CachedNetfilter {
+  readonly kind = 'noop';
+  protected async write(): Promise<void> {}
+}
+
+const N = Number(values.services);
+const M = Number(values.endpoints);
+const CHANGES = Number(values.changes);
+const api = new FakeKubeApi();
+await api.start();
+seedServices(api, N, M);
+const config = parseAgentConfig(
+  {
+    pools: [{ name: 'bench', addresses: ['10.96.0.0/12'] }],
+    kubernetes: { leaderElection: { enabled: false } },
+  },
+  'bench',
+);
+let changed = 0;
+const ctl = new KubernetesController({
+  client: new KubeClient(api.connection()),
+  config,
+  nodeName: 'edge-1',
+  identity: 'x',
+  clock: systemClock,
+  onChange: () => changed++,
+});
+ctl.start();
+while (!ctl.synced()) await new Promise((r) => setTimeout(r, 5));
+ctl.isLeader = () => false;
+const ipvs = new FakeIpvsClient({ schedulers: ['mh', 'rr'] });
+const speaker = new FakeBgpSpeaker();
+await speaker.setGlobal({ asn: 65001, routerId: '192.0.2.1', listenPort: -1, listenAddresses: [] });
+const passes: { durationMs: number; stages: Record<string, number> }[] = [];
+const rec = new Reconciler({
+  source: {
+    kind: 'kubernetes',
+    start() {},
+    async stop() {},
+    synced: () => true,
+    healthy: () => true,
+    desired: async () => ctl.sync().desired,
+  },
+  dataPlane: fakeDataPlane({
+    ipvs,
+    netfilter: new NoopNetfilter(),
+    owns: (a) => a.startsWith('10.'),
+    clock: systemClock,
+  }),
+  speaker,
+  announce: { communities: [], peerFamilies: new Set(['ipv4']) },
+  clock: systemClock,
+  minIntervalMs: 0,
+  resyncMs: 1e9,
+  retryMaxMs: 1000,
+  onPass: (r) => passes.push({ durationMs: r.durationMs, stages: r.report.stages as Record<string, number> }),
+});
+rec.trigger(true);
+await rec.idle();
+const { Session } = await import('node:inspector/promises');
+const session = new Session();
+session.connect();
+if (values.profile) {
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+}
+for (let c = 0; c < CHANGES; c++) {
+  const i = (c * 7919) % N;
+  const before = changed;
+  api.mutate('endpointslices', `ns-${i % 50}`, `svc-${i}-abc`, (o) => {
+    o.endpoints[0].addresses = [`192.168.${c >> 8}.${c & 255}`];
+  });
+  while (changed === before) await new Promise((r) => setImmediate(r));
+  rec.trigger();
+  await rec.idle();
+}
+if (values.profile) {
+  const { profile } = await session.post('Profiler.stop');
+  writeFileSync(values.profile, JSON.stringify(profile));
+  console.log(`profile of the change passes: ${values.profile}`);
+}
+const first = passes[0]!;
+const changes = passes.slice(1);
+if (changes.length !== CHANGES) throw new Error(`${changes.length} change passes for ${CHANGES} changes`);
+const f = (x: ReturnType<typeof spread>) => `${fmtMs(x.median)} (min ${fmtMs(x.min)}, max ${fmtMs(x.max)})`;
+const duration = spread(changes.map((p) => p.durationMs));
+const stages = Object.fromEntries(
+  Object.keys(changes[0]!.stages).map((k) => [k, spread(changes.map((p) => p.stages[k] ?? 0))]),
+);
+console.log(`\n${N} Services x ${M} endpoints, host, fakes for the kernel and the speaker`);
+console.log(`  first (full) pass ${fmtMs(first.durationMs)}`);
+console.log(`  one EndpointSlice change's pass, median of ${changes.length}: ${f(duration)}`);
+for (const [k, x] of Object.entries(stages)) console.log(`    ${k.padEnd(10)} ${f(x)}`);
+writeResults('pass', {
+  description:
+    'one sync pass at N Services on the host (real controller, reconciler and data plane; fake kernel and speaker)',
+  results: {
+    services: N,
+    endpoints: M,
+    firstPassMs: first.durationMs,
+    changePassMs: duration,
+    stagesMs: stages,
+  },
+});
+await ctl.stop();
+await api.stop();
+process.exit(0);
