@@ -102,6 +102,13 @@ export interface DataPlaneReport {
   moved: number;
 }
 
+/** Real servers with weight > 0 (counted every pass for every service: no array made). */
+function usableCount(destinations: ServiceState['destinations']): number {
+  let n = 0;
+  for (const d of destinations) if (d.weight > 0) n++;
+  return n;
+}
+
 const emptyApplied = (): DataPlaneReport['applied'] => ({
   'add-service': 0,
   'update-service': 0,
@@ -419,7 +426,7 @@ export class DataPlane {
       report.services.set(
         id,
         state
-          ? { outcome: 'programmed', usable: state.destinations.filter((d) => d.weight > 0).length }
+          ? { outcome: 'programmed', usable: usableCount(state.destinations) }
           : { outcome: 'not-programmed', usable: 0 },
       );
     }
