@@ -9,7 +9,7 @@ import { bigIntToIp, canonicalIp, type Family, ipFamily } from '../net/ip.ts';
 import { type AddressBlock, blockContains } from '../net/pool.ts';
 import type { ServiceSettings } from './annotations.ts';
 import type { LeanService } from './objects.ts';
-import { isOurs, serviceKey } from './translate.ts';
+import { isOurs } from './translate.ts';
 
 export interface ServiceRef {
   namespace: string;
@@ -145,7 +145,7 @@ export function planAllocations(
   }
   const entries: Entry[] = [];
   for (const svc of services) {
-    const id = serviceKey(svc);
+    const id = svc.id;
     const { ips: current, allProxy } = currentIngress(svc);
     if (!isOurs(svc, cfg)) {
       // No longer a LoadBalancer but still carrying an address portlb gave (ipMode Proxy):
