@@ -10,7 +10,7 @@
 // - event-loop delay while full resyncs run and /metrics (which reads every service's
 //   counters) is scraped every second.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { NetlinkIpvsClient } from '../lb-agent/src/ipvs/netlink-client.ts';
@@ -18,7 +18,16 @@ import type { ServiceKey } from '../lb-agent/src/ipvs/types.ts';
 import { AGENT_NODE_FLAGS } from '../lb-agent/src/node-flags.ts';
 import { KubeApiClient } from '../test/harness/kube-api-client.ts';
 import { waitFor } from '../test/harness/netns.ts';
-import { fmtMs, freshIpvsModule, percentile, sh, spread, writeResults } from './lib.ts';
+import {
+  type CpuProfile,
+  fmtMs,
+  freshIpvsModule,
+  percentile,
+  sh,
+  spread,
+  topFunctions,
+  writeResults,
+} from './lib.ts';
 
 const { values } = parseArgs({
   options: {
@@ -31,6 +40,8 @@ const { values } = parseArgs({
     'health-check': { type: 'string' },
     /** The agent runs with --cpu-prof; the functions with the most self time are printed per size. */
     profile: { type: 'boolean', default: false },
+    /** After sync, the agent writes a V8 heap snapshot (SIGUSR2) into the bench directory: read it with bench/heap-summary.ts. */
+    'heap-snapshot': { type: 'boolean', default: false },
     /** Node/V8 flags for the agent's process (default: AGENT_NODE_FLAGS, as the image runs it; "" for none). */
     'node-flags': { type: 'string' },
     help: { type: 'boolean' },
@@ -38,9 +49,10 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    'Usage: npm run bench -- agent [--sizes 0,1000,10000] [--endpoints 10] [--changes 300] [--resync-seconds 10] [--scrape-seconds 30] [--profile] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
+    'Usage: npm run bench -- agent [--sizes 0,1000,10000] [--endpoints 10] [--changes 300] [--resync-seconds 10] [--scrape-seconds 30] [--profile] [--heap-snapshot] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
       '  size 0: the agent with no Service, the baseline of its memory (code, libraries, runtime)\n' +
       '  --profile: the agent runs under --cpu-prof; its top functions by self time are printed and written\n' +
+      '  --heap-snapshot: after sync the agent writes a heap snapshot (summarise it: node bench/heap-summary.ts FILE)\n' +
       '  --health-check: every backend is probed (its address is made local, a listener answers); results in bench/results/agent-health-checks.json',
   );
   process.exit(0);
@@ -58,6 +70,7 @@ const RESYNC = Number(values['resync-seconds']);
 const SCRAPE = Number(values['scrape-seconds']);
 const CHECK = values['health-check'];
 const PROFILE = values.profile;
+const HEAP_SNAPSHOT = values['heap-snapshot'];
 // As the image and the systemd unit run the agent, unless told otherwise.
 const NODE_FLAGS = values['node-flags']?.split(/\s+/).filter(Boolean) ?? AGENT_NODE_FLAGS;
 const TARGETS = { rssMb10k: 150, p99Ms10k: 100, loopMaxMs: 50 };
@@ -123,7 +136,16 @@ const rssOf = (pid: number) =>
  * service's counters from the kernel): minutes, not undici's default of five.
  */
 async function metricsText(): Promise<string> {
-  return (await fetch(`${METRICS}/metrics`, { signal: AbortSignal.timeout(600_000) })).text();
+  // A kept-alive connection the agent closed while it was busy (its idle timer fires late
+  // when the loop was blocked) fails the next request at once: a new connection is tried.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await (await fetch(`${METRICS}/metrics`, { signal: AbortSignal.timeout(600_000) })).text();
+    } catch (err) {
+      const code = ((err as Error).cause as { code?: string } | undefined)?.code;
+      if (attempt >= 3 || code !== 'UND_ERR_SOCKET') throw err;
+    }
+  }
 }
 
 async function scrape(): Promise<Map<string, number>> {
@@ -187,6 +209,33 @@ async function memory(pid: number) {
  * With --profile: the agent stopped gently (Node writes the profile on exit) and its
  * functions with the most self time over its whole life (sync, changes, resyncs).
  */
+/** The agent's heap after sync, written by V8 on SIGUSR2 (the agent stops while it writes). */
+async function writeHeapSnapshot(agent: ChildProcess, tag: string): Promise<string> {
+  const before = new Set(readdirSync(dir));
+  const t0 = performance.now();
+  agent.kill('SIGUSR2');
+  let file = '';
+  await waitFor(
+    'the heap snapshot written',
+    async () => {
+      file = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot') && !before.has(f)) ?? '';
+      // V8 writes it while the agent is stopped: a /metrics answer means it is done.
+      return (
+        file !== '' &&
+        (await fetch(`${METRICS}/healthz`, { signal: AbortSignal.timeout(5_000) }).catch(() => undefined))
+          ?.status === 200
+      );
+    },
+    { timeoutMs: 600_000 },
+  );
+  const out = path.join(dir, `agent-${tag}.heapsnapshot`);
+  renameSync(path.join(dir, file), out);
+  console.log(
+    `  heap snapshot in ${fmtMs(performance.now() - t0)}: ${out} (node bench/heap-summary.ts ${out})`,
+  );
+  return out;
+}
+
 async function stopForProfile(agent: ChildProcess, tag: string) {
   if (!PROFILE) return undefined;
   agent.kill('SIGTERM');
@@ -199,31 +248,6 @@ async function stopForProfile(agent: ChildProcess, tag: string) {
   for (const f of top)
     console.log(`    ${f.percent.toFixed(1).padStart(5)}%  ${fmtMs(f.ms).padStart(8)}  ${f.name}`);
   return top;
-}
-
-interface CpuProfile {
-  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
-  samples: number[];
-  timeDeltas: number[];
-}
-
-/** Self time by function (name, file and line), most first. */
-function topFunctions(p: CpuProfile, count: number) {
-  const frame = new Map(p.nodes.map((n) => [n.id, n.callFrame]));
-  const self = new Map<string, number>();
-  let total = 0;
-  p.samples.forEach((id, i) => {
-    const f = frame.get(id)!;
-    const where = f.url ? `${f.url.replace(`file://${repo}/`, '')}:${f.lineNumber + 1}` : '';
-    const name = `${f.functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
-    const us = p.timeDeltas[i] ?? 0;
-    self.set(name, (self.get(name) ?? 0) + us);
-    total += us;
-  });
-  return [...self.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, count)
-    .map(([name, us]) => ({ name, ms: us / 1000, percent: (100 * us) / total }));
 }
 
 async function runSize(n: number, check?: string) {
@@ -277,6 +301,7 @@ async function runSize(n: number, check?: string) {
     agent = start(`agent-${tag}`, [
       ...NODE_FLAGS,
       ...(PROFILE ? ['--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-name', `agent-${tag}.cpuprofile`] : []),
+      ...(HEAP_SNAPSHOT ? ['--heapsnapshot-signal=SIGUSR2', '--diagnostic-dir', dir] : []),
       path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
       'agent',
       '--config',
@@ -289,7 +314,8 @@ async function runSize(n: number, check?: string) {
           ? `agent exited ${agent!.exitCode}`
           : (await fetch(`${METRICS}/readyz`, { signal: AbortSignal.timeout(10_000) }).catch(() => undefined))
               ?.status === 200 && 'ready',
-      { timeoutMs: 600_000 },
+      // The first pass grows with the size: 60-100 s at 10k in UML.
+      { timeoutMs: Math.max(600_000, n * 40) },
     ).catch((err: Error) => err.message);
     if (outcome !== 'ready')
       throw new Error(
@@ -307,9 +333,17 @@ async function runSize(n: number, check?: string) {
         .map(([s, v]) => `${s} ${v}`)
         .join(', ')}), external ${afterSync.externalMb.toFixed(0)} MB`,
     );
+    const heapSnapshot = HEAP_SNAPSHOT ? await writeHeapSnapshot(agent, tag) : undefined;
     if (n === 0) {
       // The baseline: what the agent costs before it holds anything.
-      return { services: 0, endpoints: M, readyMs, afterSync, profile: await stopForProfile(agent, tag) };
+      return {
+        services: 0,
+        endpoints: M,
+        readyMs,
+        afterSync,
+        heapSnapshot,
+        profile: await stopForProfile(agent, tag),
+      };
     }
 
     // One change at a time: a slice's first endpoint moves to a new address; the kernel is
@@ -318,6 +352,8 @@ async function runSize(n: number, check?: string) {
     const apiWrite: number[] = [];
     const stagesBefore = await stageTotals();
     const CHANGES = changesFor(n);
+    // A pass walks every Service (1.5-3 s at 10k in UML): the limit grows with the size.
+    const changeLimitMs = Math.max(60_000, n * 2);
     for (let c = 0; c < CHANGES; c++) {
       const i = (c * 7919) % n;
       const endpoints = Array.from({ length: M }, (_, j) => endpointIp(i, j));
@@ -330,7 +366,8 @@ async function runSize(n: number, check?: string) {
       for (;;) {
         const ds = await ipvs.listDestinations(key);
         if (ds.some((d) => d.address === moved && d.weight > 0)) break;
-        if (performance.now() - tc > 60_000) throw new Error(`change ${c} not in the kernel after 60 s`);
+        if (performance.now() - tc > changeLimitMs)
+          throw new Error(`change ${c} not in the kernel after ${fmtMs(changeLimitMs)}`);
         // Gently: this guest has one CPU, and a tight poll would slow the agent it measures.
         await sleep(10);
       }
@@ -419,8 +456,17 @@ async function runSize(n: number, check?: string) {
       latency,
       stages,
       eventLoop: loop,
+      heapSnapshot,
       profile: await stopForProfile(agent, tag),
     };
+  } catch (err) {
+    // Why the agent is gone, if it is: its exit, and the guest kernel's OOM killer.
+    if (agent && (agent.exitCode !== null || agent.signalCode !== null)) {
+      console.error(`  the agent exited (code ${agent.exitCode}, signal ${agent.signalCode})`);
+      const oom = sh('dmesg | grep -i -E "out of memory|oom-kill|killed process" | tail -5 || true');
+      if (oom.trim()) console.error(`  guest kernel:\n${oom}`);
+    }
+    throw err;
   } finally {
     agent?.kill('SIGKILL');
     api.kill('SIGTERM');

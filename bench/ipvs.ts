@@ -8,6 +8,7 @@
 // repeats the same sequence: deleted destinations linger on the kernel's trash list and
 // slow later adds (FIELD-NOTES), so reusing a table would measure the trash, not us.
 import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { DataPlane } from '../lb-agent/src/agent/data-plane.ts';
@@ -19,7 +20,18 @@ import { NetlinkIpvsClient } from '../lb-agent/src/ipvs/netlink-client.ts';
 import { planIpvs } from '../lb-agent/src/ipvs/planner.ts';
 import { type RealServer, type ServiceSpec, serviceId } from '../lb-agent/src/ipvs/types.ts';
 import { systemClock } from '../lb-agent/src/util/clock.ts';
-import { fmtMs, freshIpvsModule, type Row, report, sh, spread, timed, writeResults } from './lib.ts';
+import {
+  type CpuProfile,
+  fmtMs,
+  freshIpvsModule,
+  type Row,
+  report,
+  sh,
+  spread,
+  timed,
+  topFunctions,
+  writeResults,
+} from './lib.ts';
 
 const { values } = parseArgs({
   options: {
@@ -27,11 +39,16 @@ const { values } = parseArgs({
     dests: { type: 'string', default: '10' },
     scheduler: { type: 'string', default: 'rr' },
     reps: { type: 'string', default: '3' },
+    /** The first run's create under the CPU profiler: its top functions by self time. */
+    profile: { type: 'boolean', default: false },
     help: { type: 'boolean' },
   },
 });
 if (values.help) {
-  console.log('Usage: npm run bench -- ipvs [--sizes 1000,10000] [--dests 10] [--scheduler rr] [--reps 3]');
+  console.log(
+    'Usage: npm run bench -- ipvs [--sizes 1000,10000] [--dests 10] [--scheduler rr] [--reps 3] [--profile]\n' +
+      '  --profile: the first run of each size creates and reads under the CPU profiler (that run is slower: its create and converged pass are left out of the figures)',
+  );
   process.exit(0);
 }
 if (process.env.PORTLB_IN_UML !== '1') {
@@ -42,6 +59,10 @@ const sizes = values.sizes.split(',').map(Number);
 const dests = Number(values.dests);
 const scheduler = values.scheduler;
 const reps = Number(values.reps);
+if (values.profile && reps < 2) {
+  console.error('bench ipvs: --profile leaves the first run out of the create figure: give --reps 2 or more');
+  process.exit(2);
+}
 
 /**
  * What the rest of the agent feels while it reads the whole table with stats (a pass's
@@ -58,6 +79,10 @@ async function eventLoopDuringDump(client: NetlinkIpvsClient) {
     for (const mode of ['never', 'sliced'] as const) {
       const h = monitorEventLoopDelay({ resolution: 5 });
       h.enable();
+      // Its timer measures from its previous tick: the first tick has none, so it must have
+      // ticked before the read, or a read that never yields leaves no trace at all.
+      // (reset() would forget that tick too: its few 5 ms samples stay.)
+      await new Promise((resolve) => setTimeout(resolve, 20));
       const t = await timed(() =>
         client.getTable({ stats: true, sliceMs: mode === 'never' ? Infinity : undefined }),
       );
@@ -94,6 +119,19 @@ async function eventLoopDuringDump(client: NetlinkIpvsClient) {
 }
 
 const freshIpvs = () => freshIpvsModule(scheduler);
+
+// --profile: V8's CPU profiler in this process, around one measured step.
+const profiler = new Session();
+async function startProfile(): Promise<void> {
+  profiler.connect();
+  await profiler.post('Profiler.enable');
+  await profiler.post('Profiler.start');
+}
+async function stopProfile(): Promise<ReturnType<typeof topFunctions>> {
+  const { profile } = await profiler.post('Profiler.stop');
+  profiler.disconnect();
+  return topFunctions(profile as unknown as CpuProfile, 20);
+}
 
 // Services on 10.200.0.0/16, destinations on 10.201.0.0/16 (routed through a dummy).
 const svcAddr = (i: number) => `10.200.${i >> 8}.${i & 255}`;
@@ -219,27 +257,50 @@ for (const n of sizes) {
   let fullWrites = 0;
   let incWrites = 0;
   let eventLoop: Awaited<ReturnType<typeof eventLoopDuringDump>> | undefined;
+  let createProfile: ReturnType<typeof topFunctions> | undefined;
+  let convergedProfile: ReturnType<typeof topFunctions> | undefined;
   for (let r = 0; r < reps; r++) {
     process.stdout.write(`  run ${r + 1}/${reps}: create`);
     // Every run from the same state: a freshly loaded ip_vs, then the same sequence.
     freshIpvs();
     const client = NetlinkIpvsClient.open();
-    const create = await timed(async () => applyOperations(client, plan(desired, []).operations));
+    // Where the create's time goes: this process's CPU in JavaScript (user: plan, encode,
+    // decode the ACKs) and in the kernel (system: netlink and IPVS handle each message in
+    // the sending call), the rest waiting.
+    const profiling = values.profile && r === 0;
+    if (profiling) await startProfile();
+    const cpu0 = process.cpuUsage();
+    const planned = await timed(() => plan(desired, []).operations);
+    const create = await timed(async () => applyOperations(client, planned.value));
+    const cpu = process.cpuUsage(cpu0);
+    if (profiling) createProfile = await stopProfile();
+    else {
+      add('create plan', planned.ms);
+      add('create user cpu', cpu.user / 1000);
+      add('create system cpu', cpu.system / 1000);
+    }
+    create.ms += planned.ms;
     if (create.value.failed.length)
       throw new Error(`create failed: ${create.value.failed[0]?.error.message}`);
     ops = create.value.applied.length;
-    add('create', create.ms);
+    if (!profiling) add('create', create.ms);
     process.stdout.write(', dumps');
     add('dump', (await timed(() => client.getTable())).ms);
+    const dumpCpu0 = process.cpuUsage();
     add('dump stats', (await timed(() => client.getTable({ stats: true }))).ms);
+    const dumpCpu = process.cpuUsage(dumpCpu0);
+    add('dump stats user cpu', dumpCpu.user / 1000);
+    add('dump stats system cpu', dumpCpu.system / 1000);
     add('ipvsadm -Ln', (await timed(() => sh('ipvsadm -Ln > /dev/null'))).ms);
     add('ipvsadm -Ln --stats', (await timed(() => sh('ipvsadm -Ln --stats > /dev/null'))).ms);
     if (r === 0) eventLoop = await eventLoopDuringDump(client);
     process.stdout.write(', converged');
+    if (profiling) await startProfile();
     const converged = await timed(async () => plan(desired, await client.getTable()));
+    if (profiling) convergedProfile = await stopProfile();
     if (converged.value.operations.length !== 0)
       throw new Error(`converged pass planned ${converged.value.operations.length} writes`);
-    add('converged', converged.ms);
+    if (!profiling) add('converged', converged.ms);
     process.stdout.write(', 1% change (full read-back)');
     const full = await timed(async () =>
       applyOperations(client, plan(changedA, await client.getTable()).operations),
@@ -292,6 +353,23 @@ for (const n of sizes) {
   const createRatio = s('ipvsadm -R').median / s('create').median;
   // Proportional: the create's time per write, times this change's writes.
   const proportionalMs = (s('create').median / ops) * incWrites;
+  const cpuLine = (what: string, key: string) =>
+    console.log(
+      `  ${what} ${fmtMs(s(key).median)}: JavaScript (user CPU) ${fmtMs(s(`${key} user cpu`).median)}, kernel (system CPU) ${fmtMs(s(`${key} system cpu`).median)}, waiting ${fmtMs(Math.max(0, s(key).median - s(`${key} user cpu`).median - s(`${key} system cpu`).median))}`,
+    );
+  console.log('\nwhere the time goes (this process, median):');
+  cpuLine('create', 'create');
+  console.log(`    of which planning the ${ops} writes ${fmtMs(s('create plan').median)}`);
+  for (const [what, top] of [
+    ['create', createProfile],
+    ['converged pass', convergedProfile],
+  ] as const) {
+    if (!top) continue;
+    console.log(`  the ${what} under the CPU profiler (first run), self time:`);
+    for (const f of top)
+      console.log(`    ${f.percent.toFixed(1).padStart(5)}%  ${fmtMs(f.ms).padStart(8)}  ${f.name}`);
+  }
+  cpuLine('dump with stats', 'dump stats');
   console.log(`\nagainst the targets (issue 11), ${n} services:`);
   console.log(
     `  create ${createRatio.toFixed(1)}x faster than ipvsadm -R (target >= ${TARGETS.createVsIpvsadm}x: ${createRatio >= TARGETS.createVsIpvsadm ? 'met' : 'NOT met'})`,
@@ -315,6 +393,7 @@ for (const n of sizes) {
       changeIncrementalVsProportional: { value: s('change incremental').median / proportionalMs },
     },
     eventLoopDuringReadWithStats: eventLoop,
+    ...(createProfile ? { createProfile, convergedProfile } : {}),
   });
 }
 

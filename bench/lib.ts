@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 export const resultsDir = path.join(import.meta.dirname, 'results');
+const repoRoot = path.resolve(import.meta.dirname, '..');
 
 export async function timed<T>(fn: () => Promise<T> | T): Promise<{ ms: number; value: T }> {
   const start = performance.now();
@@ -100,3 +101,28 @@ export const spread = (xs: readonly number[]) => ({
   min: Math.min(...xs),
   max: Math.max(...xs),
 });
+
+export interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** Self time by function (name, file and line), most first. */
+export function topFunctions(p: CpuProfile, count: number) {
+  const frame = new Map(p.nodes.map((n) => [n.id, n.callFrame]));
+  const self = new Map<string, number>();
+  let total = 0;
+  p.samples.forEach((id, i) => {
+    const f = frame.get(id)!;
+    const where = f.url ? `${f.url.replace(`file://${repoRoot}/`, '')}:${f.lineNumber + 1}` : '';
+    const name = `${f.functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
+    const us = p.timeDeltas[i] ?? 0;
+    self.set(name, (self.get(name) ?? 0) + us);
+    total += us;
+  });
+  return [...self.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, count)
+    .map(([name, us]) => ({ name, ms: us / 1000, percent: (100 * us) / total }));
+}

@@ -40,13 +40,25 @@ const BENCHES: Record<string, { description: string; inKernel: boolean; file: st
 };
 
 const args = process.argv.slice(2);
+// The kernel harness's memory: 2 GB holds 10k Services; 50k needs more (--guest-mem 8G).
+let guestMem = '2048M';
+const memAt = args.indexOf('--guest-mem');
+if (memAt >= 0) {
+  guestMem = args[memAt + 1] ?? '';
+  if (!/^\d+[MG]$/.test(guestMem)) {
+    console.error(`bench: --guest-mem ${JSON.stringify(guestMem)}: give a size such as 2048M or 8G`);
+    process.exit(2);
+  }
+  args.splice(memAt, 2);
+}
 if (args.includes('--help') || args.includes('-h')) {
   console.log(`Usage: npm run bench -- [NAME ...] [--bench-option ...]
 Benchmarks:
 ${Object.entries(BENCHES)
   .map(([n, b]) => `  ${n.padEnd(8)} ${b.description}`)
   .join('\n')}
-Options after the names are passed to each benchmark (e.g. npm run bench -- ipvs --sizes 1000).`);
+Options after the names are passed to each benchmark (e.g. npm run bench -- ipvs --sizes 1000),
+except --guest-mem SIZE: the kernel harness's memory (default 2048M; 50k Services need 8G).`);
   process.exit(0);
 }
 const names = args.filter((a) => !a.startsWith('-') && a in BENCHES);
@@ -88,7 +100,7 @@ for (const name of names.length ? names : Object.keys(BENCHES)) {
           '--timeout',
           '3600',
           '--mem',
-          '2048M',
+          guestMem,
           '--',
           process.execPath,
           b.file,

@@ -12,4 +12,7 @@ if (major < 24) {
 // Compiled code (and stripped TypeScript) is cached on disk: later starts are faster.
 const { enableCompileCache } = await import('node:module');
 enableCompileCache?.();
-await import('../src/main.ts');
+// The image ships the sources as JavaScript (images/strip-types.js); a checkout runs them
+// as TypeScript.
+const { existsSync } = await import('node:fs');
+await import(existsSync(new URL('../src/main.js', import.meta.url)) ? '../src/main.js' : '../src/main.ts');

@@ -13,7 +13,6 @@ import {
   type LeanEndpointSlice,
   type LeanNode,
   type LeanService,
-  objectKey,
   SERVICE_NAME_LABEL,
 } from './objects.ts';
 
@@ -30,8 +29,6 @@ export interface TranslateConfig {
   defaultScheduler: string;
   defaultForwarding: 'nat' | 'tunnel' | 'dr';
 }
-
-export const serviceKey = (s: { namespace: string; name: string }): string => objectKey(s);
 
 /** Whether portlb is the implementation for this Service (type and class). */
 export function isOurs(
