@@ -205,10 +205,6 @@ async function memory(pid: number) {
   };
 }
 
-/**
- * With --profile: the agent stopped gently (Node writes the profile on exit) and its
- * functions with the most self time over its whole life (sync, changes, resyncs).
- */
 /** The agent's heap after sync, written by V8 on SIGUSR2 (the agent stops while it writes). */
 async function writeHeapSnapshot(agent: ChildProcess, tag: string): Promise<string> {
   const before = new Set(readdirSync(dir));
@@ -219,7 +215,7 @@ async function writeHeapSnapshot(agent: ChildProcess, tag: string): Promise<stri
     'the heap snapshot written',
     async () => {
       file = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot') && !before.has(f)) ?? '';
-      // V8 writes it while the agent is stopped: a /metrics answer means it is done.
+      // V8 writes it while the agent's loop is stopped: a /healthz answer means it is done.
       return (
         file !== '' &&
         (await fetch(`${METRICS}/healthz`, { signal: AbortSignal.timeout(5_000) }).catch(() => undefined))
@@ -236,6 +232,10 @@ async function writeHeapSnapshot(agent: ChildProcess, tag: string): Promise<stri
   return out;
 }
 
+/**
+ * With --profile: the agent stopped gently (Node writes the profile on exit) and its
+ * functions with the most self time over its whole life (sync, changes, resyncs).
+ */
 async function stopForProfile(agent: ChildProcess, tag: string) {
   if (!PROFILE) return undefined;
   agent.kill('SIGTERM');

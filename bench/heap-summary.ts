@@ -71,7 +71,7 @@ function properties(i: number): string[] {
   for (let e = firstEdge[i]!; e < firstEdge[i + 1]! && out.length < 5; e += EF)
     if (edgeTypes[edges[e + eType]!] === 'property') {
       const n = snap.strings[edges[e + eName]!]!;
-      if (n !== '__proto__' && n !== 'map') out.push(n);
+      if (n !== '__proto__') out.push(n);
     }
   return out;
 }

@@ -39,7 +39,7 @@ const { values } = parseArgs({
     dests: { type: 'string', default: '10' },
     scheduler: { type: 'string', default: 'rr' },
     reps: { type: 'string', default: '3' },
-    /** The first run's create under the CPU profiler: its top functions by self time. */
+    /** The first run's create and converged pass under the CPU profiler: their top functions by self time. */
     profile: { type: 'boolean', default: false },
     help: { type: 'boolean' },
   },
@@ -60,7 +60,9 @@ const dests = Number(values.dests);
 const scheduler = values.scheduler;
 const reps = Number(values.reps);
 if (values.profile && reps < 2) {
-  console.error('bench ipvs: --profile leaves the first run out of the create figure: give --reps 2 or more');
+  console.error(
+    'bench ipvs: --profile leaves the first run out of the create and converged figures: give --reps 2 or more',
+  );
   process.exit(2);
 }
 

@@ -2,8 +2,7 @@
 // with the transform Node applies when it loads a .ts file (module.stripTypeScriptTypes),
 // and relative imports renamed from .ts to .js. Tests go. Node then never loads its type
 // stripper (a WebAssembly module) at all: the agent's process is about 25 MB smaller
-// (bench/README.md). Never run it on a checkout: it deletes the .ts
-// files it converts.
+// (bench/README.md). Never run it on a checkout: it deletes the .ts files it converts.
 //   node images/strip-types.js lb-agent/src
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { stripTypeScriptTypes } from 'node:module';

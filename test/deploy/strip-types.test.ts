@@ -34,13 +34,13 @@ test('the stripped sources load and run as the TypeScript does', async () => {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   assert.match(out, /strip-types: \d+ modules/);
-  const after = files(src);
+  const converted = files(src);
   assert.deepEqual(
-    after.filter((f) => f.endsWith('.ts')),
+    converted.filter((f) => f.endsWith('.ts')),
     [],
     'no TypeScript left (tests deleted, modules converted)',
   );
-  const modules = after.filter((f) => f.endsWith('.js') && path.basename(f) !== 'main.js');
+  const modules = converted.filter((f) => f.endsWith('.js') && path.basename(f) !== 'main.js');
   assert.ok(modules.length > 50, `${modules.length} modules`);
   // main.js runs the command line when loaded: it is run below instead.
   for (const m of modules) await import(pathToFileURL(m).href);
