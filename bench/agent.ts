@@ -131,6 +131,47 @@ function start(name: string, args: string[]): ChildProcess {
 const rssOf = (pid: number) =>
   mb(Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024);
 
+/** Clock ticks per second of /proc's CPU figures (USER_HZ: 100 on Linux). */
+const USER_HZ = 100;
+
+/** CPU seconds a process has used (user + system, its threads and its waited-for children included). */
+function cpuOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The fields after the command name (which may hold spaces): utime, stime, cutime, cstime are 14-17.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / USER_HZ;
+}
+
+/** The guest's CPU seconds: busy and idle (one CPU here: the processes share it). */
+function guestCpu(): { busy: number; idle: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  return { busy: (f.reduce((a, b) => a + b, 0) - idle) / USER_HZ, idle: idle / USER_HZ };
+}
+
+/** Who used the (single) CPU over a phase: a change's latency is the agent's CPU only if nothing else took it. */
+function cpuShare(pids: { agent: number; api: number }) {
+  const start = {
+    agent: cpuOf(pids.agent),
+    api: cpuOf(pids.api),
+    bench: process.cpuUsage(),
+    guest: guestCpu(),
+  };
+  const t0 = performance.now();
+  return () => {
+    const guest = guestCpu();
+    const bench = process.cpuUsage(start.bench);
+    return {
+      wallS: (performance.now() - t0) / 1000,
+      agentS: cpuOf(pids.agent) - start.agent,
+      apiServerS: cpuOf(pids.api) - start.api,
+      benchS: (bench.user + bench.system) / 1e6,
+      guestBusyS: guest.busy - start.guest.busy,
+      guestIdleS: guest.idle - start.guest.idle,
+    };
+  };
+}
+
 /**
  * The agent's /metrics. A busy agent may take long to answer (a scrape reads every
  * service's counters from the kernel): minutes, not undici's default of five.
@@ -354,6 +395,7 @@ async function runSize(n: number, check?: string) {
     const CHANGES = changesFor(n);
     // A pass walks every Service (1.5-3 s at 10k in UML): the limit grows with the size.
     const changeLimitMs = Math.max(60_000, n * 2);
+    const cpu = cpuShare({ agent: agent.pid!, api: api.pid! });
     for (let c = 0; c < CHANGES; c++) {
       const i = (c * 7919) % n;
       const endpoints = Array.from({ length: M }, (_, j) => endpointIp(i, j));
@@ -374,6 +416,7 @@ async function runSize(n: number, check?: string) {
       total.push(performance.now() - tc);
       if ((c + 1) % 100 === 0) console.log(`  ${c + 1}/${CHANGES} changes`);
     }
+    const changesCpu = cpu();
     const afterChanges = await memory(agent.pid!);
     // Where the passes of the change phase spent their time (from the agent's own histogram).
     const stages: Record<string, { passes: number; meanMs: number; totalMs: number }> = {};
@@ -403,6 +446,10 @@ async function runSize(n: number, check?: string) {
     );
     console.log(
       `  after the changes: RSS ${afterChanges.rssMb.toFixed(0)} MB, heap used ${afterChanges.heapUsedMb.toFixed(0)} MB`,
+    );
+    const s = (v: number) => `${v.toFixed(1)} s`;
+    console.log(
+      `  CPU over the changes (${s(changesCpu.wallS)} wall, one CPU): agent ${s(changesCpu.agentS)}, API server ${s(changesCpu.apiServerS)}, this benchmark ${s(changesCpu.benchS)}; guest busy ${s(changesCpu.guestBusyS)}, idle ${s(changesCpu.guestIdleS)}`,
     );
 
     // Full resyncs (every RESYNC s) while /metrics is scraped every second; prom-client's
@@ -455,6 +502,7 @@ async function runSize(n: number, check?: string) {
       changes: CHANGES,
       latency,
       stages,
+      changesCpu,
       eventLoop: loop,
       heapSnapshot,
       profile: await stopForProfile(agent, tag),

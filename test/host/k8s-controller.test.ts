@@ -190,6 +190,73 @@ describe('Kubernetes controller against a fake API server', () => {
     assert.deepEqual(gone.desired.vips, []);
   });
 
+  test('an EndpointSlice change is computed for its Service alone (a delta), with the same result as the whole computation', async () => {
+    const { api, ctl, changes } = await setup();
+    await waitFor('leader', () => ctl.isLeader());
+    api.create('services', service('web'));
+    api.create('services', service('api'));
+    api.create('services', service('internal', { spec: { type: 'ClusterIP' } }));
+    api.create('endpointslices', slice('web', [ep('10.0.0.1'), ep('10.0.0.2')]));
+    api.create('endpointslices', slice('api', [ep('10.0.1.1')]));
+    api.create('endpointslices', slice('internal', [ep('10.0.2.1')]));
+    await syncUntil(
+      ctl,
+      'both allocated and programmed',
+      (x) => backends(x).length === 3 && x.desired.vips.length === 2,
+    );
+    await ctl.lane.idle();
+    // The status writes come back as Service events: wait until they are in, then absorb them.
+    await waitFor('status seen', () =>
+      ctl.services.list().every((s) => s.type !== 'LoadBalancer' || s.ingress.length > 0),
+    );
+    const before = ctl.sync().desired;
+    assert.equal(ctl.sync().desired.delta?.base, before, 'nothing changed: a delta from the state before');
+
+    let seen = changes();
+    api.mutate('endpointslices', 'default', 'web-1', (o) => {
+      o.endpoints = [ep('10.0.0.1'), ep('10.0.0.3')];
+    });
+    await waitFor('slice event', () => changes() > seen);
+    const after = ctl.sync().desired;
+    assert.ok(after.delta, 'a delta');
+    assert.deepEqual(
+      after.delta.services.map((at) => after.virtualServices[at]!.owner),
+      ['default/web'],
+    );
+    assert.deepEqual(backends({ desired: after, node: { name: '', excluded: false, ready: true } }), [
+      '10.0.0.1:8080',
+      '10.0.0.3:8080',
+      '10.0.1.1:8080',
+    ]);
+
+    // Another controller computes everything from scratch: the same desired state.
+    const fresh = await setup({ api });
+    const whole = fresh.ctl.sync().desired;
+    assert.equal(whole.delta, undefined);
+    const { delta: _, ...patched } = after;
+    assert.deepEqual(patched, whole);
+
+    // A slice of a Service that is not ours: nothing to compute.
+    seen = changes();
+    api.mutate('endpointslices', 'default', 'internal-1', (o) => {
+      o.endpoints = [ep('10.0.2.2')];
+    });
+    await waitFor('slice event', () => changes() > seen);
+    const quiet = ctl.sync().desired;
+    assert.deepEqual(quiet.delta?.services, []);
+    assert.equal(quiet.virtualServices, after.virtualServices);
+
+    // The Service itself changed: the whole computation.
+    seen = changes();
+    api.mutate('services', 'default', 'web', (o) => {
+      o.metadata.annotations = { 'portlb.io/scheduler': 'rr' };
+    });
+    await waitFor('service event', () => changes() > seen);
+    const whole2 = ctl.sync().desired;
+    assert.equal(whole2.delta, undefined);
+    assert.equal(whole2.virtualServices.find((v) => v.owner === 'default/web')?.spec.service.scheduler, 'rr');
+  });
+
   for (const goneAs of ['status', 'event'] as const) {
     test(`410 Gone (${goneAs}): the informer relists and sees what changed meanwhile`, async () => {
       const { api, ctl } = await setup({ goneAs });

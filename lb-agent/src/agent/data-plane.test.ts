@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { computeDesired } from '../core/desired.ts';
+import { computeDesired, DesiredTracker } from '../core/desired.ts';
 import { ep, intent } from '../core/fixtures.ts';
 import type { ServiceIntent } from '../core/types.ts';
 import { FakeIpvsClient } from '../ipvs/fake-client.ts';
 import { serviceId } from '../ipvs/types.ts';
 import { fakeDataPlane, testOwns as owns } from './fixtures.ts';
+import { FakeNetfilter } from './netfilter.ts';
+import { FakeAddressManager } from './vips.ts';
 
 const desired = (intents: ServiceIntent[]) =>
   computeDesired({ services: intents }, { name: 'n1', excluded: false, ready: true }, { owns });
@@ -76,4 +78,98 @@ test('a read-back that began while a pass was writing does not undo that pass: n
   assert.deepEqual(full.vanished, []);
   assert.equal(full.applied['add-service'], 0);
   assert.equal((await ipvs.getTable()).length, 2);
+});
+
+test('an incremental pass (a desired state with a delta) writes the changed services only, and keeps every drain going', async () => {
+  const ipvs = new FakeIpvsClient();
+  const addresses = new FakeAddressManager();
+  const netfilter = new FakeNetfilter();
+  const dp = fakeDataPlane({ ipvs, addresses, netfilter });
+  const node = { name: 'n1', excluded: false, ready: true };
+  const tracker = new DesiredTracker();
+  const s1 = intent('a/one', '203.0.113.1', [ep('10.0.0.1'), ep('10.0.0.2')]);
+  // rr: an add is one write (mh may move backends to keep its order).
+  const s2 = intent('a/two', '203.0.113.2', [ep('10.0.1.1'), ep('10.0.1.2')], { scheduler: 'rr' });
+  const s3 = intent('a/three', '203.0.113.3', [ep('10.0.2.1')], { scheduler: 'rr' });
+  const first = await dp.apply(tracker.full({ services: [s1, s2, s3] }, node, { owns }), true);
+  assert.deepEqual(first.failures, []);
+  const before = { netfilter: netfilter.writes, addresses: addresses.changes };
+  let listed = 0;
+  const list = ipvs.listDestinations.bind(ipvs);
+  ipvs.listDestinations = (key, o) => {
+    listed++;
+    return list(key, o);
+  };
+
+  // s1 loses a backend that still has a connection: it drains.
+  ipvs.setConnections(
+    { kind: 'address', family: 'ipv4', protocol: 'tcp', address: '203.0.113.1', port: 80 },
+    { family: 'ipv4', address: '10.0.0.2', port: 8080 },
+    1,
+    0,
+  );
+  const s1b = intent('a/one', '203.0.113.1', [ep('10.0.0.1')]);
+  const p1 = tracker.patch([s1b], node)!;
+  const r1 = await dp.apply(p1, false);
+  assert.equal(r1.incremental, true);
+  assert.deepEqual(r1.failures, []);
+  assert.equal(r1.applied['update-destination'], 1, 'the leaving backend quiesced (weight 0)');
+  assert.deepEqual(
+    r1.draining.map((d) => d.destination.address),
+    ['10.0.0.2'],
+  );
+  assert.equal(listed, 1, "only s1's backends were read (for their connection counts)");
+  assert.deepEqual(
+    { netfilter: netfilter.writes, addresses: addresses.changes },
+    before,
+    'no netfilter or VIP work: neither changed',
+  );
+  assert.deepEqual(
+    [...r1.services.keys()].sort(),
+    [id('203.0.113.1'), id('203.0.113.2'), id('203.0.113.3')].sort(),
+    'every service has an outcome (the others from the pass before)',
+  );
+
+  // s2 gains a backend; s1's drain carries on in the same incremental pass.
+  const s2b = intent('a/two', '203.0.113.2', [ep('10.0.1.1'), ep('10.0.1.2'), ep('10.0.1.3')], {
+    scheduler: 'rr',
+  });
+  const r2 = await dp.apply(tracker.patch([s2b], node)!, false);
+  assert.equal(r2.incremental, true);
+  assert.equal(r2.applied['add-destination'], 1);
+  assert.deepEqual(
+    r2.draining.map((d) => d.destination.address),
+    ['10.0.0.2'],
+    'the drain is not forgotten',
+  );
+  assert.equal(r2.services.get(id('203.0.113.2'))?.usable, 3);
+
+  // Its connection closes: the next incremental pass (of another service) deletes it.
+  ipvs.setConnections(
+    { kind: 'address', family: 'ipv4', protocol: 'tcp', address: '203.0.113.1', port: 80 },
+    { family: 'ipv4', address: '10.0.0.2', port: 8080 },
+    0,
+    0,
+  );
+  const s3b = intent('a/three', '203.0.113.3', [ep('10.0.2.1'), ep('10.0.2.2')], { scheduler: 'rr' });
+  const r3 = await dp.apply(tracker.patch([s3b], node)!, false);
+  assert.equal(r3.applied['delete-destination'], 1);
+  assert.deepEqual(r3.draining, []);
+  const table = new Map(
+    (await ipvs.getTable()).map((s) => [serviceId(s.service.key), s.destinations.length]),
+  );
+  assert.deepEqual(
+    [table.get(id('203.0.113.1')), table.get(id('203.0.113.2')), table.get(id('203.0.113.3'))],
+    [1, 3, 2],
+  );
+
+  // A delta from a state this data plane did not apply: a whole pass, not an incremental one.
+  const skipped = tracker.patch([intent('a/one', '203.0.113.1', [ep('10.0.0.9')])], node)!;
+  const r4 = await dp.apply(tracker.patch([intent('a/one', '203.0.113.1', [ep('10.0.0.8')])], node)!, false);
+  assert.ok(skipped.delta);
+  assert.equal(r4.incremental, false);
+  assert.deepEqual(
+    (await ipvs.listDestinations(skipped.virtualServices[0]!.spec.service.key)).map((d) => d.address),
+    ['10.0.0.8'],
+  );
 });

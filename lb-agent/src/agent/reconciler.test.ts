@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { pino } from 'pino';
 import { FakeBgpSpeaker } from '../bgp/fake-speaker.ts';
-import { computeDesired, type DesiredState } from '../core/desired.ts';
+import { GRACEFUL_SHUTDOWN } from '../bgp/types.ts';
+import { computeDesired, type DesiredState, DesiredTracker } from '../core/desired.ts';
 import { ep, intent } from '../core/fixtures.ts';
 import type { HealthView, ServiceIntent } from '../core/types.ts';
 import { HealthChecker } from '../health/checker.ts';
@@ -39,8 +40,20 @@ class TestSource implements DesiredSource {
   healthy() {
     return true;
   }
+  /** Set: desired states come from a DesiredTracker, patched for the intents in `patch` when there are. */
+  tracker: DesiredTracker | undefined;
+  patch: ServiceIntent[] | undefined;
   async desired(health?: HealthView): Promise<DesiredState> {
     this.desiredCalls++;
+    const node = { name: 'n1', excluded: false, ready: true };
+    if (this.tracker) {
+      const changed = this.patch;
+      this.patch = undefined;
+      return (
+        (changed && this.tracker.patch(changed, node, health)) ||
+        this.tracker.full({ services: this.intents, health }, node, { owns })
+      );
+    }
     return computeDesired(
       { services: this.intents, health },
       { name: 'n1', excluded: false, ready: true },
@@ -99,6 +112,99 @@ async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[]; health?: HealthCheck
 }
 
 describe('reconciler + data plane (fakes)', () => {
+  test('the wait between passes is never longer than the last pass took, nor than sync.minIntervalMs', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1')])];
+    t.r.start();
+    await t.settle();
+    // A pass that took no time: the next one runs at once (the clock does not move).
+    const passes = t.r.passes;
+    t.r.trigger();
+    const ran = await Promise.race([
+      t.r.idle().then(() => true),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2000)),
+    ]);
+    assert.equal(ran, true, 'no wait after an instant pass');
+    assert.equal(t.r.passes, passes + 1);
+    // A pass that took 1 s: the next waits the whole minimum interval (200 ms here).
+    const slow = t.source.desired.bind(t.source);
+    t.source.desired = async (h) => {
+      await t.clock.advance(1000);
+      return slow(h);
+    };
+    t.r.trigger();
+    await t.r.idle();
+    t.source.desired = slow;
+    t.r.trigger();
+    await t.clock.advance(150);
+    assert.equal(t.r.passes, passes + 2, 'still waiting 150 ms after a 1 s pass');
+    await t.clock.advance(60);
+    await t.r.idle();
+    assert.equal(t.r.passes, passes + 3);
+    await t.r.close({ withdraw: false });
+  });
+  test('incremental passes (desired states with a delta): only the changed VIPs are decided again; the speaker hears only of a change', async () => {
+    const t = await rig();
+    t.source.tracker = new DesiredTracker();
+    const web = intent('web', '203.0.113.10', [ep('10.0.0.1'), ep('10.0.0.2')]);
+    const api = intent('api', '203.0.113.11', [ep('10.0.1.1')]);
+    t.source.intents = [web, api];
+    t.r.start();
+    await t.settle();
+    let told = 0;
+    const set = t.speaker.setAdvertisements.bind(t.speaker);
+    t.speaker.setAdvertisements = (ads) => {
+      told++;
+      return set(ads);
+    };
+    const change = async (s: ServiceIntent) => {
+      t.source.intents = t.source.intents.map((x) => (x.id === s.id ? s : x));
+      t.source.patch = [s];
+      await t.once();
+      assert.equal(t.r.last?.report.incremental, true);
+      assert.equal(t.r.last?.ok, true);
+    };
+    const announced = () => [...t.speaker.announced().keys()].sort();
+
+    await change(intent('web', '203.0.113.10', [ep('10.0.0.1')]));
+    assert.equal(told, 0, 'still announced: the speaker is not called');
+    assert.deepEqual(announced(), ['203.0.113.10/32', '203.0.113.11/32']);
+
+    await change(intent('api', '203.0.113.11', []));
+    assert.equal(told, 1, 'api lost its last backend: withdrawn');
+    assert.deepEqual(announced(), ['203.0.113.10/32']);
+    assert.deepEqual(t.r.last?.withheld, [{ address: '203.0.113.11', reason: 'NoReadyBackends' }]);
+
+    await change(intent('api', '203.0.113.11', [ep('10.0.1.2')]));
+    assert.deepEqual(announced(), ['203.0.113.10/32', '203.0.113.11/32']);
+    assert.deepEqual(t.r.last?.withheld, []);
+    assert.deepEqual(
+      t.r.last?.ads.map((a) => a.prefix).sort(),
+      announced(),
+      "the pass's result is what the speaker holds",
+    );
+    // The kernel has each change.
+    const table = await t.ipvs.getTable();
+    assert.deepEqual(table.map((s) => s.destinations.map((d) => d.address)).sort(), [
+      ['10.0.0.1'],
+      ['10.0.1.2'],
+    ]);
+    // A full pass after them finds nothing to do.
+    const writes = t.ipvs.writes;
+    await t.once(true);
+    assert.equal(t.r.last?.report.incremental, false);
+    assert.equal(t.ipvs.writes, writes);
+    // A shutdown changes every VIP's advertisement, though no service changed.
+    t.source.patch = [];
+    const shutdown = t.r.beginShutdown();
+    await t.settle();
+    await shutdown;
+    assert.deepEqual(
+      [...t.speaker.announced().values()].map((a) => a.communities.includes(GRACEFUL_SHUTDOWN)),
+      [true, true],
+    );
+    await t.r.close({ withdraw: false });
+  });
   test('programs IPVS, VIP, SNAT, sysctls, then announces; a converged pass writes nothing', async () => {
     const t = await rig();
     t.source.intents = [

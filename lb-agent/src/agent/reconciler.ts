@@ -12,7 +12,14 @@ import { describeError, errorCode } from '../errors.ts';
 import type { NodeStatusReport } from '../k8s/node-status.ts';
 import { backoffDelay, type Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
-import { type AnnounceOptions, adAddress, announcements, type Withheld } from './announcer.ts';
+import {
+  type AnnounceOptions,
+  adAddress,
+  announcements,
+  announcementsPatch,
+  servicesByVip,
+  type Withheld,
+} from './announcer.ts';
 import type { DataPlane, DataPlaneReport, PassFailure, ReadBack } from './data-plane.ts';
 import type { AgentMetrics } from './metrics.ts';
 import { type Notice, NoticeBoard } from './notices.ts';
@@ -21,6 +28,12 @@ import { type Notice, NoticeBoard } from './notices.ts';
 const LOGGED_VIPS = 20;
 /** How many of a pass's failures are logged one by one. */
 const LOGGED_FAILURES = 20;
+
+/** Whether any service's kernel state is unknown (no array of 10,000 made for it). */
+function someUnknown(services: DataPlaneReport['services']): boolean {
+  for (const s of services.values()) if (s.outcome === 'unknown') return true;
+  return false;
+}
 
 /** Where desired state comes from: Kubernetes or a services file. */
 
@@ -104,6 +117,7 @@ export class Reconciler {
   private readonly queue = new PQueue({ concurrency: 1 });
   private pendingFull = false;
   private lastEnd = Number.NEGATIVE_INFINITY;
+  private lastDurationMs = 0;
   private failures = 0;
   private shuttingDown = false;
   /** Releases the hold on new probes that the running pass has. */
@@ -118,6 +132,12 @@ export class Reconciler {
   private fullPassesDone = 0;
   private fullAskedAt = -1;
   private announced: Advertisement[] = [];
+  /** The announcement options of the last pass (their change makes every VIP decided again). */
+  private announceKey = '';
+  /** `announced` by prefix (made again only when it changes). */
+  private announcedByPrefix = new Map<string, Advertisement>();
+  /** The ids of each VIP's IPVS services, for the desired state named (an incremental pass keeps them). */
+  private byVip: { desired: DesiredState; map: Map<string, string[]> } | undefined;
   private readonly notices = new NoticeBoard();
   private drainTimer: AbortController | undefined;
   readonly startedAt: number;
@@ -205,12 +225,17 @@ export class Reconciler {
   }
 
   private async run(): Promise<void> {
-    const wait = this.lastEnd + this.o.minIntervalMs - this.o.clock.monotonic();
+    // The wait between two passes coalesces changes and keeps passes from taking the CPU:
+    // never longer than the last pass took (half the time at most in passes), so a change
+    // after a 1 ms incremental pass does not wait out an interval sized for full ones.
+    const wait =
+      this.lastEnd + Math.min(this.o.minIntervalMs, this.lastDurationMs) - this.o.clock.monotonic();
     if (wait > 0) await this.o.clock.sleep(wait, this.stop.signal).catch(() => {});
     if (this.stopped) return;
     const full = this.pendingFull;
     this.pendingFull = false;
-    this.passStartedAt = this.o.clock.monotonic();
+    const started = this.o.clock.monotonic();
+    this.passStartedAt = started;
     this.healthHold = this.o.health?.hold();
     try {
       await this.pass(full);
@@ -223,6 +248,7 @@ export class Reconciler {
       this.healthHold = undefined;
       this.passStartedAt = undefined;
       this.lastEnd = this.o.clock.monotonic();
+      this.lastDurationMs = this.lastEnd - started;
       if (full) this.fullPassesDone++;
     }
   }
@@ -266,15 +292,43 @@ export class Reconciler {
       return;
     }
     const tDesired = this.o.clock.monotonic();
+    // Only some services' backends changed since the last pass, whose announcements all
+    // reached the speaker: only their VIPs are decided again.
+    const last = this.last;
+    // The announcement options are part of every decision (a shutdown, another peer family).
+    const announce = { ...this.o.announce, shuttingDown: this.shuttingDown };
+    const announceKey = JSON.stringify([
+      announce.communities,
+      [...announce.peerFamilies].sort(),
+      announce.shuttingDown,
+    ]);
+    const delta =
+      !full &&
+      last &&
+      desired.delta?.base === last.desired &&
+      this.announced === last.ads &&
+      announceKey === this.announceKey
+        ? desired.delta
+        : undefined;
+    const touched = delta && new Map(delta.vips.map((at) => [desired.vips[at]!.address, desired.vips[at]!]));
     // Withdraw first what desired state no longer lets this node announce, so no route
     // points at a VIP about to be removed.
     let speakerError: string | undefined;
-    const stillOk = new Set(desired.vips.filter((v) => v.announce).map((v) => v.address));
-    const keep = this.announced.filter((a) => stillOk.has(adAddress(a)));
+    const announcedBefore = this.announced;
+    // (A VIP the delta does not touch is as it was: announced, so allowed.)
+    const allowed = touched
+      ? undefined
+      : new Set(desired.vips.filter((v) => v.announce).map((v) => v.address));
+    const keep =
+      touched && [...touched.values()].every((v) => v.announce)
+        ? this.announced
+        : this.announced.filter((a) =>
+            allowed ? allowed.has(adAddress(a)) : (touched!.get(adAddress(a))?.announce ?? true),
+          );
     if (speaker && keep.length !== this.announced.length) {
       try {
         await speaker.setAdvertisements(keep);
-        this.announced = keep;
+        this.setAnnounced(keep);
       } catch (err) {
         speakerError = describeError(err);
       }
@@ -284,22 +338,33 @@ export class Reconciler {
     if (full) this.readBack = undefined;
     const report = await dataPlane.apply(desired, full, readBack);
     const tApplied = this.o.clock.monotonic();
-    const { ads, withheld, kept } = announcements(
-      desired,
-      report,
-      new Map(this.announced.map((a) => [a.prefix, a])),
-      { ...this.o.announce, shuttingDown: this.shuttingDown },
-    );
-    if (speaker) {
+    const byVip = this.servicesByVip(desired, !!delta);
+    const decided =
+      touched && report.incremental
+        ? announcementsPatch(
+            report,
+            this.announcedByPrefix,
+            announce,
+            byVip,
+            { ...last!, ads: this.announced },
+            touched,
+          )
+        : { ...announcements(desired, report, this.announcedByPrefix, announce, byVip), changed: true };
+    // Unchanged: the same advertisements as announced (the speaker is not called).
+    const ads = decided.changed ? decided.ads : this.announced;
+    const { withheld, kept } = decided;
+    if (!decided.changed) {
+      // Nothing to tell the speaker.
+    } else if (speaker) {
       try {
         await speaker.setAdvertisements(ads);
-        this.announced = ads;
+        this.setAnnounced(ads);
       } catch (err) {
         speakerError ??= describeError(err);
         if (metrics) metrics.errors.inc({ code: errorCode(err), step: 'bgp' });
       }
     } else {
-      this.announced = ads;
+      this.setAnnounced(ads);
     }
     const ok = report.failures.length === 0;
     const end = this.o.clock.monotonic();
@@ -318,13 +383,14 @@ export class Reconciler {
       speakerError,
     };
     this.last = result;
+    this.announceKey = announceKey;
     this.passes++;
     this.lastPassAt = end;
-    if (![...report.services.values()].some((s) => s.outcome === 'unknown')) this.lastKnownAt = end;
+    if (!someUnknown(report.services)) this.lastKnownAt = end;
     this.record(result);
     this.tell(result);
     this.o.onPass?.(result);
-    if (source.announced) {
+    if (source.announced && (decided.changed || this.announced !== announcedBefore)) {
       const announcedSet = new Set(ads.map(adAddress));
       // Events are the API server's business: never waited for here.
       source.announced(desired.vips.filter((v) => announcedSet.has(v.address))).catch(() => {});
@@ -337,6 +403,19 @@ export class Reconciler {
       this.scheduleRetry();
     }
     if (report.draining.length) this.scheduleDrainCheck();
+  }
+
+  private setAnnounced(ads: Advertisement[]): void {
+    this.announced = ads;
+    this.announcedByPrefix = new Map(ads.map((a) => [a.prefix, a]));
+  }
+
+  /** The ids of each VIP's IPVS services: kept while desired states come as deltas (their services are the same). */
+  private servicesByVip(desired: DesiredState, delta: boolean): Map<string, string[]> {
+    const kept =
+      delta && this.byVip && this.byVip.desired === desired.delta?.base ? this.byVip.map : undefined;
+    this.byVip = { desired, map: kept ?? servicesByVip(desired) };
+    return this.byVip.map;
   }
 
   /**
@@ -494,7 +573,7 @@ export class Reconciler {
     await this.queue.onIdle();
     if (options.withdraw && this.o.speaker) {
       await this.o.speaker.setAdvertisements([]);
-      this.announced = [];
+      this.setAnnounced([]);
     }
     await this.o.source.stop();
   }

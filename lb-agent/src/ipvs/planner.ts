@@ -45,6 +45,12 @@ export interface PlanInput {
    * Services with draining destinations are always compared.
    */
   unchanged?: (spec: ServiceSpec) => boolean;
+  /**
+   * `desired` holds only some of the wanted services (an incremental pass): those not in it
+   * are neither compared nor deleted, and the returned drain bookkeeping covers only the
+   * services planned.
+   */
+  partial?: boolean;
 }
 
 export interface DrainStatus {
@@ -195,7 +201,7 @@ export function planIpvs(input: PlanInput): IpvsPlan {
     }
   }
 
-  for (const [id, state] of actualById) {
+  for (const [id, state] of input.partial ? [] : actualById) {
     if (desiredIds.has(id)) continue;
     if (!owns(state.service.key)) {
       foreign++;

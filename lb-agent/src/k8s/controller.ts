@@ -4,8 +4,8 @@
 // allocation with its status writes, and the Events of every replica.
 import type { AgentConfig, PeerFields, Pool } from '../config/agent-config.ts';
 import { PoolRegistry } from '../config/ownership.ts';
-import { computeDesired, DesiredMemo, type DesiredState } from '../core/desired.ts';
-import type { HealthView, NodeInfo } from '../core/types.ts';
+import { DesiredMemo, type DesiredState, DesiredTracker } from '../core/desired.ts';
+import type { HealthView, NodeInfo, ServiceIntent } from '../core/types.ts';
 import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { type KubeEvent, type PoolUsage, planAllocations, poolUsage, type ServiceRef } from './allocator.ts';
@@ -25,7 +25,14 @@ import {
 import { BGP_PEERS, peerRules } from './peer-objects.ts';
 import { ADDRESS_POOLS, poolRules } from './pool-objects.ts';
 import { Reflector } from './reflector.ts';
-import { nodeInfo, TranslateMemo, type Translation, translateKubernetes } from './translate.ts';
+import {
+  nodeInfo,
+  type TranslateConfig,
+  TranslateMemo,
+  type Translation,
+  translateKubernetes,
+  translateService,
+} from './translate.ts';
 import { KubeWriter } from './writer.ts';
 
 export interface KubernetesControllerOptions {
@@ -87,7 +94,16 @@ export class KubernetesController {
   readonly writer: KubeWriter;
   private readonly translateMemo = new TranslateMemo();
   private desiredMemo = new DesiredMemo();
+  private readonly tracker = new DesiredTracker();
   private lastTranslation: Translation | undefined;
+  private readonly translateConfig: TranslateConfig;
+  /**
+   * The Services whose EndpointSlices changed since the last sync, when nothing else did
+   * (undefined: anything may have changed, the next sync computes everything).
+   */
+  private dirty: Set<string> | undefined;
+  /** EndpointSlices by Service id, then by slice key: one Service's slices without a scan of all. */
+  private readonly slicesOf = new Map<string, Map<string, LeanEndpointSlice>>();
   private servicesGeneration = 0;
   private allocatedGeneration = -1;
   private usageGeneration = -1;
@@ -100,6 +116,17 @@ export class KubernetesController {
     this.o = o;
     this.log = o.logger ?? silentLogger;
     this.pools = o.pools ?? new PoolRegistry(o.config.pools);
+    this.translateConfig = {
+      loadBalancerClass: o.config.kubernetes.loadBalancerClass,
+      serveServicesWithoutClass: o.config.kubernetes.serveServicesWithoutClass,
+      defaultScheduler: o.config.defaults.scheduler,
+      defaultForwarding: o.config.defaults.forwarding,
+    };
+    /** Anything but an EndpointSlice changed: the next sync computes everything. */
+    const changedAll = () => {
+      this.dirty = undefined;
+      o.onChange();
+    };
     const common = {
       client: o.client,
       clock: o.clock,
@@ -115,7 +142,7 @@ export class KubernetesController {
       key: objectKey,
       onChange: () => {
         this.servicesGeneration++;
-        o.onChange();
+        changedAll();
       },
     });
     this.slices = new Reflector<LeanEndpointSlice>({
@@ -124,7 +151,10 @@ export class KubernetesController {
       path: '/apis/discovery.k8s.io/v1/endpointslices',
       transform: leanEndpointSlice,
       key: objectKey,
-      onChange: o.onChange,
+      onChange: (change) => {
+        this.sliceChanged(change);
+        o.onChange();
+      },
     });
     this.nodes = new Reflector<LeanNode>({
       ...common,
@@ -133,9 +163,9 @@ export class KubernetesController {
       fieldSelector: `metadata.name=${o.nodeName}`,
       transform: leanNode,
       key: (n) => n.name,
-      onChange: o.onChange,
+      onChange: changedAll,
     });
-    const objects = { client: o.client, reflector: common, logger: this.log, onChange: o.onChange };
+    const objects = { client: o.client, reflector: common, logger: this.log, onChange: changedAll };
     this.poolObjects = o.config.kubernetes.poolObjects
       ? new ConfigObjects({ ...objects, kind: ADDRESS_POOLS, base: o.config.pools, rules: poolRules })
       : undefined;
@@ -164,7 +194,7 @@ export class KubernetesController {
       this.elector.on('started', () => {
         this.allocatedGeneration = -1;
         o.onLeaderChange?.(true);
-        o.onChange();
+        changedAll();
       });
       this.elector.on('stopped', () => o.onLeaderChange?.(false));
     }
@@ -231,6 +261,7 @@ export class KubernetesController {
     if (this.pools.set(pools)) {
       // Another set of pools: what is owned, allocated and skipped may all differ.
       this.desiredMemo = new DesiredMemo();
+      this.dirty = undefined;
       this.servicesGeneration++;
       this.log.info(
         { pools: pools.map((p) => `${p.name}: ${p.blocks.map((b) => b.text).join(' ')}`) },
@@ -249,35 +280,99 @@ export class KubernetesController {
    * leader's allocation and every Event are handed to the API lane.
    */
   sync(health?: HealthView): KubernetesSync {
-    const cfg = this.o.config;
     this.resolvePools();
     const peers = this.peerObjects?.reflector.synced() ? this.peerObjects.resolve() : undefined;
     if (peers) this.o.onPeers?.(peers, this.peerObjects!.verdicts);
+    const node = nodeInfo(this.nodes.get(this.o.nodeName), this.o.nodeName);
+    const dirty = this.dirty;
+    this.dirty = new Set();
+    try {
+      const desired =
+        (dirty && this.lastTranslation && this.patched(dirty, node, health)) || this.computed(node, health);
+      if (this.isLeader()) this.leaderWork(desired, this.lastTranslation!);
+      if (this.o.onPoolUsage && this.usageGeneration !== this.servicesGeneration) {
+        this.usageGeneration = this.servicesGeneration;
+        this.o.onPoolUsage(poolUsage(this.pools.pools, this.services.list()));
+      }
+      return { desired, node };
+    } catch (err) {
+      this.dirty = undefined;
+      throw err;
+    }
+  }
+
+  /** Desired state computed from every Service. */
+  private computed(node: NodeInfo, health?: HealthView): DesiredState {
     const translation = translateKubernetes(
       { services: this.services.list(), endpointSlices: this.slices.list() },
-      {
-        loadBalancerClass: cfg.kubernetes.loadBalancerClass,
-        serveServicesWithoutClass: cfg.kubernetes.serveServicesWithoutClass,
-        defaultScheduler: cfg.defaults.scheduler,
-        defaultForwarding: cfg.defaults.forwarding,
-      },
+      this.translateConfig,
       { memo: this.translateMemo, lastValid: this.lastTranslation?.lastValid },
     );
     this.lastTranslation = translation;
-    const node = nodeInfo(this.nodes.get(this.o.nodeName), this.o.nodeName);
-    const computed = computeDesired(
-      { services: translation.services, health },
+    return this.tracker.full(
+      { services: translation.services, health, skipped: translation.skipped },
       node,
       { owns: this.pools.owns },
       this.desiredMemo,
     );
-    const desired: DesiredState = { ...computed, skipped: [...translation.skipped, ...computed.skipped] };
-    if (this.isLeader()) this.leaderWork(desired, translation);
-    if (this.o.onPoolUsage && this.usageGeneration !== this.servicesGeneration) {
-      this.usageGeneration = this.servicesGeneration;
-      this.o.onPoolUsage(poolUsage(this.pools.pools, this.services.list()));
+  }
+
+  /**
+   * Desired state after a change to the EndpointSlices of `dirty` only: those Services'
+   * work, not every Service's. Undefined when it takes the full computation (a Service
+   * that changed itself, or a change that is more than its backends).
+   */
+  private patched(dirty: ReadonlySet<string>, node: NodeInfo, health?: HealthView): DesiredState | undefined {
+    const intents: ServiceIntent[] = [];
+    for (const id of dirty) {
+      const svc = this.services.get(id);
+      // Most slices in a cluster are of other Services: nothing of ours changed.
+      if (svc?.type !== 'LoadBalancer') continue;
+      const before = this.translateMemo.peek(id);
+      if (!before || before.svc !== svc) return undefined;
+      const slices = [...(this.slicesOf.get(id)?.values() ?? [])];
+      const result = translateService(svc, slices, this.translateConfig, {
+        memo: this.translateMemo,
+        lastValid: this.lastTranslation?.lastValid,
+      });
+      // A skip depends on the Service alone: skipped before, skipped now.
+      if (result.skip && before.result.skip) continue;
+      if (result.skip || before.result.skip) return undefined;
+      intents.push(result.intent);
     }
-    return { desired, node };
+    return this.tracker.patch(intents, node, health);
+  }
+
+  private sliceChanged(change?: {
+    before: LeanEndpointSlice | undefined;
+    after: LeanEndpointSlice | undefined;
+  }): void {
+    if (!change) {
+      // A (re)list: every slice may differ.
+      this.slicesOf.clear();
+      for (const s of this.slices.list()) this.indexSlice(s);
+      this.dirty = undefined;
+      return;
+    }
+    const { before, after } = change;
+    if (before?.serviceId) {
+      const list = this.slicesOf.get(before.serviceId);
+      list?.delete(objectKey(before));
+      if (list?.size === 0) this.slicesOf.delete(before.serviceId);
+      this.dirty?.add(before.serviceId);
+    }
+    if (after) this.indexSlice(after);
+    if (after?.serviceId) this.dirty?.add(after.serviceId);
+  }
+
+  private indexSlice(slice: LeanEndpointSlice): void {
+    if (!slice.serviceId) return;
+    let list = this.slicesOf.get(slice.serviceId);
+    if (!list) {
+      list = new Map();
+      this.slicesOf.set(slice.serviceId, list);
+    }
+    list.set(objectKey(slice), slice);
   }
 
   private serviceRef(id: string): ServiceRef | undefined {

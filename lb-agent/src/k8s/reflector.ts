@@ -17,7 +17,8 @@ export interface ReflectorOptions<T> {
   labelSelector?: string;
   transform: (raw: Json) => T;
   key: (item: T) => string;
-  onChange: () => void;
+  /** After every change: one watch event's object before and after it, or nothing after a (re)list. */
+  onChange: (change?: { before: T | undefined; after: T | undefined }) => void;
   clock: Clock;
   logger?: Logger;
   pageSize?: number;
@@ -184,9 +185,10 @@ export class Reflector<T> {
         const item = this.o.transform(ev.object);
         const key = this.o.key(item);
         this.log.trace({ type: ev.type, key, resourceVersion: nextRv }, 'watch event');
+        const before = this.store.get(key);
         if (ev.type === 'DELETED') this.store.delete(key);
         else this.store.set(key, item);
-        this.o.onChange();
+        this.o.onChange({ before, after: ev.type === 'DELETED' ? undefined : item });
       }
     } finally {
       clearTimeout(idleTimer);

@@ -121,7 +121,7 @@ export interface Translation {
 }
 
 /** One Service's translation: an intent or a skip, and its settings whenever they are known. */
-type OneResult = ({ skip: Skip; intent?: undefined } | { intent: ServiceIntent; skip?: undefined }) & {
+export type OneResult = ({ skip: Skip; intent?: undefined } | { intent: ServiceIntent; skip?: undefined }) & {
   /** The settings in force (valid, or the last valid ones); absent when invalid with nothing to fall back on. */
   settings?: ServiceSettings;
   /** Why the current settings are not the ones in force. */
@@ -162,6 +162,11 @@ export class TranslateMemo {
     const result = compute();
     this.entries.set(id, { key, svc, slices, kept, result });
     return result;
+  }
+
+  /** The Service object and result the last lookup of `id` saw. */
+  peek(id: string): { svc: LeanService; result: OneResult } | undefined {
+    return this.entries.get(id);
   }
 
   retain(ids: Set<string>): void {
@@ -206,13 +211,8 @@ export function translateKubernetes(
     const id = svc.id;
     seen.add(id);
     const previous = options.lastValid?.get(id);
-    const fallback = previous && previous.uid === svc.uid ? previous.settings : undefined;
     try {
-      const slices = slicesByService.get(id) ?? [];
-      const compute = () => translateOne(svc, id, slices, cfg, fallback);
-      const result = options.memo
-        ? options.memo.lookup(id, svc, slices, fallback !== undefined, compute)
-        : compute();
+      const result = translateService(svc, slicesByService.get(id) ?? [], cfg, options);
       if (result.settings) {
         out.settings.set(id, result.settings);
         out.lastValid.set(
@@ -235,6 +235,19 @@ export function translateKubernetes(
   }
   options.memo?.retain(seen);
   return out;
+}
+
+/** One LoadBalancer Service with its EndpointSlices (through the memo when there is one). */
+export function translateService(
+  svc: LeanService,
+  slices: readonly LeanEndpointSlice[],
+  cfg: TranslateConfig,
+  options: { memo?: TranslateMemo; lastValid?: LastValidSettings },
+): OneResult {
+  const previous = options.lastValid?.get(svc.id);
+  const fallback = previous && previous.uid === svc.uid ? previous.settings : undefined;
+  const compute = () => translateOne(svc, svc.id, slices, cfg, fallback);
+  return options.memo ? options.memo.lookup(svc.id, svc, slices, fallback !== undefined, compute) : compute();
 }
 
 function translateOne(
