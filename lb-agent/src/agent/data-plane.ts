@@ -373,7 +373,7 @@ export class DataPlane {
     }
 
     // 4. VIP addresses: present before the IPVS services they serve.
-    if (!delta)
+    if (!delta) {
       try {
         report.vips = await this.o.addresses.sync(
           desired.vips.map((v) => v.address),
@@ -384,9 +384,9 @@ export class DataPlane {
           report.failures.push({ step: 'vips', code: f.code, message: `${f.address}: ${f.message}` });
       } catch (err) {
         fail('vips', err);
-      } finally {
-        lap('vips');
       }
+      lap('vips');
+    }
 
     // 5. IPVS: the pure diff, applied per object.
     // A spec object seen last pass and programmed then is what the kernel holds: the planner

@@ -100,6 +100,7 @@ describe('desired state kept between passes (DesiredTracker)', () => {
       ],
       ['another VIP', { ...services[0]!, vips: ['203.0.113.9'] }],
       ['another forwarding (netfilter rules differ)', { ...services[0]!, forwarding: 'tunnel' }],
+      ['another scheduler (the IPVS service and the sysctls differ)', { ...services[0]!, scheduler: 'rr' }],
       ['a new warning', { ...services[0]!, warnings: ['w'] }],
       ['a service not seen before', intent('c/new', '203.0.113.7', [ep('10.0.9.1')])],
     ];

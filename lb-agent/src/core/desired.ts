@@ -1,6 +1,7 @@
 // Desired state as a pure function of a snapshot: which IPVS services with which real
 // servers, which VIP addresses, which announcements, and a reason for everything left
 // out. No I/O, no clock: the same snapshot always gives the same answer.
+import { serviceSettingsEqual } from '../ipvs/normalize.ts';
 import type { RealServer, ServiceSpec } from '../ipvs/types.ts';
 import { type Family, ipFamily } from '../net/ip.ts';
 import type {
@@ -404,7 +405,7 @@ export interface DesiredDelta {
  * A desired state kept from pass to pass, so that a change to some services' endpoints
  * costs those services' work instead of every service's: at 10,000 Services the whole
  * computation, and each step of a pass after it that walks every service, made an
- * EndpointSlice change take 60 ms on the host and 1.5-3 s in UML (bench agent).
+ * EndpointSlice change's pass take about 100 ms on the host and 1.5-3 s in UML.
  * `full` computes everything (and remembers where each service lies); `patch` takes
  * intents that differ from the last ones only in their endpoints and returns the state
  * with a delta, or undefined when it cannot (the caller then computes in full).
@@ -423,11 +424,6 @@ export class DesiredTracker {
     if (snapshot.skipped?.length) last.state.skipped = [...snapshot.skipped, ...last.state.skipped];
     this.last = last;
     return last.state;
-  }
-
-  /** Forgets the last state: the next computation is a full one. */
-  reset(): void {
-    this.last = undefined;
   }
 
   patch(changed: readonly ServiceIntent[], node: NodeInfo, health?: HealthView): DesiredState | undefined {
@@ -498,7 +494,11 @@ export class DesiredTracker {
 const sameNode = (a: NodeInfo, b: NodeInfo) =>
   a.name === b.name && a.excluded === b.excluded && a.ready === b.ready;
 
-/** The same virtual services (by key), VIPs and warnings: only the backends differ. */
+/**
+ * The same virtual services (key, IPVS settings, SNAT and tracking), VIPs and warnings:
+ * only the backends differ, so the sysctls, netfilter rules and VIP addresses they need
+ * are the same too.
+ */
 function sameShape(a: IntentResult, b: IntentResult): boolean {
   return (
     a.virtualServices.length === b.virtualServices.length &&
@@ -508,6 +508,7 @@ function sameShape(a: IntentResult, b: IntentResult): boolean {
       const l = w.spec.service.key;
       return (
         v.vip === w.vip &&
+        serviceSettingsEqual(v.spec.service, w.spec.service) &&
         v.snat === w.snat &&
         v.notrack === w.notrack &&
         k.kind === 'address' &&

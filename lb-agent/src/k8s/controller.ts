@@ -27,6 +27,7 @@ import { ADDRESS_POOLS, poolRules } from './pool-objects.ts';
 import { Reflector } from './reflector.ts';
 import {
   nodeInfo,
+  type OneResult,
   type TranslateConfig,
   TranslateMemo,
   type Translation,
@@ -331,10 +332,16 @@ export class KubernetesController {
       const before = this.translateMemo.peek(id);
       if (!before || before.svc !== svc) return undefined;
       const slices = [...(this.slicesOf.get(id)?.values() ?? [])];
-      const result = translateService(svc, slices, this.translateConfig, {
-        memo: this.translateMemo,
-        lastValid: this.lastTranslation?.lastValid,
-      });
+      let result: OneResult;
+      try {
+        result = translateService(svc, slices, this.translateConfig, {
+          memo: this.translateMemo,
+          lastValid: this.lastTranslation?.lastValid,
+        });
+      } catch {
+        // A malformed object: the full computation skips it with its reason.
+        return undefined;
+      }
       // A skip depends on the Service alone: skipped before, skipped now.
       if (result.skip && before.result.skip) continue;
       if (result.skip || before.result.skip) return undefined;
