@@ -189,6 +189,7 @@ const schema = z
       .prefault({}),
     sync: z
       .object({
+        /** The longest wait between two passes: a pass waits as long as the last one took, at most this. */
         minIntervalMs: int(0, 60_000).default(200),
         resyncSeconds: duration(1, 86_400).default(60),
         retryMaxSeconds: duration(1, 3600).default(30),
