@@ -316,15 +316,16 @@ export class Reconciler {
     let speakerError: string | undefined;
     const announcedBefore = this.announced;
     // (A VIP the delta does not touch is as it was: announced, so allowed.)
-    const allowed = touched
-      ? undefined
-      : new Set(desired.vips.filter((v) => v.announce).map((v) => v.address));
+    const allowed: (address: string) => boolean = touched
+      ? (address) => touched.get(address)?.announce ?? true
+      : (
+          (ok: Set<string>) => (address: string) =>
+            ok.has(address)
+        )(new Set(desired.vips.filter((v) => v.announce).map((v) => v.address)));
     const keep =
       touched && [...touched.values()].every((v) => v.announce)
         ? this.announced
-        : this.announced.filter((a) =>
-            allowed ? allowed.has(adAddress(a)) : (touched!.get(adAddress(a))?.announce ?? true),
-          );
+        : this.announced.filter((a) => allowed(adAddress(a)));
     if (speaker && keep.length !== this.announced.length) {
       try {
         await speaker.setAdvertisements(keep);
@@ -353,9 +354,7 @@ export class Reconciler {
     // Unchanged: the same advertisements as announced (the speaker is not called).
     const ads = decided.changed ? decided.ads : this.announced;
     const { withheld, kept } = decided;
-    if (!decided.changed) {
-      // Nothing to tell the speaker.
-    } else if (speaker) {
+    if (decided.changed && speaker) {
       try {
         await speaker.setAdvertisements(ads);
         this.setAnnounced(ads);
@@ -363,7 +362,7 @@ export class Reconciler {
         speakerError ??= describeError(err);
         if (metrics) metrics.errors.inc({ code: errorCode(err), step: 'bgp' });
       }
-    } else {
+    } else if (decided.changed) {
       this.setAnnounced(ads);
     }
     const ok = report.failures.length === 0;
