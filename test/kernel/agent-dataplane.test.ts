@@ -6,6 +6,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { detectNetfilter, netfilterCleaners, type PortRule } from '../../lb-agent/src/agent/netfilter.ts';
 import { LinkAddressManager } from '../../lb-agent/src/agent/vips.ts';
+import { RtNetlink } from '../../lb-agent/src/netlink/rtnetlink.ts';
 import { requireKernelHarness, sh } from '../harness/kernel.ts';
 
 requireKernelHarness();
@@ -49,6 +50,61 @@ describe('agent data plane boundaries (kernel)', () => {
       assert.deepEqual(full.added, ['203.0.113.11'], 'the full pass reads and restores it');
     } finally {
       m.close();
+    }
+  });
+
+  test('a dump that pauses shares its socket: a request and a second dump asked for meanwhile get their answers, the dump all its replies', async () => {
+    const rt = new RtNetlink();
+    try {
+      const index = rt.ensureDummy('pltestdump');
+      // 3,000 addresses: replies in many datagrams, so the dump pauses many times.
+      const many = Array.from({ length: 3000 }, (_, i) => ({
+        address: `203.0.${100 + (i >> 8)}.${i & 255}`,
+        family: 'ipv4' as const,
+        prefix: 32,
+      }));
+      const failed = (await rt.changeAddresses(index, many, [])).filter(Boolean);
+      assert.deepEqual(failed, []);
+      let pauses = 0;
+      let looked: number | undefined;
+      let second: Promise<string[]> | undefined;
+      const first = await rt.addresses(index, async () => {
+        // At its first pause: a request on the same socket (it reads the socket for its
+        // answer, past the dump's next replies), and another dump (which waits its turn).
+        if (pauses++ === 0) {
+          looked = rt.linkIndex('pltestdump');
+          second = rt.addresses(index).then((l) => l.map((a) => a.address));
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      });
+      assert.ok(pauses > 10, `${pauses} pauses`);
+      assert.equal(looked, index, 'the request was answered');
+      const ours = (l: string[]) => l.filter((a) => a.startsWith('203.0.')).sort();
+      const expected = many.map((a) => a.address).sort();
+      assert.deepEqual(
+        ours(first.map((a) => a.address)),
+        expected,
+        'every address once: none lost to the request that read the socket meanwhile',
+      );
+      assert.deepEqual(ours(await second!), expected);
+      // A write to the table during a paused dump: the kernel marks the dump interrupted, and
+      // it fails as such (never a silently partial list); the write is answered.
+      let during: Promise<unknown> | undefined;
+      await assert.rejects(
+        rt.addresses(index, async () => {
+          during ??= rt.changeAddresses(index, [{ address: '203.0.99.1', family: 'ipv4', prefix: 32 }], []);
+          await new Promise((resolve) => setImmediate(resolve));
+        }),
+        { code: 'NETLINK_DUMP_INTERRUPTED' },
+      );
+      assert.deepEqual(await during, [undefined]);
+      assert.deepEqual(
+        ours((await rt.addresses(index)).map((a) => a.address)),
+        [...expected, '203.0.99.1'].sort(),
+      );
+    } finally {
+      rt.deleteLink('pltestdump');
+      rt.close();
     }
   });
 

@@ -15,10 +15,11 @@ import type { Prober } from '../health/probe.ts';
 import type { IpvsClient } from '../ipvs/client.ts';
 import { NetlinkIpvsClient } from '../ipvs/netlink-client.ts';
 import { ProcSysctls } from '../ipvs/sysctl.ts';
-import { type ServiceState, serviceId } from '../ipvs/types.ts';
+import type { ServiceState } from '../ipvs/types.ts';
 import { ipFamily } from '../net/ip.ts';
 import { type Clock, systemClock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
+import { TimeSlicer } from '../util/slicer.ts';
 import { VERSION } from '../version.ts';
 import { BfdLane } from './bfd-lane.ts';
 import { VanishDetector } from './coexistence.ts';
@@ -31,7 +32,7 @@ import { detectNetfilter, type NetfilterManager } from './netfilter.ts';
 import { NetfilterRepair } from './netfilter-repair.ts';
 import { type DesiredSource, Reconciler } from './reconciler.ts';
 import { StandaloneSource } from './sources.ts';
-import { buildStatus, nodeReport, ownersById } from './status.ts';
+import { buildStatus, nodeReport, ownersByIdSliced } from './status.ts';
 import { type AddressManager, LinkAddressManager } from './vips.ts';
 
 export interface AgentDeps {
@@ -255,7 +256,7 @@ export class Agent {
           this.health.refreshMetrics();
           return {
             contentType: this.metrics.registry.contentType,
-            body: await this.metrics.registry.metrics(),
+            body: await this.metrics.expositionChunks(),
           };
         },
         status: () => this.status(),
@@ -271,21 +272,25 @@ export class Agent {
       metrics: this.metrics,
     }).start();
     if (cfg.bfd && cfg.bgp) this.startBfd();
-    this.source.publishNodeStatus?.(async () =>
-      nodeReport({
-        node: this.o.nodeName,
-        identity: this.o.identity,
-        version: VERSION,
-        leader: this.source.isLeader?.() ?? false,
-        ready: this.readiness(),
-        last: this.reconciler.last,
-        bgp: this.speaker
-          ? { connected: this.speaker.connected(), peers: await this.refreshPeerMetrics() }
-          : null,
-        bfd: this.bfd?.status() ?? null,
-        health: this.health.checker.summary(),
-      }),
-    );
+    this.source.publishNodeStatus?.(async () => {
+      const slicer = new TimeSlicer();
+      return nodeReport(
+        {
+          node: this.o.nodeName,
+          identity: this.o.identity,
+          version: VERSION,
+          leader: this.source.isLeader?.() ?? false,
+          ready: this.readiness(),
+          last: this.reconciler.last,
+          bgp: this.speaker
+            ? { connected: this.speaker.connected(), peers: await this.refreshPeerMetrics() }
+            : null,
+          bfd: this.bfd?.status() ?? null,
+          health: this.health.checker.summary(),
+        },
+        () => slicer.pause(),
+      );
+    });
   }
 
   private startBfd(): void {
@@ -487,12 +492,13 @@ export class Agent {
     if (this.statsCache && now - this.statsCache.at < 10_000) return this.statsCache.run;
     const run = (async () => {
       const table = await this.ipvs.getTable({ stats: true });
-      const owners = ownersById(this.reconciler?.last);
-      this.metrics.setServiceStats(
-        table
-          .filter((s) => s.service.key.kind === 'address' && this.owns(s.service.key.address))
-          .map((s) => ({ ...s, id: serviceId(s.service.key) })),
+      const slicer = new TimeSlicer();
+      const owners = await ownersByIdSliced(this.reconciler?.last, () => slicer.pause());
+      await this.metrics.setServiceStats(
+        table,
+        (s) => s.service.key.kind === 'address' && this.owns(s.service.key.address),
         owners,
+        () => slicer.pause(),
       );
     })();
     this.statsCache = { at: now, run };

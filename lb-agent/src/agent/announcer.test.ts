@@ -4,7 +4,7 @@ import { normalizeAdvertisement, sameAdvertisement } from '../bgp/gobgp-codec.ts
 import { type Advertisement, advertisement } from '../bgp/types.ts';
 import { validateAdvertisements } from '../bgp/validate.ts';
 import type { DesiredState } from '../core/desired.ts';
-import { announcements } from './announcer.ts';
+import { announcements, announcementsSliced, servicesByVip } from './announcer.ts';
 import type { ServiceOutcome } from './data-plane.ts';
 
 const desired = (vips: string[]): DesiredState => ({
@@ -73,4 +73,19 @@ test('the speaker side remembers frozen advertisements only: a mutable one is re
   assert.throws(() => validateAdvertisements([frozen, frozen]), /duplicate 203\.0\.113\.10\/32/);
   mutable.prefix = 'not-a-prefix';
   assert.throws(() => validateAdvertisements([mutable]), /prefix: must be a CIDR/);
+});
+
+test('decided in slices, the announcements are the same, with a pause after each VIP', async () => {
+  const vips = Array.from({ length: 30 }, (_, i) => `203.0.113.${i + 1}`);
+  const d = desired(vips);
+  // Some programmed, some not: both announced and withheld VIPs.
+  const report = programmed(vips.filter((_, i) => i % 3));
+  let pauses = 0;
+  const sliced = await announcementsSliced(d, report, new Map(), opts, servicesByVip(d), async () => {
+    pauses++;
+  });
+  const whole = announcements(d, report, new Map(), opts);
+  assert.ok(whole.ads.length > 0 && whole.withheld.length > 0);
+  assert.deepEqual(sliced, whole);
+  assert.equal(pauses, vips.length);
 });

@@ -173,3 +173,94 @@ test('an incremental pass (a desired state with a delta) writes the changed serv
     ['10.0.0.8'],
   );
 });
+
+test('a full pass yields to the event loop as it goes: a change, a probe or a scrape is not held for its length', async () => {
+  const ipvs = new FakeIpvsClient();
+  // A budget of 0 ms: every slice point yields, so the count below does not depend on this machine's speed.
+  const dp = fakeDataPlane({ ipvs, sliceMs: 0 });
+  const intents = Array.from({ length: 200 }, (_, i) =>
+    intent(`a/s${i}`, `203.0.113.${i + 1}`, [ep(`10.0.${i}.1`), ep(`10.0.${i}.2`)]),
+  );
+  assert.deepEqual((await dp.apply(desired(intents), true)).failures, []);
+  let turns = 0;
+  let running = true;
+  const turn = () => {
+    if (!running) return;
+    turns++;
+    setImmediate(turn);
+  };
+  setImmediate(turn);
+  const report = await dp.apply(desired(intents), true);
+  running = false;
+  assert.deepEqual(report.failures, []);
+  assert.equal(report.applied['add-destination'], 0, 'converged');
+  // The fakes answer without reaching the event loop: only the pass's own slices let it run
+  // (reading back, planning and recording each service: three times per service).
+  assert.ok(turns >= 400, `the event loop ran ${turns} times during a full pass of 200 services`);
+});
+
+test('verify: a read-back against what the passes applied; what a pass wrote after the read began, and foreign services, are not compared', async () => {
+  const ipvs = new FakeIpvsClient();
+  const addresses = new FakeAddressManager();
+  const dp = fakeDataPlane({ ipvs, addresses });
+  const s1 = intent('a/one', '203.0.113.1', [ep('10.0.0.1'), ep('10.0.0.2')]);
+  const s2 = intent('a/two', '203.0.113.2', [ep('10.0.0.3')]);
+  assert.deepEqual((await dp.apply(desired([s1, s2]), true)).failures, []);
+  assert.deepEqual(await dp.verify(await dp.readBack()), { verdict: 'clean' });
+
+  // A foreign service appears; a pass changes s1 after the read began: still clean.
+  const key1 = {
+    kind: 'address',
+    family: 'ipv4',
+    protocol: 'tcp',
+    address: '203.0.113.1',
+    port: 80,
+  } as const;
+  await ipvs.addService({
+    key: { ...key1, address: '198.51.100.7' },
+    scheduler: 'rr',
+    schedulerFlags: [],
+  } as never);
+  const before = await dp.readBack();
+  const s1b = intent('a/one', '203.0.113.1', [ep('10.0.0.1'), ep('10.0.0.9')]);
+  assert.deepEqual((await dp.apply(desired([s1b, s2]), false)).failures, []);
+  assert.deepEqual(await dp.verify(before), { verdict: 'clean' });
+
+  // A weight changed by hand: drift, named.
+  await ipvs.updateDestination(key1, {
+    family: 'ipv4',
+    address: '10.0.0.9',
+    port: 8080,
+    forward: 'nat',
+    weight: 7,
+    upperThreshold: 0,
+    lowerThreshold: 0,
+  });
+  assert.deepEqual(await dp.verify(await dp.readBack()), {
+    verdict: 'drift',
+    what: `IPVS service ${id('203.0.113.1')} differs`,
+  });
+  // The full pass repairs it; an owned service nobody asked for is drift too.
+  assert.deepEqual((await dp.apply(desired([s1b, s2]), true)).failures, []);
+  assert.equal((await dp.verify(await dp.readBack())).verdict, 'clean');
+  await ipvs.addService({
+    key: { ...key1, address: '203.0.113.99' },
+    scheduler: 'rr',
+    schedulerFlags: [],
+  } as never);
+  assert.equal((await dp.verify(await dp.readBack())).verdict, 'drift');
+  await dp.apply(desired([s1b, s2]), true);
+
+  // A read-back from before a full pass's reset tells nothing.
+  const stale = await dp.readBack();
+  await dp.apply(desired([s1b, s2]), true);
+  assert.deepEqual(await dp.verify(stale), { verdict: 'unknown' });
+  // Nor does one after a pass whose writes failed (the cache is reloaded by the next full pass).
+  const failing = fakeDataPlane({
+    ipvs: Object.assign(new FakeIpvsClient(), {
+      execute: async (ops: readonly unknown[]) => ops.map(() => ({ code: 'KERNEL_ERROR', message: 'no' })),
+    }) as never,
+  });
+  await failing.apply(desired([s1]), true);
+  assert.deepEqual(await failing.verify(await failing.readBack()), { verdict: 'unknown' });
+});

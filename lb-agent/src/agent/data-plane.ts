@@ -6,8 +6,8 @@ import type { DesiredDelta, DesiredState } from '../core/desired.ts';
 import { errorCode } from '../errors.ts';
 import { type ApplyReport, applyOperations } from '../ipvs/apply.ts';
 import type { IpvsClient } from '../ipvs/client.ts';
-import { canonicalDestinationId } from '../ipvs/normalize.ts';
-import { type DrainStatus, drainingServiceIds, planIpvs } from '../ipvs/planner.ts';
+import { canonicalDestinationId, realServerSettingsEqual, serviceSettingsEqual } from '../ipvs/normalize.ts';
+import { type DrainStatus, drainingServiceIds, planIpvsSliced } from '../ipvs/planner.ts';
 import { IpvsStateCache } from '../ipvs/state-cache.ts';
 import type {
   IpvsOperation,
@@ -20,6 +20,7 @@ import type {
 import { destinationId, serviceId, specId } from '../ipvs/types.ts';
 import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
+import { TimeSlicer } from '../util/slicer.ts';
 import type { NetfilterManager, NetfilterRules, PortRule } from './netfilter.ts';
 import type { AddressManager, AddressSyncResult } from './vips.ts';
 
@@ -38,6 +39,8 @@ export interface DataPlaneOptions {
   timeouts?: Partial<IpvsTimeouts>;
   clock: Clock;
   logger?: Logger;
+  /** How long a pass's own work may hold the event loop before it yields (ms; default 8). */
+  sliceMs?: number;
 }
 
 /**
@@ -105,6 +108,19 @@ export interface DataPlaneReport {
   foreign: number;
   /** mh destinations moved (deleted and added again) into the canonical list order. */
   moved: number;
+}
+
+/**
+ * The same IPVS service as configured: settings, and real servers in the same order with the
+ * same settings (the cache keeps the kernel's order; connection counts are not compared).
+ */
+function sameConfiguration(a: ServiceState, b: ServiceState): boolean {
+  if (!serviceSettingsEqual(a.service, b.service) || a.destinations.length !== b.destinations.length)
+    return false;
+  return a.destinations.every((d, i) => {
+    const e = b.destinations[i]!;
+    return destinationId(d) === destinationId(e) && realServerSettingsEqual(d, e);
+  });
 }
 
 /** Real servers with weight > 0 (counted every pass for every service: no array made). */
@@ -184,7 +200,7 @@ export class DataPlane {
   private passing = false;
   /** The running pass is a full one (it resets the cache: a read-back begun meanwhile is void). */
   private fullPassing = false;
-  /** Monotonic: when the cache was last as good as a full read (a full pass's end). */
+  /** Monotonic: when the cache was last as good as a full read (a full pass's end, a clean verify). */
   private verifiedAt: number | undefined;
   /** The generation of the last full reset of the cache. */
   private resetGeneration = 0;
@@ -192,6 +208,9 @@ export class DataPlane {
   private touched = new Map<string, number>();
   /** The sysctls and timeouts last found or made as wanted. */
   private settingsChecked: string | undefined;
+  /** What the last passes that were not incremental made: the VIPs (owned) and sysctls (for verify). */
+  private vipsApplied: ReadonlySet<string> | undefined;
+  private settingsApplied: Partial<IpvsSysctls> | undefined;
   private draining = new Map<string, number>();
   /** The specs of the last passes that were programmed, by service id (a spec object is one service id). */
   private lastProgrammed = new Map<string, ServiceSpec>();
@@ -216,7 +235,70 @@ export class DataPlane {
     // A pass writing now may write after this read has passed a service: its writes must
     // count as newer than the read (at 10,000 services a first pass writes for minutes).
     const since = this.passing ? this.generation - 1 : this.generation;
-    return { table: await this.o.ipvs.getTable(), since };
+    return { table: await this.o.ipvs.getTable({ background: true }), since };
+  }
+
+  /**
+   * The periodic resync's question, answered beside the passes: does the kernel still hold
+   * what the last pass applied? At 10,000 services a full pass holds every change behind it
+   * for seconds in UML, while the answer is almost always yes. `clean`: every portlb IPVS
+   * service (settings and real servers, in the kernel's order), the VIP addresses and the
+   * sysctls are as the last pass left them (what a service's pass wrote after the read began
+   * is not compared); the cache counts as verified. `drift`: something differs, said in
+   * `what` (a full pass repairs it). `unknown`: this cannot tell (the last pass failed, the
+   * cache is not loaded, a full pass reset it since the read began or meanwhile, a read
+   * failed): a full pass decides.
+   */
+  async verify(readBack: ReadBack): Promise<{ verdict: 'clean' | 'drift' | 'unknown'; what?: string }> {
+    const reset = this.resetGeneration;
+    if (!this.loaded || readBack.since < reset) return { verdict: 'unknown' };
+    const slicer = new TimeSlicer(this.o.sliceMs);
+    const newer = (id: string) => (this.touched.get(id) ?? 0) > readBack.since;
+    const kernel = new Map<string, ServiceState>();
+    for (const s of readBack.table) {
+      if (this.ownsService(s.service.key)) kernel.set(serviceId(s.service.key), s);
+      await slicer.pause();
+    }
+    const drift = (what: string) =>
+      // A full pass reset the cache meanwhile: what differs may be its doing.
+      this.resetGeneration === reset ? { verdict: 'drift' as const, what } : { verdict: 'unknown' as const };
+    for (const [id, mine] of this.cache.byId()) {
+      await slicer.pause();
+      if (!this.ownsService(mine.service.key) || newer(id)) continue;
+      const theirs = kernel.get(id);
+      if (!theirs) return drift(`IPVS service ${id} is gone`);
+      if (!sameConfiguration(mine, theirs)) return drift(`IPVS service ${id} differs`);
+    }
+    for (const id of kernel.keys()) {
+      await slicer.pause();
+      if (!this.cache.get(id) && !newer(id)) return drift(`IPVS service ${id} is not portlb's doing`);
+    }
+    // VIP addresses and sysctls change only in passes that are not incremental: compared
+    // with what the last such pass made, if none ran while they were read.
+    const { vipsApplied, settingsApplied } = this;
+    if (!vipsApplied || !settingsApplied) return { verdict: 'unknown' };
+    let addresses: string[];
+    let sysctls: IpvsSysctls;
+    let timeouts: IpvsTimeouts | undefined;
+    try {
+      addresses = (await this.o.addresses.list()).filter((a) => this.o.owns(a));
+      sysctls = await this.o.ipvs.getSysctls();
+      if (Object.values(this.o.timeouts ?? {}).some((v) => v)) timeouts = await this.o.ipvs.getTimeouts();
+    } catch {
+      return { verdict: 'unknown' };
+    }
+    if (this.vipsApplied !== vipsApplied || this.settingsApplied !== settingsApplied)
+      return { verdict: 'unknown' };
+    if (addresses.length !== vipsApplied.size || addresses.some((a) => !vipsApplied.has(a)))
+      return drift('the VIP addresses differ');
+    for (const [k, v] of Object.entries(settingsApplied))
+      if (sysctls[k as keyof IpvsSysctls] !== v)
+        return drift(`sysctl ${k} is ${sysctls[k as keyof IpvsSysctls]}`);
+    for (const [k, v] of Object.entries(this.o.timeouts ?? {}))
+      if (v && timeouts?.[k as keyof IpvsTimeouts] !== v) return drift(`IPVS timeout ${k} differs`);
+    if (this.resetGeneration !== reset || !this.loaded) return { verdict: 'unknown' };
+    this.verifiedAt = this.o.clock.monotonic();
+    return { verdict: 'clean' };
   }
 
   /** A full pass is running: a read-back begun now would be void when it ends. */
@@ -224,7 +306,7 @@ export class DataPlane {
     return this.fullPassing;
   }
 
-  /** Monotonic end of the last full pass that read the kernel (undefined before the first). */
+  /** Monotonic: the end of the last full pass that read the kernel, or of the last clean verify (undefined before the first). */
   lastVerifiedAt(): number | undefined {
     return this.verifiedAt;
   }
@@ -276,11 +358,16 @@ export class DataPlane {
       moved: 0,
     };
     let stageStart = now;
+    // At 10,000 services each step of a full pass is tens of milliseconds of JavaScript on a
+    // fast host (ten times that in UML): the long ones yield to the event loop as they go,
+    // and so does the pass between steps (their awaits of settled promises do not).
+    const slicer = new TimeSlicer(this.o.sliceMs);
     /** Ends the current stage: its time is added to `stage`. */
-    const lap = (stage: DataPlaneStage) => {
+    const lap = async (stage: DataPlaneStage) => {
       const t = this.o.clock.monotonic();
       report.stages[stage] = (report.stages[stage] ?? 0) + (t - stageStart);
-      stageStart = t;
+      await slicer.check();
+      stageStart = this.o.clock.monotonic();
     };
     const fail = (step: PassFailure['step'], err: unknown) =>
       report.failures.push({ step, code: errorCode(err), message: (err as Error).message ?? String(err) });
@@ -312,19 +399,23 @@ export class DataPlane {
         const table = usable ? prefetched.table : await this.o.ipvs.getTable();
         const keep = new Set<string>();
         if (usable) for (const [id, g] of this.touched) if (g > prefetched.since) keep.add(id);
-        const seen = new Set(table.map((s) => serviceId(s.service.key)));
-        const wanted = new Set(specIds);
-        report.vanished = [...this.lastProgrammed.keys()].filter(
-          (id) => wanted.has(id) && !seen.has(id) && !keep.has(id),
-        );
-        this.cache.reset(table, now, keep);
+        const fresh = new Map<string, ServiceState>();
+        for (const s of table) {
+          fresh.set(serviceId(s.service.key), s);
+          await slicer.pause();
+        }
+        for (const id of specIds) {
+          if (this.lastProgrammed.has(id) && !fresh.has(id) && !keep.has(id)) report.vanished.push(id);
+          await slicer.pause();
+        }
+        this.cache.reset(fresh, now, keep);
         this.resetGeneration = generation;
         this.touched.clear();
         this.loaded = true;
       } catch (err) {
         return unknownAfter('read', err);
       }
-      lap('read');
+      await lap('read');
     }
 
     // 2. Sysctls and timeouts, only where they differ; read on full passes and when what is
@@ -353,10 +444,12 @@ export class DataPlane {
           }
         }
         this.settingsChecked = settingsKey;
+        this.settingsApplied = want;
       } catch (err) {
+        this.settingsApplied = undefined;
         fail('sysctl', err);
       }
-      lap('sysctl');
+      await lap('sysctl');
     }
 
     // 3. portlb's netfilter rules, before the VIP addresses: a new VIP is never reachable on
@@ -367,23 +460,22 @@ export class DataPlane {
       } catch (err) {
         fail('netfilter', err);
       }
-      lap('netfilter');
+      await lap('netfilter');
     }
 
     // 4. VIP addresses: present before the IPVS services they serve.
     if (!delta) {
+      this.vipsApplied = undefined;
       try {
-        report.vips = await this.o.addresses.sync(
-          desired.vips.map((v) => v.address),
-          this.o.owns,
-          { reread: full },
-        );
+        const wanted = desired.vips.map((v) => v.address);
+        report.vips = await this.o.addresses.sync(wanted, this.o.owns, { reread: full });
         for (const f of report.vips.failed)
           report.failures.push({ step: 'vips', code: f.code, message: `${f.address}: ${f.message}` });
+        if (!report.vips.failed.length) this.vipsApplied = new Set(wanted.filter((a) => this.o.owns(a)));
       } catch (err) {
         fail('vips', err);
       }
-      lap('vips');
+      await lap('vips');
     }
 
     // 5. IPVS: the pure diff, applied per object.
@@ -410,20 +502,23 @@ export class DataPlane {
     } catch (err) {
       return unknownAfter('read', err);
     }
-    const plan = planIpvs({
-      desired: specs,
-      actual: this.cache.byId(),
-      owns: this.ownsService,
-      now,
-      draining: this.draining,
-      drainTimeoutMs: this.o.drainTimeoutMs,
-      unchanged,
-      partial: !!delta,
-    });
+    const plan = await planIpvsSliced(
+      {
+        desired: specs,
+        actual: this.cache.byId(),
+        owns: this.ownsService,
+        now,
+        draining: this.draining,
+        drainTimeoutMs: this.o.drainTimeoutMs,
+        unchanged,
+        partial: !!delta,
+      },
+      () => slicer.pause(),
+    );
     report.foreign = delta ? this.lastForeign : plan.foreign;
     this.lastForeign = report.foreign;
     report.moved = plan.moved;
-    lap('plan');
+    await lap('plan');
     let result: ApplyReport;
     try {
       result = await applyOperations(this.o.ipvs, plan.operations);
@@ -431,7 +526,7 @@ export class DataPlane {
       // The transport failed mid-batch: what reached the kernel is not known.
       return unknownAfter('ipvs', err);
     }
-    lap('ipvs');
+    await lap('ipvs');
     this.cache.record(result);
     for (const op of [...result.applied, ...result.failed.map((f) => f.op)])
       this.touched.set(
@@ -463,7 +558,8 @@ export class DataPlane {
     // pass in UML (under the profiler). A report's outcomes are therefore current until the next pass.
     if (delta) report.services = this.lastServices;
     else this.lastProgrammed = new Map();
-    specs.forEach((s, i) => {
+    for (const [i, s] of specs.entries()) {
+      await slicer.pause();
       const id = specIds[i]!;
       const state = notCreated.has(id) ? undefined : this.cache.get(id);
       report.services.set(
@@ -474,7 +570,7 @@ export class DataPlane {
       );
       if (state) this.lastProgrammed.set(id, s);
       else this.lastProgrammed.delete(id);
-    });
+    }
     this.lastServices = report.services;
 
     // After a refused IPVS write the cache may be wrong: the next pass reads the kernel back.

@@ -1,13 +1,16 @@
 // The agent's HTTP endpoints: /healthz (liveness), /readyz (readiness), /metrics
 // (Prometheus), /status (what this node does, for `portlb status`). Bound to one address
 // (the node's by default), never to a VIP.
+import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { describeError } from '../errors.ts';
 
 export interface AgentEndpoints {
   liveness(): { ok: boolean; reason: string | undefined };
   readiness(): { ready: boolean; reasons: string[] };
-  metrics(): Promise<{ contentType: string; body: string }>;
+  /** The exposition as one text, or in chunks (sent one per event-loop turn). */
+  metrics(): Promise<{ contentType: string; body: string | readonly (string | Buffer)[] }>;
   status(): Promise<unknown>;
 }
 
@@ -51,7 +54,16 @@ export async function startAgentHttp(
         }
         if (url === '/metrics') {
           const m = await endpoints.metrics();
-          return send(200, m.body, m.contentType);
+          if (typeof m.body === 'string') return send(200, m.body, m.contentType);
+          // At 10,000 services the exposition is megabytes: a chunk per turn of the event
+          // loop, waiting for the socket when the client reads slower.
+          res.writeHead(200, { 'content-type': m.contentType });
+          for (const chunk of m.body) {
+            if (res.destroyed) return;
+            if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+            else await yieldToEventLoop();
+          }
+          return res.end();
         }
         if (url === '/status')
           return send(200, `${JSON.stringify(await endpoints.status(), null, 2)}\n`, 'application/json');

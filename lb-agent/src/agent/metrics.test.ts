@@ -10,10 +10,7 @@ import { AgentMetrics, ownerLabels } from './metrics.ts';
 
 test('every portlb metric is in the metrics table of docs/deploy.md, and nothing else is', async () => {
   const metrics = new AgentMetrics();
-  const exposed = (await metrics.registry.getMetricsAsJSON())
-    .map((m) => m.name)
-    .filter((n) => n.startsWith('portlb_'))
-    .sort();
+  const exposed = (await metrics.familyNames()).filter((n) => n.startsWith('portlb_')).sort();
   const doc = readFileSync(path.join(import.meta.dirname, '../../../docs/deploy.md'), 'utf8');
   const documented = [...doc.matchAll(/^\| `(portlb_[a-z_]+)` \|/gm)].map((m) => m[1]).sort();
   assert.ok(exposed.length >= 20, `${exposed.length} metrics`);
@@ -28,21 +25,62 @@ test('every portlb metric is in the metrics table of docs/deploy.md, and nothing
 async function exposition() {
   const metrics = new AgentMetrics();
   const key = { kind: 'address', family: 'ipv4', protocol: 'tcp', address: '203.0.113.1', port: 80 } as const;
-  metrics.setServiceStats(
+  await metrics.setServiceStats(
     [
       {
-        id: 'tcp:203.0.113.1:80',
         service: { key, scheduler: 'mh', flags: [], timeout: 0, netmask: 32 } as never,
         stats: { connections: 12, bytesIn: 3400, bytesOut: 0 } as never,
         destinations: [{ activeConnections: 3 } as never, { activeConnections: 2 } as never],
       },
     ],
+    () => true,
     new Map([['tcp:203.0.113.1:80', 'shop/web']]),
   );
   metrics.errors.inc({ code: 'KERNEL_ERROR', step: 'status' });
   metrics.syncs.inc({ result: 'ok' });
-  return { metrics, families: parse(await metrics.registry.metrics()) };
+  return { metrics, families: parse(await metrics.exposition()) };
 }
+
+test("per-service figures: rendered in slices, only portlb's services, replaced whole, odd owner names escaped", async () => {
+  const metrics = new AgentMetrics();
+  const svc = (address: string, connections: number) => ({
+    service: { key: { kind: 'address', family: 'ipv4', protocol: 'udp', address, port: 53 } } as never,
+    stats: { connections, bytesIn: 1, bytesOut: 2 } as never,
+    destinations: [],
+  });
+  let pauses = 0;
+  await metrics.setServiceStats(
+    [svc('203.0.113.1', 7), svc('198.51.100.9', 1), svc('203.0.113.2', 8)],
+    (s) => (s.service.key as { address: string }).address.startsWith('203.'),
+    new Map([['udp:203.0.113.1:53', 'file:dns "a"\\b']]),
+    async () => {
+      pauses++;
+    },
+  );
+  assert.equal(
+    pauses,
+    3 + 4,
+    'one per service, one per encoded chunk (one chunk for each of the four families)',
+  );
+  const conns = () =>
+    metrics
+      .exposition()
+      .then((t) => parse(t).find((f) => f.name === 'portlb_ipvs_service_connections_total')!);
+  assert.deepEqual(
+    (await conns()).metrics.map((m) => [m.labels!.service, m.labels!.vip, m.value]),
+    [
+      ['dns "a"\\b', '203.0.113.1', '7'],
+      ['', '203.0.113.2', '8'],
+    ],
+  );
+  await metrics.setServiceStats([svc('203.0.113.2', 9)], () => true, new Map());
+  assert.deepEqual(
+    (await conns()).metrics.map((m) => [m.labels!.vip, m.value]),
+    [['203.0.113.2', '9']],
+  );
+  await metrics.setServiceStats([], () => true, new Map());
+  assert.deepEqual((await conns()).metrics, [], 'no series, the family still described');
+});
 
 test('the exposition parses with a Prometheus text parser and follows the naming conventions', async () => {
   const { families } = await exposition();
@@ -101,12 +139,9 @@ test('every alert rule and dashboard query uses only metrics and labels the agen
   assert.ok(rules.length >= 10 && dashboard.panels.length >= 10);
   // Labels every series has once scraped (the ServiceMonitor adds node).
   const scrape = ['instance', 'job', 'node', 'le'];
-  const labelsOf = (name: string): string[] | undefined => {
+  const labelsOf = (name: string): readonly string[] | undefined => {
     const base = name.replace(/_(bucket|sum|count)$/, '');
-    const m = (metrics.registry.getSingleMetric(name) ?? metrics.registry.getSingleMetric(base)) as
-      | { labelNames?: string[] }
-      | undefined;
-    return m ? (m.labelNames ?? []) : undefined;
+    return metrics.labelNamesOf(name) ?? metrics.labelNamesOf(base);
   };
   const problems: string[] = [];
   for (const q of queries) {

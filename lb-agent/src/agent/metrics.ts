@@ -1,12 +1,8 @@
 // Prometheus metrics of one agent (prom-client, its own registry).
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { ServiceState } from '../ipvs/types.ts';
+import { type ServiceState, serviceId } from '../ipvs/types.ts';
 import type { PoolUsage } from '../k8s/allocator.ts';
 import { VERSION } from '../version.ts';
-
-/** A virtual service's labels: the Service it serves (namespace and name) and the address. */
-const SERVICE_LABELS = ['namespace', 'service', 'vip', 'port', 'protocol'] as const;
-type ServiceLabels = Record<(typeof SERVICE_LABELS)[number], string>;
 
 /**
  * The namespace and name of an owner id ("namespace/name" in Kubernetes, "file:name" for
@@ -32,7 +28,7 @@ export class AgentMetrics {
   });
   readonly syncStageDuration = new Histogram({
     name: 'portlb_sync_stage_duration_seconds',
-    help: 'Time one sync pass spent in each stage (desired, read, sysctl, netfilter, vips, plan, ipvs, announce)',
+    help: 'Time one sync pass spent in each stage (desired, read, sysctl, netfilter, vips, plan, ipvs, announce); readback and verify: the periodic resync beside the passes',
     labelNames: ['stage'],
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
@@ -40,6 +36,12 @@ export class AgentMetrics {
   readonly syncs = new Counter({
     name: 'portlb_syncs_total',
     help: 'Sync passes by result',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  readonly resyncs = new Counter({
+    name: 'portlb_resyncs_total',
+    help: 'Periodic resyncs by verdict: clean (the kernel as the passes left it), drift (a full pass repairs it), unknown (a full pass decides)',
     labelNames: ['result'],
     registers: [this.registry],
   });
@@ -70,32 +72,8 @@ export class AgentMetrics {
     help: 'Real servers at weight 0 waiting for their connections to end',
     registers: [this.registry],
   });
-  // Kernel counters, read at scrape time (set from the kernel's value: a counter that
-  // restarts from 0 when the virtual service is recreated, which rate() handles).
-  readonly serviceConnections = new Counter({
-    name: 'portlb_ipvs_service_connections_total',
-    help: 'Connections scheduled by a virtual service (kernel counter)',
-    labelNames: SERVICE_LABELS,
-    registers: [this.registry],
-  });
-  readonly serviceBytesIn = new Counter({
-    name: 'portlb_ipvs_service_bytes_in_total',
-    help: 'Bytes in through a virtual service (kernel counter)',
-    labelNames: SERVICE_LABELS,
-    registers: [this.registry],
-  });
-  readonly serviceBytesOut = new Counter({
-    name: 'portlb_ipvs_service_bytes_out_total',
-    help: 'Bytes out through a virtual service (kernel counter)',
-    labelNames: SERVICE_LABELS,
-    registers: [this.registry],
-  });
-  readonly activeConnections = new Gauge({
-    name: 'portlb_ipvs_active_connections',
-    help: 'Active connections per virtual service',
-    labelNames: SERVICE_LABELS,
-    registers: [this.registry],
-  });
+  /** The per-service families, encoded, kept between stats reads (see setServiceStats). */
+  private serviceChunks: readonly Buffer[] = [Buffer.from(SERVICE_FAMILIES.map(familyHeader).join(''))];
   readonly poolAddresses = new Gauge({
     name: 'portlb_pool_addresses',
     help: 'Addresses an address pool can hand out (Kubernetes mode)',
@@ -263,36 +241,116 @@ export class AgentMetrics {
   }
 
   /**
-   * The per-service kernel figures, replaced whole: `table` is what the kernel has (only
-   * portlb's services), `owners` the owner id of each service id from the last pass.
+   * The per-service kernel figures, replaced whole: `table` is what the kernel has,
+   * `include` which of its services are portlb's, `owners` the owner id of each service id
+   * from the last pass. Rendered and encoded here, in slices (`pause` after each service
+   * and each chunk), not at every scrape: at 10,000 services prom-client took seconds of
+   * one event-loop turn in UML to set and format the 40,000 series (4 MB), on every scrape;
+   * a scrape now sends the chunks as they are.
    */
-  setServiceStats(
-    table: readonly (ServiceState & { id: string })[],
+  async setServiceStats(
+    table: readonly ServiceState[],
+    include: (s: ServiceState) => boolean,
     owners: ReadonlyMap<string, string>,
-  ): void {
-    for (const m of [
-      this.serviceConnections,
-      this.serviceBytesIn,
-      this.serviceBytesOut,
-      this.activeConnections,
-    ])
-      m.reset();
+    pause: () => Promise<void> = async () => {},
+  ): Promise<void> {
+    const lines: string[][] = SERVICE_FAMILIES.map(() => []);
     for (const s of table) {
+      await pause();
       const key = s.service.key;
-      if (key.kind !== 'address') continue;
-      const labels: ServiceLabels = {
-        ...ownerLabels(owners.get(s.id)),
-        vip: key.address,
-        port: String(key.port),
-        protocol: key.protocol,
-      };
-      this.serviceConnections.inc(labels, s.stats?.connections ?? 0);
-      this.serviceBytesIn.inc(labels, s.stats?.bytesIn ?? 0);
-      this.serviceBytesOut.inc(labels, s.stats?.bytesOut ?? 0);
-      this.activeConnections.set(
-        labels,
-        s.destinations.reduce((n, d) => n + d.activeConnections, 0),
-      );
+      if (key.kind !== 'address' || !include(s)) continue;
+      const owner = ownerLabels(owners.get(serviceId(key)));
+      const labels = `{namespace="${labelValue(owner.namespace)}",service="${labelValue(owner.service)}",vip="${key.address}",port="${key.port}",protocol="${key.protocol}"}`;
+      SERVICE_FAMILIES.forEach((f, i) => {
+        lines[i]!.push(`${f.name}${labels} ${f.value(s)}\n`);
+      });
     }
+    const chunks: Buffer[] = [];
+    for (const [i, f] of SERVICE_FAMILIES.entries()) {
+      const family = lines[i]!;
+      chunks.push(Buffer.from(familyHeader(f)));
+      for (let at = 0; at < family.length; at += CHUNK_LINES) {
+        chunks.push(Buffer.from(family.slice(at, at + CHUNK_LINES).join('')));
+        await pause();
+      }
+    }
+    this.serviceChunks = chunks;
+  }
+
+  /**
+   * The whole exposition, in chunks to send one after another: prom-client's registry,
+   * then the per-service families (prom-client's format: a blank line between families).
+   */
+  async expositionChunks(): Promise<readonly (string | Buffer)[]> {
+    return [await this.registry.metrics(), ...this.serviceChunks];
+  }
+
+  /** The whole exposition as one text (tests, small tables). */
+  async exposition(): Promise<string> {
+    return (await this.expositionChunks()).map((c) => c.toString()).join('');
+  }
+
+  /** A family's label names (undefined: no such family). */
+  labelNamesOf(name: string): readonly string[] | undefined {
+    if (SERVICE_FAMILIES.some((f) => f.name === name)) return SERVICE_LABELS;
+    const m = this.registry.getSingleMetric(name) as { labelNames?: string[] } | undefined;
+    return m ? (m.labelNames ?? []) : undefined;
+  }
+
+  /** Every family's name (the registry's and the per-service ones). */
+  async familyNames(): Promise<string[]> {
+    return [
+      ...(await this.registry.getMetricsAsJSON()).map((m) => m.name),
+      ...SERVICE_FAMILIES.map((f) => f.name),
+    ];
   }
 }
+
+/** A virtual service's labels: the Service it serves (namespace and name) and the address. */
+const SERVICE_LABELS = ['namespace', 'service', 'vip', 'port', 'protocol'] as const;
+
+/**
+ * The per-service families, in the text format prom-client writes (HELP, TYPE, one line a
+ * series; families apart by a blank line). Kernel counters are set from the kernel's value:
+ * a counter that restarts from 0 when the virtual service is recreated, which rate() handles.
+ */
+const SERVICE_FAMILIES: readonly {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge';
+  value: (s: ServiceState) => number;
+}[] = [
+  {
+    name: 'portlb_ipvs_service_connections_total',
+    help: 'Connections scheduled by a virtual service (kernel counter)',
+    type: 'counter',
+    value: (s) => s.stats?.connections ?? 0,
+  },
+  {
+    name: 'portlb_ipvs_service_bytes_in_total',
+    help: 'Bytes in through a virtual service (kernel counter)',
+    type: 'counter',
+    value: (s) => s.stats?.bytesIn ?? 0,
+  },
+  {
+    name: 'portlb_ipvs_service_bytes_out_total',
+    help: 'Bytes out through a virtual service (kernel counter)',
+    type: 'counter',
+    value: (s) => s.stats?.bytesOut ?? 0,
+  },
+  {
+    name: 'portlb_ipvs_active_connections',
+    help: 'Active connections per virtual service',
+    type: 'gauge',
+    value: (s) => s.destinations.reduce((n, d) => n + d.activeConnections, 0),
+  },
+];
+
+/** Series per encoded chunk: about 50 KB, a few milliseconds to encode even in UML. */
+const CHUNK_LINES = 500;
+
+const familyHeader = (f: (typeof SERVICE_FAMILIES)[number]): string =>
+  `\n# HELP ${f.name} ${f.help}\n# TYPE ${f.name} ${f.type}\n`;
+
+/** A label value as the text format wants it (Kubernetes names need none of this; owner ids from a file might). */
+const labelValue = (v: string): string => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');

@@ -78,6 +78,9 @@ async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[]; health?: HealthCheck
     owns,
     timeouts: { tcpFin: 15 },
     clock,
+    // Passes here never yield to the event loop on their own (data-plane.test.ts tests that):
+    // a yield lets `settle` move the manual clock in the middle of a pass.
+    sliceMs: Number.POSITIVE_INFINITY,
   });
   const logs: { level: number; msg: string; service?: string; vip?: string; reason?: string }[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => logs.push(JSON.parse(line)) });
@@ -92,6 +95,7 @@ async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[]; health?: HealthCheck
     minIntervalMs: 200,
     resyncMs: 60_000,
     retryMaxMs: 5_000,
+    sliceMs: Number.POSITIVE_INFINITY,
   });
   // Moves the clock until no pass is running or queued (passes wait out the minimum interval).
   const settle = async () => {
@@ -762,10 +766,55 @@ describe('reconciler + data plane (fakes)', () => {
     await t.clock.advance(12_000);
     await t.settle();
     assert.equal(reads, 2, 'one read-back, resyncMs after the full pass ended');
-    assert.equal(t.r.last?.full, true, 'then a full pass that compares against it');
     await t.clock.advance(30_000);
     await t.settle();
-    assert.equal(reads, 2, 'the full pass used the read-back; the next is due a resync later');
+    assert.equal(reads, 2, 'the read-back matched: verified, the next is due a resync later');
+    assert.equal(t.r.last?.full, false, 'and no full pass: a plain one (liveness counts passes)');
+  });
+
+  test('a resync whose read-back matches what the passes applied runs no pass; a difference runs a full one that repairs it', async () => {
+    const t = await rig();
+    t.source.intents = [intent('web', '203.0.113.10', [ep('10.0.0.1'), ep('10.0.0.2')])];
+    t.r.start();
+    await t.settle();
+    const passes = t.r.passes;
+    await t.clock.advance(61_000);
+    await t.settle();
+    assert.equal(t.r.passes, passes + 1);
+    assert.equal(t.r.last?.full, false, 'nothing changed in the kernel: no full pass');
+    assert.equal(t.r.last?.report.applied['add-service'], 0);
+    // Someone deletes the IPVS service: the next resync finds it gone and a full pass restores it.
+    await t.ipvs.deleteService({
+      kind: 'address',
+      family: 'ipv4',
+      protocol: 'tcp',
+      address: '203.0.113.10',
+      port: 80,
+    });
+    await t.clock.advance(61_000);
+    await t.settle();
+    assert.equal(t.r.passes, passes + 2);
+    assert.equal(t.r.last?.full, true);
+    assert.equal((await t.ipvs.getTable()).length, 1, 'restored');
+    assert.ok(t.logs.some((l) => l.msg === 'resync: the kernel changed; a full pass repairs it'));
+    // Someone removes the VIP address: the same.
+    t.addresses.addresses.delete('203.0.113.10');
+    await t.clock.advance(61_000);
+    await t.settle();
+    assert.equal(t.r.passes, passes + 3);
+    assert.equal(t.r.last?.full, true);
+    assert.ok(t.addresses.addresses.has('203.0.113.10'), 'the VIP is back');
+    // A sysctl reset by hand: the same.
+    await t.ipvs.setSysctls({ expire_nodest_conn: 0 });
+    await t.clock.advance(61_000);
+    await t.settle();
+    assert.equal(t.r.passes, passes + 4);
+    assert.equal(t.r.last?.full, true);
+    assert.equal((await t.ipvs.getSysctls()).expire_nodest_conn, 1);
+    await t.clock.advance(61_000);
+    await t.settle();
+    assert.equal(t.r.passes, passes + 5);
+    assert.equal(t.r.last?.full, false, 'repaired: the next resync is clean again');
   });
 
   test('a wall-clock step changes no interval: passes keep their pace, drains their length', async () => {

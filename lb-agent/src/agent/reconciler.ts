@@ -12,11 +12,12 @@ import { describeError, errorCode } from '../errors.ts';
 import type { NodeStatusReport } from '../k8s/node-status.ts';
 import { backoffDelay, type Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
+import { TimeSlicer } from '../util/slicer.ts';
 import {
   type AnnounceOptions,
   adAddress,
-  announcements,
   announcementsPatch,
+  announcementsSliced,
   servicesByVip,
   type Withheld,
 } from './announcer.ts';
@@ -89,6 +90,8 @@ export interface ReconcilerOptions {
   metrics?: AgentMetrics;
   minIntervalMs: number;
   resyncMs: number;
+  /** How long a pass's own work may hold the event loop before it yields (ms; default 8). */
+  sliceMs?: number;
   retryMaxMs: number;
   /** How often a pass runs while backends drain (their connection counts decide when they go). */
   drainCheckMs?: number;
@@ -203,14 +206,30 @@ export class Reconciler {
       if (verified === undefined || dataPlane.fullPassRunning() || this.fullPassesDone === this.fullAskedAt)
         continue;
       if (clock.monotonic() < verified + resyncMs) continue;
-      // The periodic read-back runs beside the passes; the full pass then only compares.
+      // The periodic read-back runs beside the passes, and so does its comparison with what
+      // the passes applied: only a difference (or doubt) takes a full pass, which every
+      // change would wait behind.
       const t0 = this.o.clock.monotonic();
       try {
-        this.readBack = await this.o.dataPlane.readBack();
+        const readBack = await this.o.dataPlane.readBack();
+        const t1 = this.o.clock.monotonic();
+        this.o.metrics?.syncStageDuration.observe({ stage: 'readback' }, (t1 - t0) / 1000);
+        const { verdict, what } = await this.o.dataPlane.verify(readBack);
         this.o.metrics?.syncStageDuration.observe(
-          { stage: 'readback' },
-          (this.o.clock.monotonic() - t0) / 1000,
+          { stage: 'verify' },
+          (this.o.clock.monotonic() - t1) / 1000,
         );
+        this.o.metrics?.resyncs.inc({ result: verdict });
+        if (verdict === 'clean') {
+          this.log.debug('resync: the kernel is as the passes left it');
+          // Still a pass, through the queue (an incremental one: nothing to do, a few
+          // milliseconds): liveness means passes complete, not that a resync found nothing.
+          this.trigger();
+          continue;
+        }
+        if (verdict === 'drift')
+          this.log.info({ what }, 'resync: the kernel changed; a full pass repairs it');
+        this.readBack = readBack;
       } catch (err) {
         // Unknown, not empty: nothing changes for it, and the full pass reads for itself.
         this.o.metrics?.errors.inc({ code: errorCode(err), step: 'read' });
@@ -292,6 +311,8 @@ export class Reconciler {
       return;
     }
     const tDesired = this.o.clock.monotonic();
+    // The pass's own steps yield to the event loop once they have held it this long.
+    const slicer = new TimeSlicer(this.o.sliceMs);
     // Only some services' backends changed since the last pass, whose announcements all
     // reached the speaker: only their VIPs are decided again.
     const last = this.last;
@@ -340,6 +361,7 @@ export class Reconciler {
     const report = await dataPlane.apply(desired, full, readBack);
     const tApplied = this.o.clock.monotonic();
     const byVip = this.servicesByVip(desired, !!delta);
+    await slicer.check();
     const decided =
       touched && report.incremental
         ? announcementsPatch(
@@ -350,9 +372,15 @@ export class Reconciler {
             { ...last!, ads: this.announced },
             touched,
           )
-        : { ...announcements(desired, report, this.announcedByPrefix, announce, byVip), changed: true };
+        : {
+            ...(await announcementsSliced(desired, report, this.announcedByPrefix, announce, byVip, () =>
+              slicer.pause(),
+            )),
+            changed: true,
+          };
     // Unchanged: the same advertisements as announced (the speaker is not called).
     const ads = decided.changed ? decided.ads : this.announced;
+    await slicer.check();
     const { withheld, kept } = decided;
     if (decided.changed && speaker) {
       try {

@@ -2,11 +2,13 @@
 // which backends and live connection counts, which VIPs it announces or withholds and
 // why, its BGP peers, its last pass. Built from the last pass and a read of the kernel.
 import type { PeerStatus } from '../bgp/types.ts';
+import type { DesiredVirtualService } from '../core/desired.ts';
 import type { ServiceHealth } from '../health/checker.ts';
 import type { ServiceState } from '../ipvs/types.ts';
 import { destinationId, serviceId } from '../ipvs/types.ts';
-import type { NodeStatusReport } from '../k8s/node-status.ts';
+import { NODE_STATUS_LIMITS, type NodeStatusReport } from '../k8s/node-status.ts';
 import { type Clock, wallTimeOf } from '../util/clock.ts';
+import { runSteps, runStepsSliced } from '../util/steps.ts';
 import { vipPrefix } from './announcer.ts';
 import type { BfdStatus } from './bfd-lane.ts';
 import type { PassResult } from './reconciler.ts';
@@ -33,25 +35,53 @@ export interface StatusInput {
 }
 
 /** IPVS service id -> the owner (Service or file entry) that asked for it in the last pass. */
-export function ownersById(last: PassResult | undefined): Map<string, string> {
-  return new Map((last?.desired.virtualServices ?? []).map((v) => [serviceId(v.spec.service.key), v.owner]));
+export const ownersById = (last: PassResult | undefined): Map<string, string> => runSteps(ownerSteps(last));
+
+/** The same, in slices (`pause` after each service): for the periodic stats read at 10,000 services. */
+export const ownersByIdSliced = (
+  last: PassResult | undefined,
+  pause: () => Promise<void>,
+): Promise<Map<string, string>> => runStepsSliced(ownerSteps(last), pause);
+
+function* ownerSteps(last: PassResult | undefined): Generator<void, Map<string, string>> {
+  const owners = new Map<string, string>();
+  for (const v of last?.desired.virtualServices ?? []) {
+    owners.set(serviceId(v.spec.service.key), v.owner);
+    yield;
+  }
+  return owners;
 }
 
 /**
  * Each VIP of the last pass: announced, or withheld and why, or kept through doubt. One
  * lookup per VIP (a node may hold thousands, most of them withheld while it starts).
  */
-export function vipStates(last: PassResult | undefined) {
+export const vipStates = (last: PassResult | undefined): VipState[] => runSteps(vipSteps(last));
+
+interface VipState {
+  address: string;
+  owners: string[];
+  announced: boolean;
+  withheld: string | null;
+  kept: boolean;
+}
+
+function* vipSteps(last: PassResult | undefined): Generator<void, VipState[]> {
   const announced = new Set((last?.ads ?? []).map((a) => a.prefix));
   const withheld = new Map((last?.withheld ?? []).map((w) => [w.address, w.reason]));
   const kept = new Set(last?.kept ?? []);
-  return (last?.desired.vips ?? []).map((v) => ({
-    address: v.address,
-    owners: v.owners,
-    announced: announced.has(vipPrefix(v.address, v.family)),
-    withheld: withheld.get(v.address) ?? null,
-    kept: kept.has(v.address),
-  }));
+  const out: VipState[] = [];
+  for (const v of last?.desired.vips ?? []) {
+    out.push({
+      address: v.address,
+      owners: v.owners,
+      announced: announced.has(vipPrefix(v.address, v.family)),
+      withheld: withheld.get(v.address) ?? null,
+      kept: kept.has(v.address),
+    });
+    yield;
+  }
+  return out;
 }
 
 export function buildStatus(s: StatusInput): Record<string, unknown> {
@@ -135,10 +165,26 @@ export interface NodeReportInput {
 /**
  * What this node does for the cluster view (its PortlbNodeStatus), from the last pass
  * alone: the weights it asked for, no kernel read (that costs seconds at scale; the node's
- * own /status has the live counters).
+ * own /status has the live counters). Every VIP and service is counted, but only those the
+ * object keeps (NODE_STATUS_LIMITS, first by address and id) are built, and the walk
+ * yields (`pause` after each VIP and service): at 10,000 services x 10 backends, building
+ * every backend every 10 s held the event loop for hundreds of milliseconds in UML.
  */
-export function nodeReport(s: NodeReportInput): NodeStatusReport {
+export async function nodeReport(
+  s: NodeReportInput,
+  pause: () => Promise<void> = async () => {},
+): Promise<NodeStatusReport> {
+  const L = NODE_STATUS_LIMITS;
   const last = s.last;
+  const vips = await runStepsSliced(vipSteps(last), pause);
+  const announced = vips.filter((v) => v.announced).length;
+  vips.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  const all: { id: string; v: DesiredVirtualService }[] = [];
+  for (const v of last?.desired.virtualServices ?? []) {
+    all.push({ id: serviceId(v.spec.service.key), v });
+    await pause();
+  }
+  all.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const bfd = new Map((s.bfd?.sessions ?? []).map((x) => [x.peer, x.state]));
   const health = new Map<string, string>();
   for (const h of s.health)
@@ -158,20 +204,22 @@ export function nodeReport(s: NodeReportInput): NodeStatusReport {
       state: p.state,
       bfd: s.bfd ? (bfd.get(p.address) ?? null) : null,
     })),
-    vips: vipStates(last).map(({ kept: _, ...v }) => v),
-    services: (last?.desired.virtualServices ?? []).map((v) => {
-      const id = serviceId(v.spec.service.key);
-      return {
-        id,
-        vip: v.vip,
-        owner: v.owner,
-        state: last?.report.services.get(id)?.outcome ?? 'unknown',
-        backends: v.spec.destinations.map((d) => ({
+    vips: vips.slice(0, L.vips).map(({ kept: _, ...v }) => v),
+    services: all.slice(0, L.services).map(({ id, v }) => ({
+      id,
+      vip: v.vip,
+      owner: v.owner,
+      state: last?.report.services.get(id)?.outcome ?? 'unknown',
+      backendCount: v.spec.destinations.length,
+      backends: v.spec.destinations
+        .map((d) => ({
           address: destinationId(d),
           weight: d.weight,
           health: health.get(`${v.owner}|${d.address}|${d.port}`) ?? null,
-        })),
-      };
-    }),
+        }))
+        .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0))
+        .slice(0, L.backendsPerService),
+    })),
+    counts: { vips: vips.length, vipsAnnounced: announced, services: all.length },
   };
 }

@@ -57,7 +57,7 @@ export class LinkAddressManager implements AddressManager {
   }
 
   async list(): Promise<string[]> {
-    return this.rt.addresses(this.link()).map((a) => a.address);
+    return (await this.rt.addresses(this.link())).map((a) => a.address);
   }
 
   async sync(

@@ -71,10 +71,7 @@ export async function cleanupCommand(argv: string[]): Promise<number> {
     const onInterface = new Set(
       index === undefined
         ? []
-        : rt
-            .addresses(index)
-            .map((a) => a.address)
-            .filter((a) => !/^fe[89ab]/i.test(a)),
+        : (await rt.addresses(index)).map((a) => a.address).filter((a) => !/^fe[89ab]/i.test(a)),
     );
     const ours = (address: string) =>
       onInterface.has(canonicalIp(address) ?? address) || blocks.some((b) => blockContains(b, address));

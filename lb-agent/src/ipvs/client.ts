@@ -25,6 +25,17 @@ export interface ListOptions {
    * (default 8; Infinity: never, as before, for comparison in bench/).
    */
   sliceMs?: number;
+  /**
+   * A read of the whole table (the periodic read-back, the stats for /metrics): the netlink
+   * client reads it on a socket of its own, so that a pass's small reads never wait for
+   * one of its dumps (a kernel socket runs one dump at a time).
+   */
+  bulk?: boolean;
+  /**
+   * Nobody waits for this read (the resync's read-back beside the passes): between slices
+   * it rests as long as it worked, leaving at least half of the event loop to the rest.
+   */
+  background?: boolean;
 }
 
 export interface ServiceListing {
@@ -79,11 +90,11 @@ export abstract class IpvsClientBase implements IpvsClient {
   /**
    * Every service with its real servers: one dump for the services, one per service for
    * its destinations (the kernel has no other way). At 10,000 services that is seconds of
-   * work, so it yields to the event loop between dumps (each dump is complete by then: no
-   * reply of it is left on the socket for another request to read).
+   * work, so it yields to the event loop between dumps (and within the services dump).
    */
   async getTable(options?: ListOptions): Promise<ServiceState[]> {
-    const slicer = new TimeSlicer(options?.sliceMs);
+    const slicer = new TimeSlicer(options?.sliceMs, undefined, options?.background ? 1 : 0);
+    options = { ...options, bulk: true };
     const services = await this.listServices(options);
     const table: ServiceState[] = [];
     for (const { service, stats } of services) {

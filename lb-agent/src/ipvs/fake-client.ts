@@ -1,6 +1,7 @@
 // An in-memory IPVS with the kernel's semantics (ip_vs_ctl.c, 6.1): the same checks in
 // the same order, answered with the same errno, mapped to the same IpvsError codes as
 // the netlink client. The conformance suite runs against both to keep them honest.
+import { TimeSlicer } from '../util/slicer.ts';
 import { IpvsClientBase, type ListOptions, type ServiceListing } from './client.ts';
 import { type IpvsError, ipvsErrorFor } from './errors.ts';
 import { normalizeOperation, normalizeRealServer, normalizeService } from './normalize.ts';
@@ -46,8 +47,15 @@ export class FakeIpvsClient extends IpvsClientBase {
     return { version: '1.2.1', connectionTableSize: 4096 };
   }
 
-  async listServices(_options?: ListOptions): Promise<ServiceListing[]> {
-    return [...this.table.values()].map((e) => ({ service: clone(e.service), stats: undefined }));
+  async listServices(options?: ListOptions): Promise<ServiceListing[]> {
+    // Like the real dump, decoded in slices that yield.
+    const slicer = new TimeSlicer(options?.sliceMs, undefined, options?.background ? 1 : 0);
+    const out: ServiceListing[] = [];
+    for (const e of [...this.table.values()]) {
+      out.push({ service: clone(e.service), stats: undefined });
+      await slicer.pause();
+    }
+    return out;
   }
 
   async listDestinations(key: ServiceKey, _options?: ListOptions): Promise<RealServerState[]> {

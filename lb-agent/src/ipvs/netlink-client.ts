@@ -6,7 +6,7 @@ import {
   type NlRequest,
   type SocketOptions,
 } from '../netlink/socket.ts';
-import type { NlWriter } from '../netlink/wire.ts';
+import type { NlMessage, NlWriter } from '../netlink/wire.ts';
 import { parseAttrs } from '../netlink/wire.ts';
 import { TimeSlicer } from '../util/slicer.ts';
 import { IpvsClientBase, type ListOptions, type ServiceListing } from './client.ts';
@@ -70,14 +70,29 @@ function writeOperation(w: NlWriter, op: IpvsOperation): void {
 /** IpvsClient over Generic Netlink (family "IPVS"), in the caller's network namespace. */
 export class NetlinkIpvsClient extends IpvsClientBase {
   private readonly socket: NetlinkSocket;
+  /** Whole-table reads' own socket (ListOptions.bulk), opened on first use. */
+  private bulkSocket: NetlinkSocket | undefined;
+  private readonly socketOptions: NetlinkIpvsOptions['socket'];
   private readonly family: number;
   private readonly sysctls: SysctlStore;
 
-  private constructor(socket: NetlinkSocket, family: number, sysctls: SysctlStore) {
+  private constructor(
+    socket: NetlinkSocket,
+    family: number,
+    sysctls: SysctlStore,
+    socketOptions: NetlinkIpvsOptions['socket'],
+  ) {
     super();
     this.socket = socket;
     this.family = family;
     this.sysctls = sysctls;
+    this.socketOptions = socketOptions;
+  }
+
+  private dumpSocket(options: ListOptions): NetlinkSocket {
+    if (!options.bulk) return this.socket;
+    this.bulkSocket ??= new NetlinkSocket(NETLINK_GENERIC, this.socketOptions);
+    return this.bulkSocket;
   }
 
   /** Opens a socket and resolves the IPVS family (which makes the kernel load ip_vs if it can). */
@@ -92,7 +107,7 @@ export class NetlinkIpvsClient extends IpvsClientBase {
             'in a container, the node must have the module loaded or /lib/modules mounted',
         );
       }
-      return new NetlinkIpvsClient(socket, family, options.sysctls ?? new ProcSysctls());
+      return new NetlinkIpvsClient(socket, family, options.sysctls ?? new ProcSysctls(), options.socket);
     } catch (err) {
       socket.close();
       throw err;
@@ -124,17 +139,18 @@ export class NetlinkIpvsClient extends IpvsClientBase {
   }
 
   async listServices(options: ListOptions = {}): Promise<ServiceListing[]> {
-    let replies: ReturnType<NetlinkSocket['dump']>;
+    // 10,000 services are megabytes of replies and their decoding: both in slices.
+    const slicer = new TimeSlicer(options.sliceMs, undefined, options.background ? 1 : 0);
+    let replies: NlMessage[];
     try {
-      replies = this.socket.dump(
+      replies = await this.dumpSocket(options).dump(
         this.request(K.IPVS_CMD_GET_SERVICE, () => {}),
         'IPVS list services',
+        () => slicer.pause(),
       );
     } catch (err) {
       return this.wrap(err, 'IPVS list services');
     }
-    // Decoding 10,000 services is the long part: in slices (the dump itself is complete).
-    const slicer = new TimeSlicer(options.sliceMs);
     const out: ServiceListing[] = [];
     for (const r of replies) {
       await slicer.pause();
@@ -144,9 +160,9 @@ export class NetlinkIpvsClient extends IpvsClientBase {
   }
 
   async listDestinations(key: ServiceKey, options: ListOptions = {}): Promise<RealServerState[]> {
-    let replies: ReturnType<NetlinkSocket['dump']>;
+    let replies: NlMessage[];
     try {
-      replies = this.socket.dump(
+      replies = await this.dumpSocket(options).dump(
         this.request(K.IPVS_CMD_GET_DEST, (w) => writeServiceKey(w, key)),
         'IPVS list destinations',
       );
@@ -201,5 +217,6 @@ export class NetlinkIpvsClient extends IpvsClientBase {
 
   close(): void {
     this.socket.close();
+    this.bulkSocket?.close();
   }
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { drainKey, type PlanInput, planIpvs, summarizePlan } from './planner.ts';
+import { drainKey, type PlanInput, planIpvs, planIpvsSliced, summarizePlan } from './planner.ts';
 import type {
   AddressServiceKey,
   RealServer,
@@ -257,6 +257,45 @@ describe('planIpvs', () => {
     assert.equal(plan([spec], drifted, { unchanged: () => true }).operations.length, 0);
   });
 
+  test('planned in slices, the plan is the same, with a pause between services', async () => {
+    const specs: ServiceSpec[] = [];
+    const actual: ServiceState[] = [];
+    for (let i = 0; i < 40; i++) {
+      const k = key(`10.96.1.${i}`);
+      const s: ServiceSpec = {
+        service: service(k, i % 2 ? 'mh' : 'rr'),
+        destinations: [real(`10.1.${i}.2`), real(`10.1.${i}.1`, i % 5 === 0 ? 3 : 1)],
+      };
+      if (i % 3) specs.push(s);
+      // The kernel: some converged, some with another weight or an extra backend, some missing.
+      if (i % 4)
+        actual.push({
+          service: s.service,
+          destinations: [
+            state(real(`10.1.${i}.1`)),
+            state(real(`10.1.${i}.2`)),
+            ...(i % 7 ? [] : [state(real('10.9.9.9'), 2)]),
+          ],
+        });
+    }
+    const input: PlanInput = {
+      desired: specs,
+      actual,
+      owns,
+      now: 1,
+      draining: new Map(),
+      drainTimeoutMs: 60_000,
+    };
+    let pauses = 0;
+    const sliced = await planIpvsSliced(input, async () => {
+      pauses++;
+    });
+    const whole = planIpvs(input);
+    assert.ok(whole.operations.length > 10);
+    assert.deepEqual(sliced, whole);
+    assert.ok(pauses >= specs.length, `${pauses} pauses for ${specs.length} services`);
+  });
+
   describe('mh: one destination order whatever the history', () => {
     const mhSvc = service(key('10.96.0.9'), 'mh');
     const ops = (r: ReturnType<typeof plan>) =>
@@ -313,6 +352,17 @@ describe('planIpvs', () => {
         'delete-destination 10.0.0.1',
         'add-destination 10.0.0.1',
         'update-destination 10.0.0.3',
+      ]);
+    });
+
+    test('planned twice, a new mh service is added in the same order (its sorted list is kept, never modified)', () => {
+      const s = { service: mhSvc, destinations: [real('10.0.0.2'), real('10.0.0.10'), real('10.0.0.1')] };
+      const first = ops(plan([s], []));
+      assert.deepEqual(ops(plan([s], [])), first);
+      assert.deepEqual(first.slice(1), [
+        'add-destination 10.0.0.10',
+        'add-destination 10.0.0.2',
+        'add-destination 10.0.0.1',
       ]);
     });
 

@@ -14,8 +14,13 @@ export class IpvsStateCache {
    * Replaces everything with a fresh read-back, except the services in `keep`: those were
    * written (or read) while the read-back ran, so what this cache has for them is newer.
    */
-  reset(table: readonly ServiceState[], now: number, keep: ReadonlySet<string> = new Set()): void {
-    const fresh = new Map(table.map((s) => [serviceId(s.service.key), s]));
+  reset(
+    table: readonly ServiceState[] | Map<string, ServiceState>,
+    now: number,
+    keep: ReadonlySet<string> = new Set(),
+  ): void {
+    // A map (by serviceId) is taken over as it is: the caller hands it on.
+    const fresh = table instanceof Map ? table : new Map(table.map((s) => [serviceId(s.service.key), s]));
     for (const id of keep) {
       const mine = this.services.get(id);
       if (mine) fresh.set(id, mine);

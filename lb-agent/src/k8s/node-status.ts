@@ -46,8 +46,12 @@ export interface NodeStatusReport {
     owner: string;
     /** programmed / not-programmed / unknown. */
     state: string;
+    /** All its backends (`backends` may hold only the first ones). */
+    backendCount?: number;
     backends: { address: string; weight: number; health: string | null }[];
   }[];
+  /** The totals, when `vips` and `services` hold only the first ones (those the object keeps). */
+  counts?: { vips: number; vipsAnnounced: number; services: number };
 }
 
 const byKey =
@@ -60,7 +64,11 @@ export function nodeStatusObject(report: NodeStatusReport, nodeUid: string): Jso
   const L = NODE_STATUS_LIMITS;
   const vips = [...report.vips].sort(byKey((v) => v.address));
   const services = [...report.services].sort(byKey((s) => s.id));
-  const announced = vips.filter((v) => v.announced).length;
+  const counts = report.counts ?? {
+    vips: vips.length,
+    vipsAnnounced: vips.filter((v) => v.announced).length,
+    services: services.length,
+  };
   return {
     apiVersion: `${NODE_STATUS.group}/${NODE_STATUS.version}`,
     kind: NODE_STATUS.kind,
@@ -79,8 +87,8 @@ export function nodeStatusObject(report: NodeStatusReport, nodeUid: string): Jso
         lastSync: report.lastSync,
       },
       summary: {
-        vipsAnnounced: announced,
-        vipsWithheld: vips.length - announced,
+        vipsAnnounced: counts.vipsAnnounced,
+        vipsWithheld: counts.vips - counts.vipsAnnounced,
         peersEstablished: report.peers.filter((p) => p.state === 'established').length,
         peers: report.peers.length,
       },
@@ -97,12 +105,12 @@ export function nodeStatusObject(report: NodeStatusReport, nodeUid: string): Jso
         vip: s.vip,
         owner: s.owner,
         state: s.state,
-        backendCount: s.backends.length,
+        backendCount: s.backendCount ?? s.backends.length,
         backends: [...s.backends].sort(byKey((b) => b.address)).slice(0, L.backendsPerService),
       })),
       truncated: {
-        vips: Math.max(0, vips.length - L.vips),
-        services: Math.max(0, services.length - L.services),
+        vips: Math.max(0, counts.vips - L.vips),
+        services: Math.max(0, counts.services - L.services),
       },
     },
   };

@@ -2,6 +2,7 @@
 // find or create a dummy link, bring it up, and list, add and delete its addresses.
 import { PortlbError } from '../errors.ts';
 import { type Family, ipFromKernelBytes, writeKernelAddress } from '../net/ip.ts';
+import { TimeSlicer } from '../util/slicer.ts';
 import { KernelError, NETLINK_ROUTE, NetlinkSocket } from './socket.ts';
 import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, type NlWriter, parseAttrs } from './wire.ts';
 
@@ -119,9 +120,15 @@ export class RtNetlink implements Disposable {
     return true;
   }
 
-  addresses(index: number): LinkAddress[] {
+  /**
+   * The addresses of a link; at 10,000 VIPs the dump and its decoding go in slices
+   * (`pause`, a TimeSlicer's by default).
+   */
+  async addresses(index: number, pause?: () => Promise<void>): Promise<LinkAddress[]> {
+    const slicer = new TimeSlicer();
+    pause ??= () => slicer.pause();
     const out: LinkAddress[] = [];
-    const replies = this.socket.dump(
+    const replies = await this.socket.dump(
       {
         type: RTM_GETADDR,
         body: (w) => {
@@ -129,8 +136,10 @@ export class RtNetlink implements Disposable {
         },
       },
       'list addresses',
+      pause,
     );
     for (const r of replies) {
+      await pause();
       if (r.type !== RTM_NEWADDR) continue;
       const p = r.payload;
       if (p.readUInt32LE(4) !== index) continue;

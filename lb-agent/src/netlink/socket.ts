@@ -115,7 +115,15 @@ export class NetlinkSocket implements Disposable {
   private seq: number;
   private readonly timeoutMs: number;
   private readonly maxBatchBytes: number;
-  private dumping = false;
+  /** The dump in progress (the kernel answers EBUSY to a second one): the next waits for it. */
+  private dumpDone: Promise<void> = Promise.resolve();
+  /**
+   * A dump that yields between datagrams (at 10,000 IPVS services or VIP addresses its
+   * replies are megabytes) shares the socket meanwhile: a request made then may read the
+   * dump's next datagram while it waits for its own answer. Such messages are kept here, by
+   * sequence number, for the dump to take first when it resumes.
+   */
+  private readonly kept = new Map<number, NlMessage[]>();
 
   constructor(protocol: number, options: SocketOptions = {}) {
     this.lib = loadAddon();
@@ -153,6 +161,16 @@ export class NetlinkSocket implements Disposable {
       throw new NetlinkError('NETLINK_TIMEOUT', `no answer from the kernel within ${this.timeoutMs} ms`);
     }
     return parseMessages(datagram).filter((m) => m.type !== NLMSG_NOOP);
+  }
+
+  /** One datagram's messages for `mine`; a paused dump's are kept for it, anything else is stale. */
+  private receiveFor(mine: (seq: number) => boolean): NlMessage[] {
+    const out: NlMessage[] = [];
+    for (const msg of this.receive()) {
+      if (mine(msg.seq)) out.push(msg);
+      else this.kept.get(msg.seq)?.push(msg);
+    }
+    return out;
   }
 
   private send(data: Buffer): void {
@@ -198,9 +216,9 @@ export class NetlinkSocket implements Disposable {
       this.send(datagram);
       let acked = false;
       while (!acked) {
-        for (const msg of this.receive()) {
-          const at = indexBySeq.get(msg.seq);
-          if (msg.type !== NLMSG_ERROR || at === undefined) continue;
+        for (const msg of this.receiveFor((seq) => indexBySeq.has(seq))) {
+          const at = indexBySeq.get(msg.seq)!;
+          if (msg.type !== NLMSG_ERROR) continue;
           const { errno, extAck } = parseError(msg);
           if (errno !== 0) results[at] = new KernelError(errno, context(at), extAck);
           if (msg.seq === lastSeq) acked = true;
@@ -222,8 +240,7 @@ export class NetlinkSocket implements Disposable {
     this.send(w.finish());
     const replies: NlMessage[] = [];
     for (;;) {
-      for (const msg of this.receive()) {
-        if (msg.seq !== seq) continue;
+      for (const msg of this.receiveFor((s) => s === seq)) {
         if (msg.type === NLMSG_ERROR) {
           const { errno, extAck } = parseError(msg);
           if (errno !== 0) throw new KernelError(errno, context, extAck);
@@ -236,23 +253,37 @@ export class NetlinkSocket implements Disposable {
 
   /**
    * A dump: all multipart replies until NLMSG_DONE. One dump at a time per socket (the
-   * kernel answers EBUSY to a second one).
+   * kernel answers EBUSY to a second one): a dump asked for meanwhile waits its turn.
+   * Requests and batches may run while a dump pauses (see `kept`).
    */
-  dump(req: NlRequest, context: string): NlMessage[] {
-    if (this.dumping) throw new NetlinkError('NETLINK_PROTOCOL', `${context}: a dump is already running`);
-    this.dumping = true;
+  async dump(
+    req: NlRequest,
+    context: string,
+    /** Awaited after each datagram (a TimeSlicer's pause): other work runs meanwhile. */
+    pause?: () => Promise<void>,
+  ): Promise<NlMessage[]> {
+    const before = this.dumpDone;
+    let done!: () => void;
+    this.dumpDone = new Promise((resolve) => {
+      done = resolve;
+    });
+    await before;
+    let seq: number | undefined;
     try {
       const w = new NlWriter(512);
-      const seq = this.nextSeq();
+      seq = this.nextSeq();
       const start = w.beginMessage(req.type, NLM_F_REQUEST | NLM_F_DUMP | (req.flags ?? 0), seq, 0);
       req.body(w);
       w.endMessage(start);
       this.send(w.finish());
+      const own = seq;
+      const kept: NlMessage[] = [];
+      this.kept.set(own, kept);
       const replies: NlMessage[] = [];
       let interrupted = false;
       for (;;) {
-        for (const msg of this.receive()) {
-          if (msg.seq !== seq) continue;
+        const batch = kept.length ? kept.splice(0) : this.receiveFor((s) => s === own);
+        for (const msg of batch) {
           if (msg.flags & NLM_F_DUMP_INTR) interrupted = true;
           if (msg.type === NLMSG_DONE) {
             if (msg.payload.length >= 4) {
@@ -275,9 +306,11 @@ export class NetlinkSocket implements Disposable {
           if (msg.type === NLMSG_OVERRUN) throw new NetlinkError('NETLINK_PROTOCOL', `${context}: overrun`);
           replies.push(msg);
         }
+        if (pause) await pause();
       }
     } finally {
-      this.dumping = false;
+      if (seq !== undefined) this.kept.delete(seq);
+      done();
     }
   }
 

@@ -50,3 +50,36 @@ test('items of 1 ms: it still yields about once per budget', async () => {
   // 80 ms of work in 8 ms budgets: 10 slices at best; a late read of the clock may merge two.
   assert.ok(slicer.yields >= 7 && slicer.yields <= 10, `${slicer.yields} yields`);
 });
+
+test('check(): yields once the budget is used, however few items passed (between steps of different kinds)', async () => {
+  let t = 0;
+  const slicer = new TimeSlicer(8, () => t);
+  await slicer.check();
+  assert.equal(slicer.yields, 0);
+  t = 8;
+  await slicer.check();
+  assert.equal(slicer.yields, 1);
+  t = 15;
+  await slicer.check();
+  assert.equal(slicer.yields, 1, 'the budget restarts at the yield');
+});
+
+test('background work rests between slices as long as it worked: half the event loop stays free', async () => {
+  let t = 0;
+  const slicer = new TimeSlicer(8, () => t, 1);
+  t = 20;
+  const started = performance.now();
+  let immediates = 0;
+  const spin = () => {
+    if (performance.now() - started < 100) {
+      immediates++;
+      setImmediate(spin);
+    }
+  };
+  setImmediate(spin);
+  await slicer.pause();
+  const rested = performance.now() - started;
+  assert.equal(slicer.yields, 1);
+  assert.ok(rested >= 19, `rested ${rested.toFixed(1)} ms after a 20 ms slice`);
+  assert.ok(immediates > 1, 'other work ran meanwhile');
+});

@@ -1,4 +1,4 @@
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:timers/promises';
 
 /**
  * Long synchronous work (decoding a large netlink dump, one service after another) cut
@@ -17,12 +17,15 @@ export class TimeSlicer {
   /** Items since the last yield, and how many pass between two reads of the clock. */
   private items = 0;
   private stride = 1;
+  /** After each slice, rest this many times as long as it worked (0: just yield). */
+  private readonly rest: number;
   yields = 0;
 
-  constructor(budgetMs = 8, now: () => number = () => performance.now()) {
+  constructor(budgetMs = 8, now: () => number = () => performance.now(), rest = 0) {
     this.budgetMs = budgetMs;
     this.now = now;
     this.last = now();
+    this.rest = rest;
   }
 
   async pause(): Promise<void> {
@@ -33,9 +36,25 @@ export class TimeSlicer {
       if (elapsed < this.budgetMs / 8) this.stride *= 2;
       return;
     }
+    await this.yieldNow();
+  }
+
+  /**
+   * Yields if the budget has run out, reading the clock now: between steps of different
+   * kinds (whose cost the item count does not tell), and after awaits that did not reach
+   * the event loop (an await of a settled promise is not a yield).
+   */
+  async check(): Promise<void> {
+    if (this.now() - this.last >= this.budgetMs) await this.yieldNow();
+  }
+
+  private async yieldNow(): Promise<void> {
     this.stride = Math.max(1, Math.floor(this.items / 4));
     this.items = 0;
-    await yieldToEventLoop();
+    // Background work (the resync's read-back) leaves the CPU to the rest between slices:
+    // on a busy node a change's pass then waits for at most one slice, not a queue of them.
+    if (this.rest > 0) await sleep(Math.max(1, (this.now() - this.last) * this.rest));
+    else await yieldToEventLoop();
     this.yields++;
     this.last = this.now();
   }
