@@ -244,9 +244,9 @@ export class AgentMetrics {
    * The per-service kernel figures, replaced whole: `table` is what the kernel has,
    * `include` which of its services are portlb's, `owners` the owner id of each service id
    * from the last pass. Rendered and encoded here, in slices (`pause` after each service
-   * and each chunk), not at every scrape: at 10,000 services prom-client took seconds of
-   * one event-loop turn in UML to set and format the 40,000 series (4 MB), on every scrape;
-   * a scrape now sends the chunks as they are.
+   * and each chunk), not at every scrape: at 10,000 services prom-client's setting and
+   * formatting of the 40,000 series (4 MB) filled most of 3-7 s around each scrape in UML
+   * (under the profiler); a scrape now sends the chunks as they are.
    */
   async setServiceStats(
     table: readonly ServiceState[],
