@@ -7,17 +7,24 @@ import { parseArgs } from 'node:util';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { top: { type: 'string', default: '30' }, help: { type: 'boolean' } },
+  options: {
+    top: { type: 'string', default: '30' },
+    min: { type: 'string', default: '1' },
+    help: { type: 'boolean' },
+  },
 });
 if (values.help || positionals.length !== 1) {
   console.log(
-    'Usage: node bench/heap-summary.ts FILE.heapsnapshot [--top 30]\n' +
+    'Usage: node bench/heap-summary.ts FILE.heapsnapshot [--top 30] [--min 1]\n' +
       '  by kind: count and own size of each constructor (strings, arrays and code by V8 kind)\n' +
-      '  by retained size: the objects that keep the most memory alive, with what holds them',
+      '  by retained size: the objects that keep the most memory alive (at least --min % of the heap),\n' +
+      '    with what holds them',
   );
   process.exit(values.help ? 0 : 2);
 }
 const TOP = Number(values.top);
+/** The dominator tree shows objects that keep at least this share of the heap alive, %. */
+const MIN = Number(values.min);
 
 interface Snapshot {
   snapshot: {
@@ -196,9 +203,21 @@ for (const [k, g] of [...byLabel].sort((a, b) => b[1].self - a[1].self).slice(0,
 // The dominator tree from the root, each object with what it keeps alive, down to
 // objects that hold less than 1% of the heap: where the memory is, and what holds it.
 const children = new Map<number, number[]>();
+// Below the threshold, a holder's many small children (10,000 services' entries) by kind.
+const small = new Map<number, Map<string, { count: number; retained: number }>>();
 for (let p = 0; p < root; p++) {
   const d = idom[p]!;
-  if (d < 0 || retained[p]! < total / 100) continue;
+  if (d < 0) continue;
+  if (retained[p]! < (total * MIN) / 100) {
+    const kinds = small.get(d) ?? new Map<string, { count: number; retained: number }>();
+    const k = label(order[p]!);
+    const g = kinds.get(k) ?? { count: 0, retained: 0 };
+    g.count++;
+    g.retained += retained[p]!;
+    kinds.set(k, g);
+    small.set(d, kinds);
+    continue;
+  }
   const list = children.get(d) ?? [];
   list.push(p);
   children.set(d, list);
@@ -215,13 +234,20 @@ function edgeName(holder: number, p: number): string {
   }
   return '';
 }
-console.log('\nBy retained size (the dominator tree, objects that keep >= 1% of the heap alive):');
+console.log(`\nBy retained size (the dominator tree, objects that keep >= ${MIN}% of the heap alive):`);
 function print(p: number, depth: number): void {
   for (const c of (children.get(p) ?? []).sort((a, b) => retained[b]! - retained[a]!)) {
     console.log(
       `  ${MB(retained[c]!).padStart(10)} ${((100 * retained[c]!) / total).toFixed(1).padStart(5)}%  ${'  '.repeat(depth)}${edgeName(p, c)} ${label(order[c]!)}`,
     );
     if (depth < 12) print(c, depth + 1);
+  }
+  if (p === root) return;
+  for (const [k, g] of [...(small.get(p) ?? [])].sort((a, b) => b[1].retained - a[1].retained)) {
+    if (g.retained < (total * MIN) / 100) break;
+    console.log(
+      `  ${MB(g.retained).padStart(10)} ${((100 * g.retained) / total).toFixed(1).padStart(5)}%  ${'  '.repeat(depth)}(${g.count.toLocaleString()} smaller) ${k}`,
+    );
   }
 }
 print(root, 0);

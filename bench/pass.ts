@@ -29,15 +29,18 @@ const { values } = parseArgs({
     resyncs: { type: 'string', default: '5' },
     profile: { type: 'string' },
     'profile-resync': { type: 'string' },
+    'heap-snapshot': { type: 'string' },
     help: { type: 'boolean' },
   },
 });
 if (values.help) {
   console.log(
     'Usage: npm run bench -- pass [--services 10000] [--endpoints 10] [--changes 30] [--resyncs 5] [--profile FILE]\n' +
-      '        [--profile-resync FILE]\n' +
+      '        [--profile-resync FILE] [--heap-snapshot FILE]\n' +
       '  --profile FILE: a CPU profile of the change passes only (not the first pass) to FILE\n' +
-      '  --profile-resync FILE: a CPU profile of the full passes and resyncs after the changes to FILE',
+      '  --profile-resync FILE: a CPU profile of the full passes and resyncs after the changes to FILE\n' +
+      '  --heap-snapshot FILE: a V8 heap snapshot at the end (the fakes of the API server and the kernel\n' +
+      '    are in it: read it by holder with bench/heap-summary.ts)',
   );
   process.exit(0);
 }
@@ -197,6 +200,10 @@ if (resync) {
   console.log(
     `    event loop held, longest: ${f(resync.verifyLoopMaxMs)}  (the agent's target: <= 50 ms, in UML)`,
   );
+}
+if (values['heap-snapshot']) {
+  const { writeHeapSnapshot } = await import('node:v8');
+  console.log(`heap snapshot: ${writeHeapSnapshot(values['heap-snapshot'])}`);
 }
 writeResults('pass', {
   description:

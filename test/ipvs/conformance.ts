@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import type { IpvsClient } from '../../lb-agent/src/ipvs/client.ts';
 import { IpvsError } from '../../lb-agent/src/ipvs/errors.ts';
-import type { RealServer, ServiceKey, VirtualService } from '../../lb-agent/src/ipvs/types.ts';
+import type { RealServer, ServiceKey, ServiceState, VirtualService } from '../../lb-agent/src/ipvs/types.ts';
 
 /** Addresses the suite uses; a kernel run must route DEST_V4/DEST_V6 (masq checks it). */
 export const VIP_PREFIX_V4 = '10.250.';
@@ -247,6 +247,32 @@ export function ipvsConformance(label: string, open: () => Promise<IpvsClient> |
       const table = (await c.getTable()).filter((s) => isSuiteService(s.service.key));
       assert.equal(table.length, 300);
       assert.ok(table.every((s) => s.destinations.length === 5));
+    });
+
+    test('a whole-table read hands each service over as it reads it and keeps what the caller says', async () => {
+      for (const n of [40, 41]) {
+        await c.addService(svc(vip(n)));
+        await c.addDestination(vip(n), dest(DEST_V4(1)));
+      }
+      const seen: ServiceState[] = [];
+      const kept = await c.getTable({ stats: true }, (s) => {
+        if (!isSuiteService(s.service.key)) return undefined;
+        seen.push(s);
+        return s.service.key.kind === 'address' &&
+          s.service.key.port === 80 &&
+          s.service.key.address === `${VIP_PREFIX_V4}0.40`
+          ? 'forty'
+          : undefined;
+      });
+      assert.deepEqual(kept, ['forty']);
+      assert.equal(seen.length, 2);
+      for (const s of seen) {
+        assert.equal(s.stats?.connections, 0);
+        assert.equal(s.destinations.length, 1);
+        assert.equal(s.destinations[0]!.stats?.connections, 0);
+      }
+      const plain = (await c.getTable()).filter((s) => isSuiteService(s.service.key));
+      assert.ok(plain.length === 2 && plain.every((s) => !s.stats && s.destinations.every((d) => !d.stats)));
     });
 
     test('sysctls read back what was written', async () => {

@@ -31,6 +31,7 @@ import { AgentMetrics } from './metrics.ts';
 import { detectNetfilter, type NetfilterManager } from './netfilter.ts';
 import { NetfilterRepair } from './netfilter-repair.ts';
 import { type DesiredSource, Reconciler } from './reconciler.ts';
+import { ServiceStatsReader } from './service-stats.ts';
 import { StandaloneSource } from './sources.ts';
 import { buildStatus, nodeReport, ownersByIdSliced } from './status.ts';
 import { type AddressManager, LinkAddressManager } from './vips.ts';
@@ -122,6 +123,7 @@ export class Agent {
   private readonly families = new Set<'ipv4' | 'ipv6'>();
   private http: Server | undefined;
   private statsCache: { at: number; run: Promise<void> } | undefined;
+  private readonly serviceStats = new ServiceStatsReader();
 
   constructor(options: AgentOptions, deps: AgentDeps = {}) {
     this.o = options;
@@ -491,15 +493,16 @@ export class Agent {
     const now = this.clock.monotonic();
     if (this.statsCache && now - this.statsCache.at < 10_000) return this.statsCache.run;
     const run = (async () => {
-      const table = await this.ipvs.getTable({ stats: true });
       const slicer = new TimeSlicer();
       const owners = await ownersByIdSliced(this.reconciler?.last, () => slicer.pause());
-      await this.metrics.setServiceStats(
-        table,
-        (s) => s.service.key.kind === 'address' && this.owns(s.service.key.address),
-        owners,
+      const render = this.metrics.serviceStats(owners);
+      await this.serviceStats.read(
+        this.ipvs,
+        (key) => this.owns(key.address),
+        (figures) => render.add(figures),
         () => slicer.pause(),
       );
+      await render.commit(() => slicer.pause());
     })();
     this.statsCache = { at: now, run };
     return run;

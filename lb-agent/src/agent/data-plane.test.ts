@@ -264,3 +264,34 @@ test('verify: a read-back against what the passes applied; what a pass wrote aft
   await failing.apply(desired([s1]), true);
   assert.deepEqual(await failing.verify(await failing.readBack()), { verdict: 'unknown' });
 });
+
+test('a read-back keeps what the cache holds where the kernel agrees (no second copy lives on), and the kernel answer where it differs', async () => {
+  const ipvs = new FakeIpvsClient();
+  const dp = fakeDataPlane({ ipvs });
+  const s1 = intent('a/one', '203.0.113.1', [ep('10.0.0.1'), ep('10.0.0.2')]);
+  const s2 = intent('a/two', '203.0.113.2', [ep('10.0.0.3')]);
+  const state = desired([s1, s2]);
+  assert.deepEqual((await dp.apply(state, true)).failures, []);
+  // The cache holds the desired state's own real servers, not copies.
+  const cached = new Map(dp.table().map((s) => [serviceId(s.service.key), s]));
+  for (const v of state.virtualServices)
+    for (const d of cached.get(serviceId(v.spec.service.key))!.destinations)
+      assert.ok(v.spec.destinations.includes(d), 'a copy of a desired real server');
+  await ipvs.updateDestination(
+    { kind: 'address', family: 'ipv4', protocol: 'tcp', address: '203.0.113.2', port: 80 },
+    {
+      family: 'ipv4',
+      address: '10.0.0.3',
+      port: 8080,
+      forward: 'nat',
+      weight: 7,
+      upperThreshold: 0,
+      lowerThreshold: 0,
+    },
+  );
+  const read = new Map((await dp.readBack()).table.map((s) => [serviceId(s.service.key), s]));
+  assert.equal(read.get(id('203.0.113.1')), cached.get(id('203.0.113.1')));
+  const two = read.get(id('203.0.113.2'))!;
+  assert.notEqual(two, cached.get(id('203.0.113.2')));
+  assert.equal(two.destinations[0]!.weight, 7);
+});

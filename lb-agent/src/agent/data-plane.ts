@@ -13,6 +13,7 @@ import type {
   IpvsOperation,
   IpvsSysctls,
   IpvsTimeouts,
+  KnownService,
   ServiceKey,
   ServiceSpec,
   ServiceState,
@@ -49,7 +50,7 @@ export interface DataPlaneOptions {
  * behind it. `since` is the data plane's write generation when the read began.
  */
 export interface ReadBack {
-  table: ServiceState[];
+  table: KnownService[];
   since: number;
 }
 
@@ -114,7 +115,8 @@ export interface DataPlaneReport {
  * The same IPVS service as configured: settings, and real servers in the same order with the
  * same settings (the cache keeps the kernel's order; connection counts are not compared).
  */
-function sameConfiguration(a: ServiceState, b: ServiceState): boolean {
+function sameConfiguration(a: KnownService, b: KnownService): boolean {
+  if (a === b) return true;
   if (!serviceSettingsEqual(a.service, b.service) || a.destinations.length !== b.destinations.length)
     return false;
   return a.destinations.every((d, i) => {
@@ -124,7 +126,7 @@ function sameConfiguration(a: ServiceState, b: ServiceState): boolean {
 }
 
 /** Real servers with weight > 0 (counted every pass for every service: no array made). */
-function usableCount(destinations: ServiceState['destinations']): number {
+function usableCount(destinations: KnownService['destinations']): number {
   let n = 0;
   for (const d of destinations) if (d.weight > 0) n++;
   return n;
@@ -230,12 +232,25 @@ export class DataPlane {
 
   private ownsService = (key: ServiceKey): boolean => key.kind === 'address' && this.o.owns(key.address);
 
+  /**
+   * What a whole-table read keeps of a service: the cache's own object when the kernel holds
+   * it as cached (at 10,000 services the read's 100,000 objects then die young instead of
+   * living through the seconds of the read, for the collector to mark and compact).
+   */
+  private known = (s: ServiceState): KnownService => {
+    const mine = this.cache.get(serviceId(s.service.key));
+    return mine && sameConfiguration(mine, s) ? mine : s;
+  };
+
   /** Reads the kernel's table while passes go on (see ReadBack); the next full pass uses it. */
   async readBack(): Promise<ReadBack> {
     // A pass writing now may write after this read has passed a service: its writes must
     // count as newer than the read (at 10,000 services a first pass writes for minutes).
     const since = this.passing ? this.generation - 1 : this.generation;
-    return { table: await this.o.ipvs.getTable({ background: true }), since };
+    // What the cache holds as the kernel has it is kept as the cache's object: the read's
+    // 100,000 objects at 10,000 services die young instead of living through the seconds
+    // of the read (the collector then had them to mark and compact, every resync).
+    return { table: await this.o.ipvs.getTable({ background: true }, this.known), since };
   }
 
   /**
@@ -254,7 +269,7 @@ export class DataPlane {
     if (!this.loaded || readBack.since < reset) return { verdict: 'unknown' };
     const slicer = new TimeSlicer(this.o.sliceMs);
     const newer = (id: string) => (this.touched.get(id) ?? 0) > readBack.since;
-    const kernel = new Map<string, ServiceState>();
+    const kernel = new Map<string, KnownService>();
     for (const s of readBack.table) {
       if (this.ownsService(s.service.key)) kernel.set(serviceId(s.service.key), s);
       await slicer.pause();
@@ -312,7 +327,7 @@ export class DataPlane {
   }
 
   /** The kernel table as this node believes it is (for status and metrics). */
-  table(): ServiceState[] {
+  table(): KnownService[] {
     return this.cache.table();
   }
 
@@ -396,10 +411,10 @@ export class DataPlane {
         // A read-back made while passes went on serves if nothing since made the cache
         // more current as a whole; services written during it keep what this pass knows.
         const usable = prefetched && this.loaded && prefetched.since >= this.resetGeneration;
-        const table = usable ? prefetched.table : await this.o.ipvs.getTable();
+        const table = usable ? prefetched.table : await this.o.ipvs.getTable(undefined, this.known);
         const keep = new Set<string>();
         if (usable) for (const [id, g] of this.touched) if (g > prefetched.since) keep.add(id);
-        const fresh = new Map<string, ServiceState>();
+        const fresh = new Map<string, KnownService>();
         for (const s of table) {
           fresh.set(serviceId(s.service.key), s);
           await slicer.pause();

@@ -3,6 +3,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import { type ServiceState, serviceId } from '../ipvs/types.ts';
 import type { PoolUsage } from '../k8s/allocator.ts';
 import { VERSION } from '../version.ts';
+import type { ServiceFigures } from './service-stats.ts';
 
 /**
  * The namespace and name of an owner id ("namespace/name" in Kubernetes, "file:name" for
@@ -254,27 +255,53 @@ export class AgentMetrics {
     owners: ReadonlyMap<string, string>,
     pause: () => Promise<void> = async () => {},
   ): Promise<void> {
-    const lines: string[][] = SERVICE_FAMILIES.map(() => []);
+    const render = this.serviceStats(owners);
     for (const s of table) {
       await pause();
       const key = s.service.key;
       if (key.kind !== 'address' || !include(s)) continue;
-      const owner = ownerLabels(owners.get(serviceId(key)));
-      const labels = `{namespace="${labelValue(owner.namespace)}",service="${labelValue(owner.service)}",vip="${key.address}",port="${key.port}",protocol="${key.protocol}"}`;
-      SERVICE_FAMILIES.forEach((f, i) => {
-        lines[i]!.push(`${f.name}${labels} ${f.value(s)}\n`);
+      render.add({
+        key,
+        stats: s.stats,
+        activeConnections: s.destinations.reduce((n, d) => n + d.activeConnections, 0),
       });
     }
-    const chunks: Buffer[] = [];
-    for (const [i, f] of SERVICE_FAMILIES.entries()) {
-      const family = lines[i]!;
-      chunks.push(Buffer.from(familyHeader(f)));
-      for (let at = 0; at < family.length; at += CHUNK_LINES) {
-        chunks.push(Buffer.from(family.slice(at, at + CHUNK_LINES).join('')));
-        await pause();
-      }
-    }
-    this.serviceChunks = chunks;
+    await render.commit(pause);
+  }
+
+  /**
+   * setServiceStats one service at a time, as a read hands them over (ServiceStatsReader):
+   * nothing of the read is kept (at 10,000 services a table of 100,000 real servers lived
+   * through the seconds of the read, for the collector to mark and compact). `commit`
+   * replaces the families with what was added.
+   */
+  serviceStats(owners: ReadonlyMap<string, string>): {
+    add(figures: ServiceFigures): void;
+    commit(pause?: () => Promise<void>): Promise<void>;
+  } {
+    const lines: string[][] = SERVICE_FAMILIES.map(() => []);
+    return {
+      add: (s) => {
+        const key = s.key;
+        const owner = ownerLabels(owners.get(serviceId(key)));
+        const labels = `{namespace="${labelValue(owner.namespace)}",service="${labelValue(owner.service)}",vip="${key.address}",port="${key.port}",protocol="${key.protocol}"}`;
+        SERVICE_FAMILIES.forEach((f, i) => {
+          lines[i]!.push(`${f.name}${labels} ${f.value(s)}\n`);
+        });
+      },
+      commit: async (pause = async () => {}) => {
+        const chunks: Buffer[] = [];
+        for (const [i, f] of SERVICE_FAMILIES.entries()) {
+          const family = lines[i]!;
+          chunks.push(Buffer.from(familyHeader(f)));
+          for (let at = 0; at < family.length; at += CHUNK_LINES) {
+            chunks.push(Buffer.from(family.slice(at, at + CHUNK_LINES).join('')));
+            await pause();
+          }
+        }
+        this.serviceChunks = chunks;
+      },
+    };
   }
 
   /**
@@ -318,7 +345,7 @@ const SERVICE_FAMILIES: readonly {
   name: string;
   help: string;
   type: 'counter' | 'gauge';
-  value: (s: ServiceState) => number;
+  value: (s: ServiceFigures) => number;
 }[] = [
   {
     name: 'portlb_ipvs_service_connections_total',
@@ -342,7 +369,7 @@ const SERVICE_FAMILIES: readonly {
     name: 'portlb_ipvs_active_connections',
     help: 'Active connections per virtual service',
     type: 'gauge',
-    value: (s) => s.destinations.reduce((n, d) => n + d.activeConnections, 0),
+    value: (s) => s.activeConnections,
   },
 ];
 

@@ -48,8 +48,14 @@ export interface IpvsClient {
   listServices(options?: ListOptions): Promise<ServiceListing[]>;
   /** Empty (not an error) for a service that does not exist, as the kernel answers. */
   listDestinations(key: ServiceKey, options?: ListOptions): Promise<RealServerState[]>;
-  /** Every service with its destinations. Not an atomic snapshot (neither is the kernel's dump). */
+  /**
+   * Every service with its destinations. Not an atomic snapshot (neither is the kernel's
+   * dump). `each` is handed every service as it is read, and says what to keep of it (the
+   * service itself, an object the caller already holds that equals it, or nothing): the
+   * result is what it kept. Whole-table reads that keep little allocate little that lives.
+   */
   getTable(options?: ListOptions): Promise<ServiceState[]>;
+  getTable<T>(options: ListOptions | undefined, each: (s: ServiceState) => T | undefined): Promise<T[]>;
   /**
    * Applies operations in order, batched. Each one succeeds or fails on its own; the
    * result has one entry per operation: undefined, or the IpvsError it got.
@@ -92,15 +98,19 @@ export abstract class IpvsClientBase implements IpvsClient {
    * its destinations (the kernel has no other way). At 10,000 services that is seconds of
    * work, so it yields to the event loop between dumps (and within the services dump).
    */
-  async getTable(options?: ListOptions): Promise<ServiceState[]> {
+  getTable(options?: ListOptions): Promise<ServiceState[]>;
+  getTable<T>(options: ListOptions | undefined, each: (s: ServiceState) => T | undefined): Promise<T[]>;
+  async getTable<T>(options?: ListOptions, each?: (s: ServiceState) => T | undefined): Promise<T[]> {
     const slicer = new TimeSlicer(options?.sliceMs, undefined, options?.background ? 1 : 0);
     options = { ...options, bulk: true };
     const services = await this.listServices(options);
-    const table: ServiceState[] = [];
+    const table: T[] = [];
     for (const { service, stats } of services) {
       await slicer.pause();
       const destinations = await this.listDestinations(service.key, options);
-      table.push(stats ? { service, stats, destinations } : { service, destinations });
+      const state: ServiceState = stats ? { service, stats, destinations } : { service, destinations };
+      const kept = each ? each(state) : (state as T);
+      if (kept !== undefined) table.push(kept);
     }
     return table;
   }

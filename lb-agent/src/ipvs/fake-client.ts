@@ -12,6 +12,7 @@ import {
   type IpvsOperation,
   type IpvsSysctls,
   type IpvsTimeouts,
+  noTraffic,
   type RealServer,
   type RealServerState,
   SCHEDULERS,
@@ -52,15 +53,18 @@ export class FakeIpvsClient extends IpvsClientBase {
     const slicer = new TimeSlicer(options?.sliceMs, undefined, options?.background ? 1 : 0);
     const out: ServiceListing[] = [];
     for (const e of [...this.table.values()]) {
-      out.push({ service: clone(e.service), stats: undefined });
+      // A kernel with no traffic: every counter 0, when asked for.
+      out.push({ service: clone(e.service), stats: options?.stats ? noTraffic() : undefined });
       await slicer.pause();
     }
     return out;
   }
 
-  async listDestinations(key: ServiceKey, _options?: ListOptions): Promise<RealServerState[]> {
+  async listDestinations(key: ServiceKey, options?: ListOptions): Promise<RealServerState[]> {
     const entry = this.table.get(serviceId(key));
-    return entry ? [...entry.destinations.values()].map(clone) : [];
+    const out = entry ? [...entry.destinations.values()].map(clone) : [];
+    if (options?.stats) for (const d of out) d.stats = noTraffic();
+    return out;
   }
 
   async execute(

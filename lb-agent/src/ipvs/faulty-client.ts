@@ -108,8 +108,12 @@ export class FaultyIpvsClient implements IpvsClient {
   listDestinations(key: ServiceKey, options?: ListOptions): Promise<RealServerState[]> {
     return this.reading('IPVS list destinations', options, () => this.inner.listDestinations(key, options));
   }
-  getTable(options?: ListOptions): Promise<ServiceState[]> {
-    return this.reading('IPVS dump', options, () => this.inner.getTable(options));
+  getTable(options?: ListOptions): Promise<ServiceState[]>;
+  getTable<T>(options: ListOptions | undefined, each: (s: ServiceState) => T | undefined): Promise<T[]>;
+  getTable<T>(options?: ListOptions, each?: (s: ServiceState) => T | undefined): Promise<T[]> {
+    return this.reading('IPVS dump', options, () =>
+      each ? this.inner.getTable(options, each) : (this.inner.getTable(options) as Promise<T[]>),
+    );
   }
   async execute(
     ops: readonly IpvsOperation[],

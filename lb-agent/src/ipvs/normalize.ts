@@ -44,8 +44,24 @@ export function normalizeService(s: VirtualService): VirtualService {
   };
 }
 
-/** Tunnel fields exist only for tunnel forwarding; the kernel reports ipip when none is set. */
+/** Already in the canonical form (the desired state's are): no copy needed. */
+function isNormalRealServer(d: RealServer): boolean {
+  if (d.family !== 'ipv4' && canonical(d.address, d.family) !== d.address) return false;
+  if (d.forward !== 'tunnel')
+    return d.tunnelType === undefined && d.tunnelPort === undefined && d.tunnelFlags === undefined;
+  return d.tunnelType !== undefined && d.tunnelPort !== 0 && d.tunnelFlags !== 0;
+}
+
+/**
+ * Tunnel fields exist only for tunnel forwarding; the kernel reports ipip when none is set.
+ * A destination already canonical is returned as it is (callers never modify the result).
+ */
 export function normalizeRealServer(d: RealServer): RealServer {
+  return isNormalRealServer(d) ? d : realServerSettings(d);
+}
+
+/** A canonical copy of a real server's settings, and nothing else (no counts, no stats). */
+export function realServerSettings(d: RealServer): RealServer {
   const out: RealServer = {
     family: d.family,
     address: canonical(d.address, d.family),

@@ -9,6 +9,7 @@ import {
   normalizeRealServer,
   normalizeService,
   normalizeServiceKey,
+  realServerSettings,
   realServerSettingsEqual,
   serviceSettingsEqual,
 } from './normalize.ts';
@@ -16,10 +17,10 @@ import {
   type DestinationKey,
   destinationId,
   type IpvsOperation,
-  type RealServerState,
+  type KnownRealServer,
+  type KnownService,
   type ServiceKey,
   type ServiceSpec,
-  type ServiceState,
   serviceId,
   specId,
 } from './types.ts';
@@ -32,7 +33,7 @@ export interface PlanInput {
    * What the kernel holds: a table, or one already keyed by serviceId (the state cache's
    * own map: at 10,000 services, copying and re-keying it was a third of the plan's time).
    */
-  actual: readonly ServiceState[] | ReadonlyMap<string, ServiceState>;
+  actual: readonly KnownService[] | ReadonlyMap<string, KnownService>;
   owns: Ownership;
   /** Milliseconds, from the injected clock. */
   now: number;
@@ -115,36 +116,37 @@ function* planSteps(input: PlanInput): Generator<void, IpvsPlan> {
   let foreign = 0;
   let moved = 0;
 
-  const actualById: ReadonlyMap<string, ServiceState> =
+  const actualById: ReadonlyMap<string, KnownService> =
     input.actual instanceof Map
       ? input.actual
-      : new Map((input.actual as readonly ServiceState[]).map((s) => [serviceId(s.service.key), s]));
+      : new Map((input.actual as readonly KnownService[]).map((s) => [serviceId(s.service.key), s]));
   const desiredIds = new Set<string>();
 
   /** Returns whether the destination stays (draining at weight 0) or goes now. */
-  const removeDestination = (key: ServiceKey, d: RealServerState): 'drains' | 'goes' => {
+  const removeDestination = (key: ServiceKey, d: KnownRealServer): 'drains' | 'goes' => {
     if (!needsDrain(key) || drainTimeoutMs <= 0) {
       destDeletes.push({ op: 'delete-destination', key, destination: pickKey(d) });
       return 'goes';
     }
     const dk = drainKey(key, d);
     const since = input.draining.get(dk) ?? now;
-    const idle = d.activeConnections + d.inactiveConnections === 0;
+    // Counts not read are unknown, not zero: such a destination drains.
+    const idle = d.activeConnections === 0 && d.inactiveConnections === 0;
     if (idle || (d.weight === 0 && now - since >= drainTimeoutMs)) {
       destDeletes.push({ op: 'delete-destination', key, destination: pickKey(d) });
       return 'goes';
     }
     if (d.weight !== 0) {
       // Quiesce first: no new connections, the established ones carry on.
-      drains.push({ op: 'update-destination', key, destination: { ...normalizeRealServer(d), weight: 0 } });
+      drains.push({ op: 'update-destination', key, destination: { ...realServerSettings(d), weight: 0 } });
     }
     draining.set(dk, since);
     drainingNow.push({
       key,
       destination: pickKey(d),
       since,
-      activeConnections: d.activeConnections,
-      inactiveConnections: d.inactiveConnections,
+      activeConnections: d.activeConnections ?? 0,
+      inactiveConnections: d.inactiveConnections ?? 0,
     });
     return 'drains';
   };
@@ -245,7 +247,7 @@ function* planSteps(input: PlanInput): Generator<void, IpvsPlan> {
  * of the comparison below (those were most of a converged plan's time at 10,000 services);
  * anything else, another order included, takes the comparison.
  */
-function converged(spec: ServiceSpec, current: ServiceState): boolean {
+function converged(spec: ServiceSpec, current: KnownService): boolean {
   const mh = spec.service.scheduler === 'mh';
   const want = mh ? canonicalOrder(spec.destinations) : spec.destinations;
   const have = current.destinations;
