@@ -199,6 +199,43 @@ async function scrape(): Promise<Map<string, number>> {
   return out;
 }
 
+/**
+ * The agent's garbage collections so far (prom-client's nodejs_gc_duration_seconds: one
+ * observation per pause of the main thread), by kind: count, seconds, and how many were
+ * longer than 10 ms and 100 ms (from its buckets).
+ */
+async function gcTotals(): Promise<
+  Map<string, { count: number; sum: number; over10ms: number; over100ms: number }>
+> {
+  const text = await metricsText();
+  const out = new Map<string, { count: number; sum: number; over10ms: number; over100ms: number }>();
+  const of = (kind: string) => {
+    let g = out.get(kind);
+    if (!g) {
+      g = { count: 0, sum: 0, over10ms: 0, over100ms: 0 };
+      out.set(kind, g);
+    }
+    return g;
+  };
+  const within = new Map<string, number>();
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_(bucket|sum|count)\{([^}]*)\} (\S+)$/gm)) {
+    const kind = /kind="([a-z]+)"/.exec(m[2]!)?.[1];
+    if (!kind) continue;
+    const v = Number(m[3]);
+    if (m[1] === 'sum') of(kind).sum = v;
+    else if (m[1] === 'count') of(kind).count = v;
+    else {
+      const le = /le="([^"]+)"/.exec(m[2]!)?.[1];
+      if (le === '0.01' || le === '0.1') within.set(`${kind} ${le}`, v);
+    }
+  }
+  for (const [kind, g] of out) {
+    g.over10ms = g.count - (within.get(`${kind} 0.01`) ?? 0);
+    g.over100ms = g.count - (within.get(`${kind} 0.1`) ?? 0);
+  }
+  return out;
+}
+
 /** The agent's per-stage pass time so far: seconds and passes, by stage. */
 async function stageTotals(): Promise<Map<string, { sum: number; count: number }>> {
   const text = await metricsText();
@@ -467,6 +504,7 @@ async function runSize(n: number, check?: string) {
     // Full resyncs (every RESYNC s) while /metrics is scraped every second; prom-client's
     // event-loop figures cover the time since the previous scrape.
     await scrape();
+    const gcBefore = await gcTotals();
     const probesBefore = check ? await probes() : undefined;
     const scrapeStarted = performance.now();
     const loopMax: number[] = [];
@@ -485,6 +523,28 @@ async function runSize(n: number, check?: string) {
     };
     console.log(
       `  event loop over ${SCRAPE} s (full resync every ${RESYNC} s, /metrics every 1 s): longest delay ${fmtMs(loop.maxMs)}, worst per-second p99 ${fmtMs(loop.p99Ms)}`,
+    );
+    // What the collector took of it: each pause holds the event loop.
+    const gc: Record<string, { pauses: number; seconds: number; over10ms: number; over100ms: number }> = {};
+    for (const [kind, g] of await gcTotals()) {
+      const b = gcBefore.get(kind) ?? { count: 0, sum: 0, over10ms: 0, over100ms: 0 };
+      if (g.count > b.count)
+        gc[kind] = {
+          pauses: g.count - b.count,
+          seconds: g.sum - b.sum,
+          over10ms: g.over10ms - b.over10ms,
+          over100ms: g.over100ms - b.over100ms,
+        };
+    }
+    console.log(
+      `    garbage collection meanwhile (pauses of the main thread): ${
+        Object.entries(gc)
+          .map(
+            ([k, g]) =>
+              `${k} ${g.pauses} (${fmtMs(g.seconds * 1000)}; ${g.over10ms} over 10 ms, ${g.over100ms} over 100 ms)`,
+          )
+          .join(', ') || 'none'
+      }`,
     );
     let health: Record<string, number> | undefined;
     if (probesBefore) {
@@ -515,7 +575,7 @@ async function runSize(n: number, check?: string) {
       latency,
       stages,
       changesCpu,
-      eventLoop: loop,
+      eventLoop: { ...loop, gc },
       heapSnapshot,
       profile: await stopForProfile(agent, tag),
     };
