@@ -5,12 +5,12 @@ import { PortlbError } from '../errors.ts';
 // kernel's HASHED bit masked out, stats in two layouts.
 import { ipFromKernelBytes, ipv4MaskToPrefix, prefixToIpv4Mask, writeKernelAddress } from '../net/ip.ts';
 import {
+  AttrIndex,
   type Attrs,
   type NlWriter,
   parseAttrs,
   readBe16,
   readString,
-  readU8,
   readU16,
   readU32,
   readU64,
@@ -71,6 +71,19 @@ export class CodecError extends PortlbError<'IPVS_DECODE'> {
 }
 
 /** An address attribute, checked for its family's length first. */
+/** The attributes of one real server, reused by every decode (synchronous, one at a time). */
+const destAttrs = new AttrIndex(K.IPVS_DEST_ATTR_TUN_FLAGS + 1);
+
+/** An address attribute of an index; IPv4 read in place (no view), IPv6 through one. */
+function indexedAddress(a: AttrIndex, type: number, family: Family, what: string): string {
+  const length = a.length(type);
+  if (length < 0) throw new CodecError(`IPVS reply without ${what}`);
+  if (family !== 'ipv4' || length < 4) return address(a.bytes(type)!, family, what);
+  const b = a.buffer;
+  const at = a.offset(type);
+  return `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
+}
+
 function address(bytes: Buffer, family: Family, what: string): string {
   if (bytes.length < (family === 'ipv4' ? 4 : 16))
     throw new CodecError(`${what}: ${bytes.length} bytes for an ${family} address`);
@@ -245,35 +258,37 @@ export function decodeDestination(
   serviceFamily: Family,
   withStats: boolean,
 ): RealServerState {
-  const a = parseAttrs(need(cmdAttrs[K.IPVS_CMD_ATTR_DEST], 'destination attribute'));
-  const af = readU16(a[K.IPVS_DEST_ATTR_ADDR_FAMILY]);
+  // Indexed, not sliced into a Buffer view per attribute (see AttrIndex).
+  const a = destAttrs.parse(need(cmdAttrs[K.IPVS_CMD_ATTR_DEST], 'destination attribute'));
+  const af = a.u16(K.IPVS_DEST_ATTR_ADDR_FAMILY);
   // Kernels before 4.x send no family: the destination then has the service's.
   const family = af === undefined ? serviceFamily : decodeFamily(af, 'destination');
-  const fwd = (readU32(a[K.IPVS_DEST_ATTR_FWD_METHOD]) ?? 0) & K.IP_VS_CONN_F_FWD_MASK;
+  const fwd = (a.u32(K.IPVS_DEST_ATTR_FWD_METHOD) ?? 0) & K.IP_VS_CONN_F_FWD_MASK;
   const forward = FORWARD_BY_BITS.get(fwd);
   if (!forward) throw new CodecError(`destination with unknown forwarding method ${fwd}`);
   const dest: RealServerState = {
     family,
-    address: address(need(a[K.IPVS_DEST_ATTR_ADDR], 'destination address'), family, 'destination address'),
-    port: need(readBe16(a[K.IPVS_DEST_ATTR_PORT]), 'destination port'),
+    address: indexedAddress(a, K.IPVS_DEST_ATTR_ADDR, family, 'destination address'),
+    port: need(a.be16(K.IPVS_DEST_ATTR_PORT), 'destination port'),
     forward,
-    weight: (a[K.IPVS_DEST_ATTR_WEIGHT]?.length ?? 0) >= 4 ? a[K.IPVS_DEST_ATTR_WEIGHT]!.readInt32LE(0) : 0,
-    upperThreshold: readU32(a[K.IPVS_DEST_ATTR_U_THRESH]) ?? 0,
-    lowerThreshold: readU32(a[K.IPVS_DEST_ATTR_L_THRESH]) ?? 0,
-    activeConnections: readU32(a[K.IPVS_DEST_ATTR_ACTIVE_CONNS]) ?? 0,
-    inactiveConnections: readU32(a[K.IPVS_DEST_ATTR_INACT_CONNS]) ?? 0,
-    persistentConnections: readU32(a[K.IPVS_DEST_ATTR_PERSIST_CONNS]) ?? 0,
+    weight: a.i32(K.IPVS_DEST_ATTR_WEIGHT) ?? 0,
+    upperThreshold: a.u32(K.IPVS_DEST_ATTR_U_THRESH) ?? 0,
+    lowerThreshold: a.u32(K.IPVS_DEST_ATTR_L_THRESH) ?? 0,
+    activeConnections: a.u32(K.IPVS_DEST_ATTR_ACTIVE_CONNS) ?? 0,
+    inactiveConnections: a.u32(K.IPVS_DEST_ATTR_INACT_CONNS) ?? 0,
+    persistentConnections: a.u32(K.IPVS_DEST_ATTR_PERSIST_CONNS) ?? 0,
   };
   if (forward === 'tunnel') {
-    const tunType = readU8(a[K.IPVS_DEST_ATTR_TUN_TYPE]) ?? 0;
+    const tunType = a.u8(K.IPVS_DEST_ATTR_TUN_TYPE) ?? 0;
     dest.tunnelType = TUNNEL_BY_NUMBER.get(tunType) ?? 'ipip';
-    const tunPort = readBe16(a[K.IPVS_DEST_ATTR_TUN_PORT]) ?? 0;
-    const tunFlags = readU16(a[K.IPVS_DEST_ATTR_TUN_FLAGS]) ?? 0;
+    const tunPort = a.be16(K.IPVS_DEST_ATTR_TUN_PORT) ?? 0;
+    const tunFlags = a.u16(K.IPVS_DEST_ATTR_TUN_FLAGS) ?? 0;
     if (tunPort) dest.tunnelPort = tunPort;
     if (tunFlags) dest.tunnelFlags = tunFlags;
   }
   if (withStats) {
-    const stats = pickStats(a, K.IPVS_DEST_ATTR_STATS, K.IPVS_DEST_ATTR_STATS64);
+    const s64 = a.bytes(K.IPVS_DEST_ATTR_STATS64);
+    const stats = s64 ? decodeStats(s64, true) : decodeStats(a.bytes(K.IPVS_DEST_ATTR_STATS), false);
     if (stats) dest.stats = stats;
   }
   return dest;

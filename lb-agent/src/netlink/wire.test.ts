@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  AttrIndex,
+  NetlinkMalformed,
   NLA_F_NESTED,
   NlWriter,
   parseAttrList,
@@ -24,6 +26,35 @@ describe('netlink wire format', () => {
     assert.equal(readU16(a[2]), 0x1234);
     assert.equal(readBe16(a[3]), 80);
     assert.equal(readU32(a[4]), 0xdeadbeef);
+  });
+
+  test('an attribute index reads what parseAttrs reads, without a view per attribute', () => {
+    const w = new NlWriter(8);
+    w.attrString(1, 'rr').attrU16(2, 0x1234).attrBe16(3, 80).attrU32(4, 0xdeadbeef).attrU32(4, 7);
+    w.nest(5, (x) => x.attrU16(1, 9)).attrU32(40, 1);
+    const b = w.finish();
+    const views = parseAttrs(b);
+    const a = new AttrIndex(8).parse(b);
+    assert.equal(a.u16(2), readU16(views[2]));
+    assert.equal(a.be16(3), readBe16(views[3]));
+    // The last occurrence wins, as in the kernel's parser; the nest flag is masked off.
+    assert.equal(a.u32(4), 7);
+    assert.equal(readU32(views[4]), 7);
+    assert.deepEqual(a.bytes(5), views[5]);
+    assert.equal(a.length(1), 3);
+    // Absent, too short for the read, or beyond the index's size: undefined.
+    assert.equal(a.u32(6), undefined);
+    assert.equal(a.u32(2), undefined);
+    assert.equal(a.has(40), false);
+    // Reused: the next parse forgets the last one's attributes.
+    a.parse(new NlWriter(8).attrU16(2, 1).finish());
+    assert.equal(a.has(4), false);
+    assert.equal(a.u16(2), 1);
+    // A length past the end is malformed, as for parseAttrs.
+    const bad = Buffer.from(b);
+    bad.writeUInt16LE(200, 0);
+    assert.throws(() => a.parse(bad), NetlinkMalformed);
+    assert.throws(() => parseAttrs(bad), NetlinkMalformed);
   });
 
   test('nested attributes carry NLA_F_NESTED and their total length', () => {

@@ -265,6 +265,85 @@ export function parseAttrs(buf: Buffer, start = 0, end = buf.length): Attrs {
   return attrs;
 }
 
+/**
+ * Where each attribute of a payload is, by type, without a Buffer view for each: the
+ * resync's read-back decodes 100,000 real servers of about 15 attributes each at 10,000
+ * services, and a view per attribute was most of what it allocated. Same rules as
+ * parseAttrs (flags masked off, the last occurrence wins, a malformed length throws);
+ * types at or above `size` are skipped. One index is reused: read it before the next parse.
+ */
+export class AttrIndex {
+  private buf: Buffer = Buffer.alloc(0);
+  private readonly offsets: Int32Array;
+  private readonly lengths: Int32Array;
+
+  constructor(size: number) {
+    this.offsets = new Int32Array(size).fill(-1);
+    this.lengths = new Int32Array(size);
+  }
+
+  parse(buf: Buffer, start = 0, end = buf.length): this {
+    this.buf = buf;
+    this.offsets.fill(-1);
+    let off = start;
+    while (off + NLA_HDRLEN <= end) {
+      const len = buf.readUInt16LE(off);
+      if (len < NLA_HDRLEN || off + len > end) {
+        throw new NetlinkMalformed(
+          'NETLINK_MALFORMED',
+          `malformed netlink attribute: length ${len} at offset ${off}`,
+        );
+      }
+      const type = buf.readUInt16LE(off + 2) & NLA_TYPE_MASK;
+      if (type < this.offsets.length) {
+        this.offsets[type] = off + NLA_HDRLEN;
+        this.lengths[type] = len - NLA_HDRLEN;
+      }
+      off += align4(len);
+    }
+    return this;
+  }
+
+  has(type: number): boolean {
+    return this.offsets[type]! >= 0;
+  }
+
+  /** The value's length (-1 when absent). */
+  length(type: number): number {
+    return this.offsets[type]! >= 0 ? this.lengths[type]! : -1;
+  }
+
+  /** Where the value starts in the parsed buffer (only for a present attribute). */
+  offset(type: number): number {
+    return this.offsets[type]!;
+  }
+
+  get buffer(): Buffer {
+    return this.buf;
+  }
+
+  u8(type: number): number | undefined {
+    return this.length(type) >= 1 ? this.buf[this.offsets[type]!] : undefined;
+  }
+  u16(type: number): number | undefined {
+    return this.length(type) >= 2 ? this.buf.readUInt16LE(this.offsets[type]!) : undefined;
+  }
+  be16(type: number): number | undefined {
+    return this.length(type) >= 2 ? this.buf.readUInt16BE(this.offsets[type]!) : undefined;
+  }
+  u32(type: number): number | undefined {
+    return this.length(type) >= 4 ? this.buf.readUInt32LE(this.offsets[type]!) : undefined;
+  }
+  i32(type: number): number | undefined {
+    return this.length(type) >= 4 ? this.buf.readInt32LE(this.offsets[type]!) : undefined;
+  }
+  /** A view of the value (for the rare attribute that needs one: a nest, an IPv6 address). */
+  bytes(type: number): Buffer | undefined {
+    const at = this.offsets[type]!;
+    return at >= 0 ? this.buf.subarray(at, at + this.lengths[type]!) : undefined;
+  }
+}
+
 /** Every occurrence of each attribute, in order (for lists such as repeated nests). */
 export function parseAttrList(buf: Buffer): { type: number; value: Buffer }[] {
   const out: { type: number; value: Buffer }[] = [];
