@@ -247,8 +247,16 @@ export function parseMessages(datagram: Buffer): NlMessage[] {
  */
 export type Attrs = (Buffer | undefined)[];
 
-export function parseAttrs(buf: Buffer, start = 0, end = buf.length): Attrs {
-  const attrs: Attrs = [];
+/**
+ * Walks the attributes of a payload: `visit` gets each one's type (flags masked off), the
+ * offset of its value and the value's length. A length that does not fit is malformed.
+ */
+function forEachAttr(
+  buf: Buffer,
+  start: number,
+  end: number,
+  visit: (type: number, at: number, length: number) => void,
+): void {
   let off = start;
   while (off + NLA_HDRLEN <= end) {
     const len = buf.readUInt16LE(off);
@@ -258,10 +266,16 @@ export function parseAttrs(buf: Buffer, start = 0, end = buf.length): Attrs {
         `malformed netlink attribute: length ${len} at offset ${off}`,
       );
     }
-    const type = buf.readUInt16LE(off + 2) & NLA_TYPE_MASK;
-    attrs[type] = buf.subarray(off + NLA_HDRLEN, off + len);
+    visit(buf.readUInt16LE(off + 2) & NLA_TYPE_MASK, off + NLA_HDRLEN, len - NLA_HDRLEN);
     off += align4(len);
   }
+}
+
+export function parseAttrs(buf: Buffer, start = 0, end = buf.length): Attrs {
+  const attrs: Attrs = [];
+  forEachAttr(buf, start, end, (type, at, length) => {
+    attrs[type] = buf.subarray(at, at + length);
+  });
   return attrs;
 }
 
@@ -285,24 +299,15 @@ export class AttrIndex {
   parse(buf: Buffer, start = 0, end = buf.length): this {
     this.buf = buf;
     this.offsets.fill(-1);
-    let off = start;
-    while (off + NLA_HDRLEN <= end) {
-      const len = buf.readUInt16LE(off);
-      if (len < NLA_HDRLEN || off + len > end) {
-        throw new NetlinkMalformed(
-          'NETLINK_MALFORMED',
-          `malformed netlink attribute: length ${len} at offset ${off}`,
-        );
-      }
-      const type = buf.readUInt16LE(off + 2) & NLA_TYPE_MASK;
-      if (type < this.offsets.length) {
-        this.offsets[type] = off + NLA_HDRLEN;
-        this.lengths[type] = len - NLA_HDRLEN;
-      }
-      off += align4(len);
-    }
+    forEachAttr(buf, start, end, this.record);
     return this;
   }
+
+  private readonly record = (type: number, at: number, length: number): void => {
+    if (type >= this.offsets.length) return;
+    this.offsets[type] = at;
+    this.lengths[type] = length;
+  };
 
   has(type: number): boolean {
     return this.offsets[type]! >= 0;
@@ -347,21 +352,9 @@ export class AttrIndex {
 /** Every occurrence of each attribute, in order (for lists such as repeated nests). */
 export function parseAttrList(buf: Buffer): { type: number; value: Buffer }[] {
   const out: { type: number; value: Buffer }[] = [];
-  let off = 0;
-  while (off + NLA_HDRLEN <= buf.length) {
-    const len = buf.readUInt16LE(off);
-    if (len < NLA_HDRLEN || off + len > buf.length) {
-      throw new NetlinkMalformed(
-        'NETLINK_MALFORMED',
-        `malformed netlink attribute: length ${len} at offset ${off}`,
-      );
-    }
-    out.push({
-      type: buf.readUInt16LE(off + 2) & NLA_TYPE_MASK,
-      value: buf.subarray(off + NLA_HDRLEN, off + len),
-    });
-    off += align4(len);
-  }
+  forEachAttr(buf, 0, buf.length, (type, at, length) => {
+    out.push({ type, value: buf.subarray(at, at + length) });
+  });
   return out;
 }
 
