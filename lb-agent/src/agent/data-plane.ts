@@ -247,9 +247,6 @@ export class DataPlane {
     // A pass writing now may write after this read has passed a service: its writes must
     // count as newer than the read (at 10,000 services a first pass writes for minutes).
     const since = this.passing ? this.generation - 1 : this.generation;
-    // What the cache holds as the kernel has it is kept as the cache's object: the read's
-    // 100,000 objects at 10,000 services die young instead of living through the seconds
-    // of the read (the collector then had them to mark and compact, every resync).
     return { table: await this.o.ipvs.getTable({ background: true }, this.known), since };
   }
 
