@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import type { IpvsClient } from '../../lb-agent/src/ipvs/client.ts';
 import { IpvsError } from '../../lb-agent/src/ipvs/errors.ts';
-import type { RealServer, ServiceKey, ServiceState, VirtualService } from '../../lb-agent/src/ipvs/types.ts';
+import { realServer, virtualService } from '../../lb-agent/src/ipvs/fixtures.ts';
+import type { ServiceKey, ServiceState } from '../../lb-agent/src/ipvs/types.ts';
 
 /** Addresses the suite uses; a kernel run must route DEST_V4/DEST_V6 (masq checks it). */
 export const VIP_PREFIX_V4 = '10.250.';
@@ -28,25 +29,8 @@ const vip6 = (n: number, port = 80): ServiceKey => ({
   address: `${VIP_PREFIX_V6}${n}`,
   port,
 });
-const svc = (key: ServiceKey, scheduler = 'rr', extra: Partial<VirtualService> = {}): VirtualService => ({
-  key,
-  scheduler,
-  schedulerFlags: [],
-  onePacket: false,
-  persistence: undefined,
-  persistenceEngine: undefined,
-  ...extra,
-});
-const dest = (address: string, extra: Partial<RealServer> = {}): RealServer => ({
-  family: address.includes(':') ? 'ipv6' : 'ipv4',
-  address,
-  port: 8080,
-  forward: 'nat',
-  weight: 1,
-  upperThreshold: 0,
-  lowerThreshold: 0,
-  ...extra,
-});
+const svc = virtualService;
+const dest = realServer;
 
 export function isSuiteService(key: ServiceKey): boolean {
   if (key.kind === 'fwmark') return key.fwmark >= FWMARK_BASE && key.fwmark < FWMARK_BASE + 100;

@@ -18,9 +18,10 @@ import { FakeAddressManager } from '../../lb-agent/src/agent/vips.ts';
 import { computeDesired } from '../../lb-agent/src/core/desired.ts';
 import { intent } from '../../lb-agent/src/core/fixtures.ts';
 import type { Endpoint, ServiceIntent } from '../../lb-agent/src/core/types.ts';
+import { addressKey, realServer } from '../../lb-agent/src/ipvs/fixtures.ts';
 import { MH_TABLE_SIZE, type MhDestination, mhLookup, mhTable } from '../../lb-agent/src/ipvs/maglev.ts';
 import { NetlinkIpvsClient } from '../../lb-agent/src/ipvs/netlink-client.ts';
-import type { AddressServiceKey, RealServer } from '../../lb-agent/src/ipvs/types.ts';
+import type { RealServer } from '../../lb-agent/src/ipvs/types.ts';
 import { ManualClock } from '../../lb-agent/src/util/clock.ts';
 import { ensureDummy, requireKernelHarness, sh } from '../harness/kernel.ts';
 import { NetnsLab, waitFor } from '../harness/netns.ts';
@@ -30,22 +31,8 @@ requireKernelHarness();
 const repo = path.resolve(import.meta.dirname, '..', '..');
 const SOURCE = '10.248.0.1';
 const backend = (i: number) => `10.248.${1 + (i >> 8)}.${i & 255}`;
-const key = (vip: string): AddressServiceKey => ({
-  kind: 'address',
-  family: 'ipv4',
-  protocol: 'tcp',
-  address: vip,
-  port: 80,
-});
-const dest = (address: string, weight = 1): RealServer => ({
-  family: 'ipv4',
-  address,
-  port: 8080,
-  forward: 'nat',
-  weight,
-  upperThreshold: 0,
-  lowerThreshold: 0,
-});
+const key = (vip: string) => addressKey(vip);
+const dest = (address: string, weight = 1) => realServer(address, { weight });
 
 /**
  * The kernel's choice for `count` source ports from `from` to `vip`: port -> destination

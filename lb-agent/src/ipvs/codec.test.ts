@@ -16,6 +16,7 @@ import {
   writeServiceKey,
 } from './codec.ts';
 import * as K from './constants.ts';
+import { realServer, virtualService } from './fixtures.ts';
 import type { RealServer, RealServerState, ServiceKey, VirtualService } from './types.ts';
 
 const fixtureDir = path.join(import.meta.dirname, '..', '..', '..', 'test', 'fixtures', 'ipvsadm');
@@ -59,25 +60,9 @@ function encoded(write: (w: NlWriter) => void): Buffer {
 }
 
 const tcp80: ServiceKey = { kind: 'address', family: 'ipv4', protocol: 'tcp', address: '10.1.0.1', port: 80 };
-const svc = (key: ServiceKey, scheduler: string, extra: Partial<VirtualService> = {}): VirtualService => ({
-  key,
-  scheduler,
-  schedulerFlags: [],
-  onePacket: false,
-  persistence: undefined,
-  persistenceEngine: undefined,
-  ...extra,
-});
-const real = (address: string, port: number, extra: Partial<RealServer> = {}): RealServer => ({
-  family: address.includes(':') ? 'ipv6' : 'ipv4',
-  address,
-  port,
-  forward: 'nat',
-  weight: 1,
-  upperThreshold: 0,
-  lowerThreshold: 0,
-  ...extra,
-});
+const svc = virtualService;
+const real = (address: string, port: number, extra: Partial<RealServer> = {}) =>
+  realServer(address, { port, ...extra });
 
 const serviceCases: [string, number, VirtualService][] = [
   ['add-service-tcp-rr', K.IPVS_CMD_NEW_SERVICE, svc(tcp80, 'rr')],

@@ -1,42 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { addressKey, realServer, virtualService } from './fixtures.ts';
 import { drainKey, type PlanInput, planIpvs, planIpvsSliced, summarizePlan } from './planner.ts';
-import type {
-  AddressServiceKey,
-  RealServer,
-  RealServerState,
-  ServiceKey,
-  ServiceSpec,
-  ServiceState,
-  VirtualService,
-} from './types.ts';
+import type { RealServer, RealServerState, ServiceKey, ServiceSpec, ServiceState } from './types.ts';
 
-const key = (address: string, port = 80, protocol: 'tcp' | 'udp' = 'tcp'): AddressServiceKey => ({
-  kind: 'address',
-  family: address.includes(':') ? 'ipv6' : 'ipv4',
-  protocol,
-  address,
-  port,
-});
-const service = (k: ServiceKey, scheduler = 'rr', extra: Partial<VirtualService> = {}): VirtualService => ({
-  key: k,
-  scheduler,
-  schedulerFlags: [],
-  onePacket: false,
-  persistence: undefined,
-  persistenceEngine: undefined,
-  ...extra,
-});
-const real = (address: string, weight = 1, extra: Partial<RealServer> = {}): RealServer => ({
-  family: 'ipv4',
-  address,
-  port: 8080,
-  forward: 'nat',
-  weight,
-  upperThreshold: 0,
-  lowerThreshold: 0,
-  ...extra,
-});
+const key = (address: string, port = 80, protocol: 'tcp' | 'udp' = 'tcp') =>
+  addressKey(address, port, protocol);
+const service = virtualService;
+const real = (address: string, weight = 1, extra: Partial<RealServer> = {}) =>
+  realServer(address, { weight, ...extra });
 const state = (d: RealServer, active = 0, inactive = 0): RealServerState => ({
   ...d,
   activeConnections: active,

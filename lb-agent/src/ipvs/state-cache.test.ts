@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { applyOperations } from './apply.ts';
 import { FakeIpvsClient } from './fake-client.ts';
+import { realServer } from './fixtures.ts';
 import { planIpvs } from './planner.ts';
 import { IpvsStateCache } from './state-cache.ts';
 import type { KnownService, ServiceSpec } from './types.ts';
@@ -70,16 +71,7 @@ const service = {
   persistenceEngine: undefined,
 } as const satisfies KnownService['service'];
 const key = service.key;
-const real = (address: string, weight = 1) =>
-  ({
-    family: 'ipv4',
-    address,
-    port: 8080,
-    forward: 'nat',
-    weight,
-    upperThreshold: 0,
-    lowerThreshold: 0,
-  }) as const;
+const real = (address: string, weight = 1) => realServer(address, { weight });
 const addresses = (s: KnownService | undefined) => s?.destinations.map((d) => `${d.address}/${d.weight}`);
 
 test('the cache keeps the kernel order, and never changes an entry someone holds', () => {
