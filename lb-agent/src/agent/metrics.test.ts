@@ -7,6 +7,7 @@ import parse from 'parse-prometheus-text-format';
 import { parse as parseYaml } from 'yaml';
 import { VERSION } from '../version.ts';
 import { AgentMetrics, ownerLabels } from './metrics.ts';
+import type { ServiceFigures } from './service-stats.ts';
 
 test('every portlb metric is in the metrics table of docs/deploy.md, and nothing else is', async () => {
   const metrics = new AgentMetrics();
@@ -25,43 +26,35 @@ test('every portlb metric is in the metrics table of docs/deploy.md, and nothing
 async function exposition() {
   const metrics = new AgentMetrics();
   const key = { kind: 'address', family: 'ipv4', protocol: 'tcp', address: '203.0.113.1', port: 80 } as const;
-  await metrics.setServiceStats(
-    [
-      {
-        service: { key, scheduler: 'mh', flags: [], timeout: 0, netmask: 32 } as never,
-        stats: { connections: 12, bytesIn: 3400, bytesOut: 0 } as never,
-        destinations: [{ activeConnections: 3 } as never, { activeConnections: 2 } as never],
-      },
-    ],
-    () => true,
-    new Map([['tcp:203.0.113.1:80', 'shop/web']]),
-  );
+  const render = metrics.serviceStats(new Map([['tcp:203.0.113.1:80', 'shop/web']]));
+  render.add({ key, stats: { connections: 12, bytesIn: 3400, bytesOut: 0 } as never, activeConnections: 5 });
+  await render.commit();
   metrics.errors.inc({ code: 'KERNEL_ERROR', step: 'status' });
   metrics.syncs.inc({ result: 'ok' });
   return { metrics, families: parse(await metrics.exposition()) };
 }
 
-test("per-service figures: rendered in slices, only portlb's services, replaced whole, odd owner names escaped", async () => {
+test('per-service figures: encoded in slices, replaced whole, odd owner names escaped', async () => {
   const metrics = new AgentMetrics();
-  const svc = (address: string, connections: number) => ({
-    service: { key: { kind: 'address', family: 'ipv4', protocol: 'udp', address, port: 53 } } as never,
+  const svc = (address: string, connections: number): ServiceFigures => ({
+    key: { kind: 'address', family: 'ipv4', protocol: 'udp', address, port: 53 },
     stats: { connections, bytesIn: 1, bytesOut: 2 } as never,
-    destinations: [],
+    activeConnections: 0,
   });
+  const set = async (figures: ServiceFigures[], owners: Map<string, string>, pause?: () => Promise<void>) => {
+    const render = metrics.serviceStats(owners);
+    for (const f of figures) render.add(f);
+    await render.commit(pause);
+  };
   let pauses = 0;
-  await metrics.setServiceStats(
-    [svc('203.0.113.1', 7), svc('198.51.100.9', 1), svc('203.0.113.2', 8)],
-    (s) => (s.service.key as { address: string }).address.startsWith('203.'),
+  await set(
+    [svc('203.0.113.1', 7), svc('203.0.113.2', 8)],
     new Map([['udp:203.0.113.1:53', 'file:dns "a"\\b']]),
     async () => {
       pauses++;
     },
   );
-  assert.equal(
-    pauses,
-    3 + 4,
-    'one per service, one per encoded chunk (one chunk for each of the four families)',
-  );
+  assert.equal(pauses, 4, 'one per encoded chunk (one chunk for each of the four families)');
   const conns = () =>
     metrics
       .exposition()
@@ -73,12 +66,12 @@ test("per-service figures: rendered in slices, only portlb's services, replaced 
       ['', '203.0.113.2', '8'],
     ],
   );
-  await metrics.setServiceStats([svc('203.0.113.2', 9)], () => true, new Map());
+  await set([svc('203.0.113.2', 9)], new Map());
   assert.deepEqual(
     (await conns()).metrics.map((m) => [m.labels!.vip, m.value]),
     [['203.0.113.2', '9']],
   );
-  await metrics.setServiceStats([], () => true, new Map());
+  await set([], new Map());
   assert.deepEqual((await conns()).metrics, [], 'no series, the family still described');
 });
 

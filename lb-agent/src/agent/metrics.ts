@@ -1,6 +1,6 @@
 // Prometheus metrics of one agent (prom-client, its own registry).
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import { type ServiceState, serviceId } from '../ipvs/types.ts';
+import { serviceId } from '../ipvs/types.ts';
 import type { PoolUsage } from '../k8s/allocator.ts';
 import { VERSION } from '../version.ts';
 import type { ServiceFigures } from './service-stats.ts';
@@ -73,7 +73,7 @@ export class AgentMetrics {
     help: 'Real servers at weight 0 waiting for their connections to end',
     registers: [this.registry],
   });
-  /** The per-service families, encoded, kept between stats reads (see setServiceStats). */
+  /** The per-service families, encoded, kept between stats reads (see serviceStats). */
   private serviceChunks: readonly Buffer[] = [Buffer.from(SERVICE_FAMILIES.map(familyHeader).join(''))];
   readonly poolAddresses = new Gauge({
     name: 'portlb_pool_addresses',
@@ -242,38 +242,14 @@ export class AgentMetrics {
   }
 
   /**
-   * The per-service kernel figures, replaced whole: `table` is what the kernel has,
-   * `include` which of its services are portlb's, `owners` the owner id of each service id
-   * from the last pass. Rendered and encoded here, in slices (`pause` after each service
-   * and each chunk), not at every scrape: at 10,000 services prom-client's setting and
-   * formatting of the 40,000 series (4 MB) filled most of 3-7 s around each scrape in UML
-   * (under the profiler); a scrape now sends the chunks as they are.
-   */
-  async setServiceStats(
-    table: readonly ServiceState[],
-    include: (s: ServiceState) => boolean,
-    owners: ReadonlyMap<string, string>,
-    pause: () => Promise<void> = async () => {},
-  ): Promise<void> {
-    const render = this.serviceStats(owners);
-    for (const s of table) {
-      await pause();
-      const key = s.service.key;
-      if (key.kind !== 'address' || !include(s)) continue;
-      render.add({
-        key,
-        stats: s.stats,
-        activeConnections: s.destinations.reduce((n, d) => n + d.activeConnections, 0),
-      });
-    }
-    await render.commit(pause);
-  }
-
-  /**
-   * setServiceStats one service at a time, as a read hands them over (ServiceStatsReader):
-   * nothing of the read is kept (at 10,000 services a table of 100,000 real servers lived
+   * The per-service kernel figures, one service at a time as a read hands them over
+   * (ServiceStatsReader); `owners` is the owner id of each service id from the last pass.
+   * Nothing of the read is kept (at 10,000 services a table of 100,000 real servers lived
    * through the seconds of the read, for the collector to mark and compact). `commit`
-   * replaces the families with what was added.
+   * replaces the families with what was added, encoded here in slices (`pause` after each
+   * chunk), not at every scrape: at 10,000 services prom-client's setting and formatting
+   * of the 40,000 series (4 MB) filled most of 3-7 s around each scrape in UML (under the
+   * profiler); a scrape now sends the chunks as they are.
    */
   serviceStats(owners: ReadonlyMap<string, string>): {
     add(figures: ServiceFigures): void;

@@ -65,15 +65,21 @@ test('per-service figures: real servers read again only where a connection can h
   const read = async () => {
     k.reads.length = 0;
     const out: ServiceFigures[] = [];
+    let pauses = 0;
     const r = await reader.read(
       k.client,
       (key) => !key.address.endsWith('.99'),
       (f) => out.push(f),
+      async () => {
+        pauses++;
+      },
     );
-    return { ...r, active: Object.fromEntries(out.map((f) => [f.key.address, f.activeConnections])) };
+    return { ...r, pauses, active: Object.fromEntries(out.map((f) => [f.key.address, f.activeConnections])) };
   };
   // The first read knows nothing: every service of portlb's is read.
-  assert.equal((await read()).destinationReads, 4);
+  const first = await read();
+  assert.equal(first.destinationReads, 4);
+  assert.equal(first.pauses, 5, "a turn for the event loop after each service, portlb's or not");
   // Nothing moved, nobody connected: no real server read at all.
   const quiet = await read();
   assert.equal(quiet.destinationReads, 0);
