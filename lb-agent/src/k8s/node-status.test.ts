@@ -177,6 +177,28 @@ describe('NodeStatusPublisher', () => {
     assert.deepEqual(r.writes, [true, true, true]);
   });
 
+  test("a pass's time alone is no change (a resync's pass runs every 10 s): written with the next change or refresh", async () => {
+    const r = rig();
+    await r.p.tick();
+    await r.flush();
+    const at = (s: string) => report({ lastSync: { at: s, ok: true } });
+    r.set(at('2026-12-02T00:00:10.000Z'));
+    await r.clock.advance(10_000);
+    await r.p.tick();
+    assert.equal(r.queued.length, 0, 'not written for a newer pass alone');
+    r.set(report({ lastSync: { at: '2026-12-02T00:00:20.000Z', ok: false } }));
+    await r.p.tick();
+    await r.flush();
+    assert.deepEqual(r.api.calls.slice(2), ['PUT object'], 'a failed pass is a change');
+    assert.deepEqual(r.api.obj.status.agent.lastSync, { at: '2026-12-02T00:00:20.000Z', ok: false });
+    r.set(at('2026-12-02T00:05:30.000Z'));
+    await r.clock.advance(300_000);
+    await r.p.tick();
+    await r.flush();
+    assert.deepEqual(r.api.calls.slice(3), ['PUT object'], 'the refresh writes the time of the last pass');
+    assert.equal(r.api.obj.status.agent.lastSync.at, '2026-12-02T00:05:30.000Z');
+  });
+
   test('someone else changed or deleted it: read again and written; a failed write is retried at the next tick', async () => {
     const r = rig();
     await r.p.tick();

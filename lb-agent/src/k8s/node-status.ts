@@ -172,7 +172,13 @@ export class NodeStatusPublisher {
     const uid = this.o.nodeUid();
     if (!uid) return;
     const body = nodeStatusObject(await this.o.collect(), uid);
+    // The last pass's time is no change of its own: a pass runs at least every resync (10 s),
+    // and at 10,000 services each write is ~400 KB. It is written with the next change
+    // or refresh, as observedAt is (which tells a reader how fresh the object is).
+    const lastSync = body.status.agent.lastSync;
+    body.status.agent.lastSync = lastSync && { ok: lastSync.ok };
     const content = JSON.stringify(body);
+    body.status.agent.lastSync = lastSync;
     const now = this.o.clock.monotonic();
     if (this.written?.content === content && now - this.written.at < this.o.refreshMs) return;
     body.status.observedAt = new Date(this.o.clock.now()).toISOString();
