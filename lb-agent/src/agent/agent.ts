@@ -290,7 +290,7 @@ export class Agent {
           bfd: this.bfd?.status() ?? null,
           health: this.health.checker.summary(),
         },
-        () => slicer.pause(),
+        slicer,
       );
     });
   }
@@ -495,6 +495,7 @@ export class Agent {
     const run = (async () => {
       const slicer = new TimeSlicer();
       const owners = await ownersByIdSliced(this.reconciler?.last, () => slicer.pause());
+      await slicer.check();
       const render = this.metrics.serviceStats(owners);
       await this.serviceStats.read(
         this.ipvs,
@@ -502,7 +503,8 @@ export class Agent {
         (figures) => render.add(figures),
         () => slicer.pause(),
       );
-      await render.commit(() => slicer.pause());
+      // Each chunk is hundreds of lines: the clock is read after every one.
+      await render.commit(() => slicer.check());
     })();
     this.statsCache = { at: now, run };
     return run;

@@ -59,13 +59,24 @@ test("the node report builds only what the node's status object keeps, and the o
     health: [],
   };
   let pauses = 0;
-  const report = await nodeReport(input, async () => {
-    pauses++;
+  let checks = 0;
+  const report = await nodeReport(input, {
+    pause: async () => {
+      pauses++;
+    },
+    check: async () => {
+      checks++;
+    },
   });
   assert.equal(report.vips.length, NODE_STATUS_LIMITS.vips);
   assert.equal(report.services.length, NODE_STATUS_LIMITS.services);
   assert.ok(report.services.every((s) => s.backends.length === NODE_STATUS_LIMITS.backendsPerService));
-  assert.ok(pauses >= 1800, `${pauses} pauses for 1,200 VIPs and 600 services`);
+  assert.equal(
+    pauses,
+    800 + 400 + 1200 + 600 + 500,
+    'one after each item of every walk: advertisements, withheld VIPs, VIPs, services, the services built',
+  );
+  assert.ok(checks >= 3, 'between walks of different kinds');
   // Everything, built the way the report was before it was bounded.
   const everything: NodeStatusReport = {
     ...report,

@@ -8,6 +8,8 @@ import type { ServiceState } from '../ipvs/types.ts';
 import { destinationId, serviceId } from '../ipvs/types.ts';
 import { NODE_STATUS_LIMITS, type NodeStatusReport } from '../k8s/node-status.ts';
 import { type Clock, wallTimeOf } from '../util/clock.ts';
+import type { TimeSlicer } from '../util/slicer.ts';
+import { Smallest } from '../util/smallest.ts';
 import { runSteps, runStepsSliced } from '../util/steps.ts';
 import { vipPrefix } from './announcer.ts';
 import type { BfdStatus } from './bfd-lane.ts';
@@ -56,7 +58,11 @@ function* ownerSteps(last: PassResult | undefined): Generator<void, Map<string, 
  * Each VIP of the last pass: announced, or withheld and why, or kept through doubt. One
  * lookup per VIP (a node may hold thousands, most of them withheld while it starts).
  */
-export const vipStates = (last: PassResult | undefined): VipState[] => runSteps(vipSteps(last));
+export const vipStates = (last: PassResult | undefined): VipState[] => {
+  const out: VipState[] = [];
+  runSteps(vipSteps(last, (v) => out.push(v)));
+  return out;
+};
 
 interface VipState {
   address: string;
@@ -66,13 +72,25 @@ interface VipState {
   kept: boolean;
 }
 
-function* vipSteps(last: PassResult | undefined): Generator<void, VipState[]> {
-  const announced = new Set((last?.ads ?? []).map((a) => a.prefix));
-  const withheld = new Map((last?.withheld ?? []).map((w) => [w.address, w.reason]));
-  const kept = new Set(last?.kept ?? []);
-  const out: VipState[] = [];
+/** Each VIP's state to `visit`; every walk over the pass's lists (10,000 long at scale) yields per item. */
+function* vipSteps(last: PassResult | undefined, visit: (v: VipState) => void): Generator<void, void> {
+  const announced = new Set<string>();
+  for (const a of last?.ads ?? []) {
+    announced.add(a.prefix);
+    yield;
+  }
+  const withheld = new Map<string, string>();
+  for (const w of last?.withheld ?? []) {
+    withheld.set(w.address, w.reason);
+    yield;
+  }
+  const kept = new Set<string>();
+  for (const address of last?.kept ?? []) {
+    kept.add(address);
+    yield;
+  }
   for (const v of last?.desired.vips ?? []) {
-    out.push({
+    visit({
       address: v.address,
       owners: v.owners,
       announced: announced.has(vipPrefix(v.address, v.family)),
@@ -81,8 +99,9 @@ function* vipSteps(last: PassResult | undefined): Generator<void, VipState[]> {
     });
     yield;
   }
-  return out;
 }
+
+const byString = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 export function buildStatus(s: StatusInput): Record<string, unknown> {
   const last = s.last;
@@ -166,29 +185,68 @@ export interface NodeReportInput {
  * What this node does for the cluster view (its PortlbNodeStatus), from the last pass
  * alone: the weights it asked for, no kernel read (that costs seconds at scale; the node's
  * own /status has the live counters). Every VIP and service is counted, but only those the
- * object keeps (NODE_STATUS_LIMITS, first by address and id) are built, and the walk
- * yields (`pause` after each VIP and service): at 10,000 services x 10 backends, building
- * every backend every 10 s held the event loop for hundreds of milliseconds in UML.
+ * object keeps (NODE_STATUS_LIMITS, first by address and id) are chosen (never a sort of
+ * them all) and built, and every walk yields (`pause` after each item): at 10,000
+ * services x 10 backends, building every backend every 10 s held the event loop for
+ * hundreds of milliseconds in UML, and so did the sorts and sets of 10,000 in one turn.
+ * `slicer.check()` between walks of different kinds: their items' costs differ.
  */
 export async function nodeReport(
   s: NodeReportInput,
-  pause: () => Promise<void> = async () => {},
+  slicer: Pick<TimeSlicer, 'pause' | 'check'> = { pause: async () => {}, check: async () => {} },
 ): Promise<NodeStatusReport> {
   const L = NODE_STATUS_LIMITS;
+  const pause = () => slicer.pause();
   const last = s.last;
-  const vips = await runStepsSliced(vipSteps(last), pause);
-  const announced = vips.filter((v) => v.announced).length;
-  vips.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
-  const all: { id: string; v: DesiredVirtualService }[] = [];
+  const vips = new Smallest<VipState>(L.vips, (a, b) => byString(a.address, b.address));
+  let announced = 0;
+  await runStepsSliced(
+    vipSteps(last, (v) => {
+      vips.add(v);
+      if (v.announced) announced++;
+    }),
+    pause,
+  );
+  await slicer.check();
+  const services = new Smallest<{ id: string; v: DesiredVirtualService }>(L.services, (a, b) =>
+    byString(a.id, b.id),
+  );
   for (const v of last?.desired.virtualServices ?? []) {
-    all.push({ id: serviceId(v.spec.service.key), v });
+    services.add({ id: serviceId(v.spec.service.key), v });
     await pause();
   }
-  all.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  await slicer.check();
   const bfd = new Map((s.bfd?.sessions ?? []).map((x) => [x.peer, x.state]));
   const health = new Map<string, string>();
   for (const h of s.health)
-    for (const b of h.backends) health.set(`${h.service}|${b.address}|${b.port}`, b.state);
+    for (const b of h.backends) {
+      health.set(`${h.service}|${b.address}|${b.port}`, b.state);
+      await pause();
+    }
+  // Building a service's backends costs far more than the items before.
+  await slicer.check();
+  const built: NodeStatusReport['services'] = [];
+  for (const { id, v } of services.sorted()) {
+    const backends = new Smallest<NodeStatusReport['services'][number]['backends'][number]>(
+      L.backendsPerService,
+      (a, b) => byString(a.address, b.address),
+    );
+    for (const d of v.spec.destinations)
+      backends.add({
+        address: destinationId(d),
+        weight: d.weight,
+        health: health.get(`${v.owner}|${d.address}|${d.port}`) ?? null,
+      });
+    built.push({
+      id,
+      vip: v.vip,
+      owner: v.owner,
+      state: last?.report.services.get(id)?.outcome ?? 'unknown',
+      backendCount: v.spec.destinations.length,
+      backends: backends.sorted(),
+    });
+    await pause();
+  }
   return {
     node: s.node,
     identity: s.identity,
@@ -204,22 +262,8 @@ export async function nodeReport(
       state: p.state,
       bfd: s.bfd ? (bfd.get(p.address) ?? null) : null,
     })),
-    vips: vips.slice(0, L.vips).map(({ kept: _, ...v }) => v),
-    services: all.slice(0, L.services).map(({ id, v }) => ({
-      id,
-      vip: v.vip,
-      owner: v.owner,
-      state: last?.report.services.get(id)?.outcome ?? 'unknown',
-      backendCount: v.spec.destinations.length,
-      backends: v.spec.destinations
-        .map((d) => ({
-          address: destinationId(d),
-          weight: d.weight,
-          health: health.get(`${v.owner}|${d.address}|${d.port}`) ?? null,
-        }))
-        .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0))
-        .slice(0, L.backendsPerService),
-    })),
-    counts: { vips: vips.length, vipsAnnounced: announced, services: all.length },
+    vips: vips.sorted().map(({ kept: _, ...v }) => v),
+    services: built,
+    counts: { vips: vips.count, vipsAnnounced: announced, services: services.count },
   };
 }
