@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CachedNetfilter, type NetfilterRules } from './netfilter.ts';
+import { CachedNetfilter, type NetfilterRules, type ScriptOf } from './netfilter.ts';
 
 /** A backend whose writes finish when the test says (as a slow iptables-restore would). */
 class GatedNetfilter extends CachedNetfilter {
@@ -72,6 +72,51 @@ describe('netfilter manager: apply and repair', () => {
     nf.gates.shift()!();
     assert.equal(await changed, true);
     assert.equal(await nf.apply(set(r('203.0.113.1', 81), r('203.0.113.2', 80))), false);
+  });
+
+  test('the repair writes the scripts of the applied rules again without building them again', async () => {
+    const builds: string[] = [];
+    const written: string[] = [];
+    class ScriptNetfilter extends CachedNetfilter {
+      readonly kind = 'script';
+      fail = false;
+      protected async write(r: NetfilterRules, script: ScriptOf): Promise<void> {
+        written.push(
+          script('filter', () => {
+            const text = r.filter
+              .map((x) => x.vip)
+              .sort()
+              .join(',');
+            builds.push(text);
+            return text;
+          }),
+        );
+        if (this.fail) throw new Error('exit 1');
+      }
+    }
+    const nf = new ScriptNetfilter();
+    const two = (a: string, b: string): NetfilterRules => ({
+      snat: [],
+      filter: [rules(a).filter[0]!, rules(b).filter[0]!],
+      notrack: [],
+    });
+    await nf.apply(two('203.0.113.1', '203.0.113.2'));
+    await nf.repair();
+    assert.deepEqual(builds, ['203.0.113.1,203.0.113.2'], 'built once');
+    assert.deepEqual(written, ['203.0.113.1,203.0.113.2', '203.0.113.1,203.0.113.2']);
+    // The same set in another order: nothing written, and its scripts are the same.
+    assert.equal(await nf.apply(two('203.0.113.2', '203.0.113.1')), false);
+    await nf.repair();
+    assert.equal(builds.length, 1);
+    await nf.apply(two('203.0.113.1', '203.0.113.3'));
+    assert.deepEqual(builds.slice(1), ['203.0.113.1,203.0.113.3'], 'new rules: built anew');
+    // A failed write leaves nothing applied: the next apply builds and writes again.
+    nf.fail = true;
+    await assert.rejects(nf.apply(two('203.0.113.1', '203.0.113.4')));
+    nf.fail = false;
+    assert.equal(await nf.repair(), false);
+    await nf.apply(two('203.0.113.1', '203.0.113.4'));
+    assert.deepEqual(builds.slice(2), ['203.0.113.1,203.0.113.4', '203.0.113.1,203.0.113.4']);
   });
 
   test('a failed write names the backend and the rules, and the next apply writes again', async () => {

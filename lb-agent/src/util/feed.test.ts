@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { test } from 'node:test';
 import { feed } from './feed.ts';
 
@@ -11,4 +14,16 @@ test('feed: a command that exits without reading its input is an error of the ca
   await assert.rejects(feed('true', [], big), /did not read its input/);
   await feed('true', [], '');
   await feed('sh', ['-c', 'cat >/dev/null'], big);
+});
+
+test('feed: a large input arrives whole, in order, with characters across the pieces it is written in intact', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'portlb-feed-'));
+  try {
+    // Characters of 1, 2, 3 and 4 bytes of UTF-8 (the last a surrogate pair), over many pieces.
+    const input = 'a\u00e9\u20ac\u{1f600}'.repeat(100_000);
+    await feed('sh', ['-c', `cat > ${dir}/out`], input);
+    assert.equal(readFileSync(path.join(dir, 'out'), 'utf8'), input);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
