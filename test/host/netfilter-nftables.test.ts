@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import { nftScript, type PortRule } from '../../lb-agent/src/agent/netfilter.ts';
+import { nftMissing, nftScript, type PortRule } from '../../lb-agent/src/agent/netfilter.ts';
 import { NetnsLab } from '../harness/netns.ts';
 
 const VIP = '203.0.113.10';
@@ -72,6 +72,35 @@ describe('netfilter through nftables (host kernel, own namespaces)', () => {
       /table inet someone_else/,
       'other tables untouched',
     );
+  });
+
+  test("the repair's reading of a listing: intact, then each kind of loss named", () => {
+    const dns: PortRule = { vip: VIP, family: 'ipv4', port: 53, protocol: 'udp' };
+    const v6: PortRule = { vip: 'fd00:203::10', family: 'ipv6', port: 443, protocol: 'tcp' };
+    const rules = { snat: [web, dns], filter: [web, dns, v6], notrack: [dns] };
+    lab.exec('n', 'nft', ['-f', '-'], nftScript(rules));
+    const listed = (nf = 'ip') => lab.exec('n', 'nft', ['list', 'table', nf, 'portlb']);
+    assert.equal(nftMissing(rules, 'ipv4', listed()), undefined);
+    assert.equal(nftMissing(rules, 'ipv6', listed('ip6')), undefined);
+    const lost = (command: string[], said: RegExp) => {
+      lab.exec('n', 'nft', command);
+      assert.match(nftMissing(rules, 'ipv4', listed()) ?? 'nothing', said, command.join(' '));
+      lab.exec('n', 'nft', ['-f', '-'], nftScript(rules));
+    };
+    lost(['flush', 'set', 'ip', 'portlb', 'services'], /set services of table ip portlb has 0 of 2 members/);
+    lost(
+      ['delete', 'element', 'ip', 'portlb', 'untracked', `{ ${VIP} . udp . 53 }`],
+      /set untracked .* 0 of 1/,
+    );
+    lost(['flush', 'chain', 'ip', 'portlb', 'postrouting'], /table ip portlb has 0 of 2 SNAT rules/);
+    lost(['flush', 'chain', 'ip', 'portlb', 'input'], /pass for other addresses of table ip portlb is gone/);
+    lost(['flush', 'chain', 'ip', 'portlb', 'prerouting'], /the notrack rule of table ip portlb is gone/);
+    lab.exec('n', 'nft', ['flush', 'ruleset']);
+    assert.throws(
+      () => listed(),
+      'a flushed ruleset: the table is gone, the read fails (the repair rewrites)',
+    );
+    apply([], []);
   });
 
   test('the VIP filter: a listener on 0.0.0.0 is unreachable through the VIP, the service port is not', () => {

@@ -152,6 +152,25 @@ describe('agent data plane boundaries (kernel)', () => {
         'one jump, not one per apply',
       );
       assert.equal(sh('iptables-legacy -t filter -S INPUT').match(/PORTLB-FILTER/g)?.length, 1);
+
+      // The periodic repair reads first: intact, nothing rewritten; each kind of loss found
+      // and rewritten (the listings it reads are the kernel's own).
+      assert.equal(await nf.repair(), undefined, 'intact: nothing lost');
+      const lost = async (damage: string, said: RegExp) => {
+        sh(damage);
+        assert.match((await nf.repair()) ?? 'nothing', said, damage);
+        assert.equal(await nf.repair(), undefined, `${damage}: rewritten, intact again`);
+      };
+      await lost('ipset flush portlb-services4', /ipset portlb-services4 has 0 of 1 members/);
+      assert.match(sh('ipset list portlb-services4'), /203\.0\.113\.12,tcp:443/);
+      await lost('iptables-legacy -t raw -F PORTLB-NOTRACK', /PORTLB-NOTRACK \(raw table\) has 0 of 1 rules/);
+      await lost('iptables-legacy -t nat -F PORTLB-SNAT', /PORTLB-SNAT \(nat table\) has 0 of 1 rules/);
+      assert.match(sh('iptables-legacy -t nat -S PORTLB-SNAT'), /203\.0\.113\.12/);
+      await lost(
+        'iptables-legacy -t filter -D INPUT -m comment --comment "portlb VIP filter" -j PORTLB-FILTER',
+        /the jump from INPUT to PORTLB-FILTER \(filter table\) is gone/,
+      );
+      assert.match(sh('iptables-legacy -t filter -S INPUT'), /-j PORTLB-FILTER/);
     } finally {
       for (const c of netfilterCleaners()) if (await c.present()) await c.remove();
     }

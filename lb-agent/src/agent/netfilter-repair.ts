@@ -44,12 +44,13 @@ export class NetfilterRepair {
       }
       const t0 = clock.monotonic();
       try {
-        if (await netfilter.repair()) {
-          logger.debug(
-            { durationMs: Math.round(clock.monotonic() - t0) },
-            'netfilter rules rewritten (repair)',
+        const lost = await netfilter.repair();
+        // Someone else's doing (a flush, a firewall reload): the operator should know.
+        if (lost)
+          logger.warn(
+            { lost, durationMs: Math.round(clock.monotonic() - t0) },
+            'netfilter rules were changed from outside portlb; rewritten',
           );
-        }
       } catch (err) {
         // The rules the pass applied stay what is wanted; the next repair or change tries again.
         this.o.metrics?.errors.inc({ code: errorCode(err), step: 'netfilter' });

@@ -8,6 +8,12 @@ class GatedNetfilter extends CachedNetfilter {
   writes: NetfilterRules[] = [];
   gates: (() => void)[] = [];
   fail = false;
+  /** What the next repair's read finds lost (a rewrite when set; a failed read when an Error). */
+  lost: string | Error | undefined = 'a flushed chain';
+  protected async missing(): Promise<string | undefined> {
+    if (this.lost instanceof Error) throw this.lost;
+    return this.lost;
+  }
   protected write(rules: NetfilterRules): Promise<void> {
     this.writes.push(rules);
     if (this.fail) return Promise.reject(Object.assign(new Error('exit 2'), { stderr: 'ipset: busy' }));
@@ -21,11 +27,20 @@ const rules = (vip: string): NetfilterRules => ({
   notrack: [],
 });
 const tick = () => new Promise((r) => setImmediate(r));
+/** A backend that has written `r` once. */
+async function appliedOnce(r: NetfilterRules): Promise<GatedNetfilter> {
+  const nf = new GatedNetfilter();
+  const first = nf.apply(r);
+  await tick();
+  nf.gates.shift()!();
+  await first;
+  return nf;
+}
 
 describe('netfilter manager: apply and repair', () => {
   test('unchanged rules return at once even while a repair writes; a change waits for it', async () => {
     const nf = new GatedNetfilter();
-    assert.equal(await nf.repair(), false, 'nothing applied yet: nothing to repair');
+    assert.equal(await nf.repair(), undefined, 'nothing applied yet: nothing to repair');
     const first = nf.apply(rules('203.0.113.1'));
     await tick();
     nf.gates.shift()!();
@@ -44,7 +59,7 @@ describe('netfilter manager: apply and repair', () => {
     await tick();
     assert.equal(nf.writes.length, 2, 'the change has not started writing beside the repair');
     nf.gates.shift()!();
-    assert.equal(await repair, true);
+    assert.equal(await repair, 'a flushed chain');
     await tick();
     assert.equal(nf.writes.length, 3);
     nf.gates.shift()!();
@@ -80,6 +95,9 @@ describe('netfilter manager: apply and repair', () => {
     class ScriptNetfilter extends CachedNetfilter {
       readonly kind = 'script';
       fail = false;
+      protected async missing(): Promise<string | undefined> {
+        return 'a flushed set';
+      }
       protected async write(r: NetfilterRules, script: ScriptOf): Promise<void> {
         written.push(
           script('filter', () => {
@@ -114,9 +132,48 @@ describe('netfilter manager: apply and repair', () => {
     nf.fail = true;
     await assert.rejects(nf.apply(two('203.0.113.1', '203.0.113.4')));
     nf.fail = false;
-    assert.equal(await nf.repair(), false);
+    assert.equal(await nf.repair(), undefined);
     await nf.apply(two('203.0.113.1', '203.0.113.4'));
     assert.deepEqual(builds.slice(2), ['203.0.113.1,203.0.113.4', '203.0.113.1,203.0.113.4']);
+  });
+
+  test('the repair reads first: nothing lost, nothing written; lost or unreadable, rewritten and said', async () => {
+    const nf = await appliedOnce(rules('203.0.113.1'));
+    nf.lost = undefined;
+    assert.equal(await nf.repair(), undefined, 'intact: not rewritten');
+    assert.equal(nf.writes.length, 1);
+    nf.lost = 'ipset portlb-services4 has 0 of 1 members';
+    const repaired = nf.repair();
+    await tick();
+    nf.gates.shift()!();
+    assert.equal(await repaired, 'ipset portlb-services4 has 0 of 1 members');
+    assert.equal(nf.writes.length, 2);
+    nf.lost = new Error('ipset: command not found\nmore');
+    const doubted = nf.repair();
+    await tick();
+    nf.gates.shift()!();
+    assert.equal(
+      await doubted,
+      'the rules could not be read (ipset: command not found)',
+      'unknown is not intact: rewritten',
+    );
+    assert.equal(nf.writes.length, 3);
+  });
+
+  test('a repair asked for while a change is being written repairs the changed rules, not the old ones', async () => {
+    const nf = await appliedOnce(rules('203.0.113.1'));
+    const change = nf.apply(rules('203.0.113.2'));
+    await tick();
+    const repair = nf.repair();
+    nf.gates.shift()!();
+    await change;
+    await tick();
+    nf.gates.shift()!();
+    assert.equal(await repair, 'a flushed chain');
+    assert.deepEqual(
+      nf.writes.map((w) => w.filter[0]!.vip),
+      ['203.0.113.1', '203.0.113.2', '203.0.113.2'],
+    );
   });
 
   test('a failed write names the backend and the rules, and the next apply writes again', async () => {
