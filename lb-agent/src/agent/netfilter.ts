@@ -124,7 +124,10 @@ const counted = new WeakMap<NetfilterRules, Partial<Record<Family, Counts>>>();
 /** Counted once per applied rules (the repair reads every minute; 10,000 rules took ~100 ms to count in UML). */
 function countsOf(rules: NetfilterRules, family: Family): Counts {
   let byFamily = counted.get(rules);
-  if (!byFamily) counted.set(rules, (byFamily = {}));
+  if (!byFamily) {
+    byFamily = {};
+    counted.set(rules, byFamily);
+  }
   const known = byFamily[family];
   if (known) return known;
   const tuples = (list: readonly PortRule[]) => {
@@ -197,8 +200,10 @@ export function legacyMissing(
   const tables = new Map<string, string[]>();
   let current: string[] = [];
   for (const line of listed.tables.split('\n')) {
-    if (line.startsWith('*')) tables.set(line.slice(1).trim(), (current = []));
-    else if (line.startsWith('-A ')) current.push(line);
+    if (line.startsWith('*')) {
+      current = [];
+      tables.set(line.slice(1).trim(), current);
+    } else if (line.startsWith('-A ')) current.push(line);
   }
   const entries = new Map<string, number>();
   for (const block of listed.sets.split(/\n(?=Name: )/)) {
