@@ -11,6 +11,7 @@
 //   counters) is scraped every second.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { NetlinkIpvsClient } from '../lb-agent/src/ipvs/netlink-client.ts';
@@ -23,6 +24,7 @@ import {
   fmtMs,
   freshIpvsModule,
   percentile,
+  profileWindows,
   sh,
   spread,
   topFunctions,
@@ -40,6 +42,8 @@ const { values } = parseArgs({
     'health-check': { type: 'string' },
     /** The agent runs with --cpu-prof; the functions with the most self time are printed per size. */
     profile: { type: 'boolean', default: false },
+    /** The agent records its late event-loop turns with how long its main thread ran and waited for the CPU (implied by --profile). */
+    'loop-watch': { type: 'boolean', default: false },
     /** After sync, the agent writes a V8 heap snapshot (SIGUSR2) into the bench directory: read it with bench/heap-summary.ts. */
     'heap-snapshot': { type: 'boolean', default: false },
     /** Node/V8 flags for the agent's process (default: AGENT_NODE_FLAGS, as the image runs it; "" for none). */
@@ -49,9 +53,12 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    'Usage: npm run bench -- agent [--sizes 0,1000,10000] [--endpoints 10] [--changes 300] [--resync-seconds 10] [--scrape-seconds 30] [--profile] [--heap-snapshot] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
+    'Usage: npm run bench -- agent [--sizes 0,1000,10000] [--endpoints 10] [--changes 300] [--resync-seconds 10] [--scrape-seconds 30] [--profile] [--loop-watch] [--heap-snapshot] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
       '  size 0: the agent with no Service, the baseline of its memory (code, libraries, runtime)\n' +
-      '  --profile: the agent runs under --cpu-prof; its top functions by self time are printed and written\n' +
+      '  --profile: the agent runs under --cpu-prof; its top functions by self time are printed and written, and\n' +
+      '    what ran in each event-loop turn over 50 ms of the resync-and-scrape window (implies --loop-watch)\n' +
+      '  --loop-watch: each event-loop turn over 50 ms of that window, with how long the main thread ran in it and\n' +
+      '    how long it waited for the CPU (in UML the one CPU is shared with the API server and this benchmark)\n' +
       '  --heap-snapshot: after sync the agent writes a heap snapshot (summarise it: node bench/heap-summary.ts FILE)\n' +
       '  --health-check: every backend is probed (its address is made local, a listener answers); results in bench/results/agent-health-checks.json',
   );
@@ -70,6 +77,7 @@ const RESYNC = Number(values['resync-seconds']);
 const SCRAPE = Number(values['scrape-seconds']);
 const CHECK = values['health-check'];
 const PROFILE = values.profile;
+const LOOP_WATCH = values['loop-watch'];
 const HEAP_SNAPSHOT = values['heap-snapshot'];
 // As the image and the systemd unit run the agent, unless told otherwise.
 const NODE_FLAGS = values['node-flags']?.split(/\s+/).filter(Boolean) ?? AGENT_NODE_FLAGS;
@@ -123,9 +131,9 @@ function seed(n: number, check: string | undefined): string {
   return file;
 }
 
-function start(name: string, args: string[]): ChildProcess {
+function start(name: string, args: string[], env: Record<string, string> = {}): ChildProcess {
   const log = openSync(path.join(dir, `${name}.log`), 'w');
-  return spawn(process.execPath, args, { stdio: ['ignore', log, log] });
+  return spawn(process.execPath, args, { stdio: ['ignore', log, log], env: { ...process.env, ...env } });
 }
 
 const rssOf = (pid: number) =>
@@ -134,12 +142,16 @@ const rssOf = (pid: number) =>
 /** Clock ticks per second of /proc's CPU figures (USER_HZ: 100 on Linux). */
 const USER_HZ = 100;
 
-/** CPU seconds a process has used (user + system, its threads and its waited-for children included). */
-function cpuOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/**
+ * CPU seconds a process has used (user + system, its threads and its waited-for children
+ * included); with `mainThread`, its main thread's alone (the event loop's: the rest is
+ * the collector's helper threads, libuv's pool, the children).
+ */
+function cpuOf(pid: number, o: { mainThread?: boolean } = {}): number {
+  const stat = readFileSync(o.mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8');
   // The fields after the command name (which may hold spaces): utime, stime, cutime, cstime are 14-17.
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / USER_HZ;
+  return (Number(f[11]) + Number(f[12]) + (o.mainThread ? 0 : Number(f[13]) + Number(f[14]))) / USER_HZ;
 }
 
 /** The guest's CPU seconds: busy and idle (one CPU here: the processes share it). */
@@ -149,10 +161,36 @@ function guestCpu(): { busy: number; idle: number } {
   return { busy: (f.reduce((a, b) => a + b, 0) - idle) / USER_HZ, idle: idle / USER_HZ };
 }
 
+/** Every process's CPU seconds (its threads included, its waited-for children not), by "pid command". */
+function allProcesses(): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(`${pid} ${name}`, (Number(f[11]) + Number(f[12])) / USER_HZ);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
+}
+
+/** The guest's CPU time by kind (/proc/stat's first line), in seconds. */
+function guestCpuByKind(): Record<string, number> {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const kinds = ['user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal'];
+  return Object.fromEntries(kinds.map((k, i) => [k, (f[i] ?? 0) / USER_HZ]));
+}
+
 /** Who used the (single) CPU over a phase: a change's latency is the agent's CPU only if nothing else took it. */
 function cpuShare(pids: { agent: number; api: number }) {
+  const processes = allProcesses();
+  const kinds = guestCpuByKind();
   const start = {
     agent: cpuOf(pids.agent),
+    agentMain: cpuOf(pids.agent, { mainThread: true }),
     api: cpuOf(pids.api),
     bench: process.cpuUsage(),
     guest: guestCpu(),
@@ -164,29 +202,60 @@ function cpuShare(pids: { agent: number; api: number }) {
     return {
       wallS: (performance.now() - t0) / 1000,
       agentS: cpuOf(pids.agent) - start.agent,
+      agentMainThreadS: cpuOf(pids.agent, { mainThread: true }) - start.agentMain,
       apiServerS: cpuOf(pids.api) - start.api,
       benchS: (bench.user + bench.system) / 1e6,
       guestBusyS: guest.busy - start.guest.busy,
       guestIdleS: guest.idle - start.guest.idle,
+      /** The guest's time by kind over the phase (user, system, softirq...). */
+      guestByKindS: Object.fromEntries(
+        Object.entries(guestCpuByKind()).map(([k, v]) => [k, Math.round((v - kinds[k]!) * 100) / 100]),
+      ),
+      /** The processes that used the most CPU over the phase (kernel threads included). */
+      topProcessesS: [...allProcesses()]
+        .map(([p, s]) => ({ process: p, s: Math.round((s - (processes.get(p) ?? 0)) * 100) / 100 }))
+        .sort((a, b) => b.s - a.s)
+        .slice(0, 6),
     };
   };
 }
 
+/** Where the per-service families begin: the last part of the exposition. */
+const PER_SERVICE = Buffer.from('\n# HELP portlb_ipvs_service_');
+
 /**
- * The agent's /metrics. A busy agent may take long to answer (a scrape reads every
- * service's counters from the kernel): minutes, not undici's default of five.
+ * The agent's /metrics, all of it received (the agent's work is what is measured), and
+ * its text up to the per-service families: what this benchmark reads is before them. The
+ * rest (40,000 lines, 4 MB at 10k) is counted and dropped as it arrives, not gathered,
+ * decoded and split: this process shares the one CPU of UML with the agent, and its scrape
+ * every second is Prometheus's, which runs elsewhere. A busy agent may take long to
+ * answer (a scrape reads every service's counters from the kernel): minutes. A new
+ * connection each time: a kept-alive one the agent closed while busy would fail the next.
  */
-async function metricsText(): Promise<string> {
-  // A kept-alive connection the agent closed while it was busy (its idle timer fires late
-  // when the loop was blocked) fails the next request at once: a new connection is tried.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await (await fetch(`${METRICS}/metrics`, { signal: AbortSignal.timeout(600_000) })).text();
-    } catch (err) {
-      const code = ((err as Error).cause as { code?: string } | undefined)?.code;
-      if (attempt >= 3 || code !== 'UND_ERR_SOCKET') throw err;
-    }
-  }
+function metricsText(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`${METRICS}/metrics`, { agent: false, timeout: 600_000 }, (res) => {
+      let head = Buffer.alloc(0);
+      let found = false;
+      res.on('data', (chunk: Buffer) => {
+        if (found) return;
+        head = Buffer.concat([head, chunk]);
+        const end = head.indexOf(PER_SERVICE);
+        if (end >= 0) {
+          found = true;
+          head = head.subarray(0, end + 1);
+        }
+      });
+      res.on('end', () =>
+        res.statusCode === 200
+          ? resolve(head.toString('utf8'))
+          : reject(new Error(`/metrics: HTTP ${res.statusCode}`)),
+      );
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('/metrics: no answer within 600 s')));
+    req.on('error', reject);
+  });
 }
 
 async function scrape(): Promise<Map<string, number>> {
@@ -310,22 +379,89 @@ async function writeHeapSnapshot(agent: ChildProcess, tag: string): Promise<stri
   return out;
 }
 
+const nowUs = () => Number(process.hrtime.bigint() / 1000n);
+
 /**
- * With --profile: the agent stopped gently (Node writes the profile on exit) and its
- * functions with the most self time over its whole life (sync, changes, resyncs).
+ * With --profile or --loop-watch: the agent stopped gently (Node writes the profile, and
+ * loop-watch.ts its late turns, on exit). With --profile, its functions with the most self
+ * time over its whole life (sync, changes, resyncs). Then each turn of its event loop over
+ * 50 ms in `window` (the resync-and-scrape window, on the monotonic clock): how much of it
+ * the main thread ran and how much it waited for the CPU; with --profile, what the profile
+ * shows running meanwhile (from the late timer's previous firing, 10 ms before it was due,
+ * to its late firing).
  */
-async function stopForProfile(agent: ChildProcess, tag: string) {
-  if (!PROFILE) return undefined;
+async function stopForDiagnostics(
+  agent: ChildProcess,
+  tag: string,
+  window?: { fromUs: number; toUs: number },
+) {
+  if (!PROFILE && !LOOP_WATCH) return undefined;
   agent.kill('SIGTERM');
   await waitFor('the agent gone', () => agent.exitCode !== null || agent.signalCode !== null, {
     timeoutMs: 120_000,
   });
   const file = path.join(dir, `agent-${tag}.cpuprofile`);
-  const top = topFunctions(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, 15);
-  console.log(`  agent CPU profile (${file}), self time:`);
-  for (const f of top)
-    console.log(`    ${f.percent.toFixed(1).padStart(5)}%  ${fmtMs(f.ms).padStart(8)}  ${f.name}`);
-  return top;
+  const profile = PROFILE ? (JSON.parse(readFileSync(file, 'utf8')) as CpuProfile) : undefined;
+  const top = profile && topFunctions(profile, 15);
+  if (top) {
+    console.log(`  agent CPU profile (${file}), self time:`);
+    for (const f of top)
+      console.log(`    ${f.percent.toFixed(1).padStart(5)}%  ${fmtMs(f.ms).padStart(8)}  ${f.name}`);
+  }
+  if (!window) return { top };
+  const late = (
+    JSON.parse(readFileSync(path.join(dir, `loop-${tag}.json`), 'utf8')) as {
+      dueUs: number;
+      firedUs: number;
+      runMs: number;
+      waitMs: number;
+    }[]
+  ).filter((l) => l.firedUs >= window.fromUs && l.dueUs <= window.toUs && l.firedUs - l.dueUs >= 50_000);
+  // The loop was held from (at the latest) the tick before the due one until the firing.
+  const spans = late.map((l) => ({ fromUs: l.dueUs - 10_000, toUs: l.firedUs }));
+  const ran = profile
+    ? profileWindows(profile, spans, (url) => url.includes('/lb-agent/src/'))
+    : spans.map(() => undefined);
+  const held = late
+    .map((l, i) => ({
+      ms: (spans[i]!.toUs - spans[i]!.fromUs) / 1000,
+      atS: (spans[i]!.fromUs - window.fromUs) / 1e6,
+      runMs: l.runMs,
+      waitMs: l.waitMs,
+      ran: ran[i],
+    }))
+    .sort((a, b) => b.ms - a.ms);
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  console.log(
+    `  event-loop turns over 50 ms in the resync-and-scrape window: ${held.length}, ${fmtMs(sum(held.map((w) => w.ms)))} in all; the main thread ran ${fmtMs(sum(held.map((w) => w.runMs)))} of it and waited for the CPU ${fmtMs(sum(held.map((w) => w.waitMs)))}${profile ? `; the profile's collector samples ${fmtMs(sum(held.map((w) => w.ran!.gcMs)))}, idle ${fmtMs(sum(held.map((w) => w.ran!.idleMs)))}` : ''}`,
+  );
+  const names = (xs: { name: string; ms: number }[]) => xs.map((x) => `${x.name} ${fmtMs(x.ms)}`).join('; ');
+  if (profile) {
+    const byTask = new Map<string, number>();
+    for (const w of held) for (const t of w.ran!.tasks) byTask.set(t.name, (byTask.get(t.name) ?? 0) + t.ms);
+    console.log(
+      `    what ran, by task (the outermost own frame): ${names(
+        [...byTask]
+          .map(([name, ms]) => ({ name, ms }))
+          .sort((a, b) => b.ms - a.ms)
+          .slice(0, 6),
+      )}`,
+    );
+  }
+  for (const w of held.slice(0, 8))
+    console.log(
+      `    ${fmtMs(w.ms).padStart(8)} at ${w.atS.toFixed(1)} s: ran ${fmtMs(w.runMs)}, waited for the CPU ${fmtMs(w.waitMs)}${w.ran ? `; collector ${fmtMs(w.ran.gcMs)}; tasks: ${names(w.ran.tasks)}; innermost: ${names(w.ran.hot)}` : ''}`,
+    );
+  return {
+    top,
+    lateTurns: {
+      count: held.length,
+      ms: sum(held.map((w) => w.ms)),
+      runMs: sum(held.map((w) => w.runMs)),
+      waitMs: sum(held.map((w) => w.waitMs)),
+      longest: held.slice(0, 20),
+    },
+  };
 }
 
 async function runSize(n: number, check?: string) {
@@ -376,15 +512,22 @@ async function runSize(n: number, check?: string) {
       ].join('\n'),
     );
     const t0 = performance.now();
-    agent = start(`agent-${tag}`, [
-      ...NODE_FLAGS,
-      ...(PROFILE ? ['--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-name', `agent-${tag}.cpuprofile`] : []),
-      ...(HEAP_SNAPSHOT ? ['--heapsnapshot-signal=SIGUSR2', '--diagnostic-dir', dir] : []),
-      path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
-      'agent',
-      '--config',
-      config,
-    ]);
+    agent = start(
+      `agent-${tag}`,
+      [
+        ...NODE_FLAGS,
+        ...(PROFILE
+          ? ['--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-name', `agent-${tag}.cpuprofile`]
+          : []),
+        ...(PROFILE || LOOP_WATCH ? ['--import', path.join(repo, 'bench', 'loop-watch.ts')] : []),
+        ...(HEAP_SNAPSHOT ? ['--heapsnapshot-signal=SIGUSR2', '--diagnostic-dir', dir] : []),
+        path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
+        'agent',
+        '--config',
+        config,
+      ],
+      PROFILE || LOOP_WATCH ? { PORTLB_LOOP_WATCH_FILE: path.join(dir, `loop-${tag}.json`) } : {},
+    );
     const outcome = await waitFor(
       'the agent ready',
       async () =>
@@ -420,7 +563,7 @@ async function runSize(n: number, check?: string) {
         readyMs,
         afterSync,
         heapSnapshot,
-        profile: await stopForProfile(agent, tag),
+        diagnostics: await stopForDiagnostics(agent, tag),
       };
     }
 
@@ -498,7 +641,7 @@ async function runSize(n: number, check?: string) {
     );
     const s = (v: number) => `${v.toFixed(1)} s`;
     console.log(
-      `  CPU over the changes (${s(changesCpu.wallS)} wall, one CPU): agent ${s(changesCpu.agentS)}, API server ${s(changesCpu.apiServerS)}, this benchmark ${s(changesCpu.benchS)}; guest busy ${s(changesCpu.guestBusyS)}, idle ${s(changesCpu.guestIdleS)}`,
+      `  CPU over the changes (${s(changesCpu.wallS)} wall, one CPU): agent ${s(changesCpu.agentS)} (its main thread ${s(changesCpu.agentMainThreadS)}), API server ${s(changesCpu.apiServerS)}, this benchmark ${s(changesCpu.benchS)}; guest busy ${s(changesCpu.guestBusyS)}, idle ${s(changesCpu.guestIdleS)}`,
     );
 
     // Full resyncs (every RESYNC s) while /metrics is scraped every second; prom-client's
@@ -507,6 +650,8 @@ async function runSize(n: number, check?: string) {
     const gcBefore = await gcTotals();
     const probesBefore = check ? await probes() : undefined;
     const scrapeStarted = performance.now();
+    const windowFromUs = nowUs();
+    const windowCpu = cpuShare({ agent: agent.pid!, api: api.pid! });
     const loopMax: number[] = [];
     const loopP99: number[] = [];
     // For SCRAPE seconds (at least two scrapes): at 10k one scrape can take many seconds.
@@ -520,9 +665,18 @@ async function runSize(n: number, check?: string) {
       maxMs: Math.max(...loopMax),
       p99Ms: Math.max(...loopP99),
       perScrapeMaxMs: spread(loopMax),
+      cpu: windowCpu(),
     };
     console.log(
       `  event loop over ${SCRAPE} s (full resync every ${RESYNC} s, /metrics every 1 s): longest delay ${fmtMs(loop.maxMs)}, worst per-second p99 ${fmtMs(loop.p99Ms)}`,
+    );
+    console.log(
+      `    CPU over the window (${s(loop.cpu.wallS)} wall, one CPU): agent ${s(loop.cpu.agentS)} (its main thread ${s(loop.cpu.agentMainThreadS)}), API server ${s(loop.cpu.apiServerS)}, this benchmark ${s(loop.cpu.benchS)} (its scrapes); guest busy ${s(loop.cpu.guestBusyS)}, idle ${s(loop.cpu.guestIdleS)}`,
+    );
+    console.log(
+      `      the guest's time by kind: ${Object.entries(loop.cpu.guestByKindS)
+        .map(([k, v]) => `${k} ${s(v)}`)
+        .join(', ')}; most CPU: ${loop.cpu.topProcessesS.map((p) => `${p.process} ${s(p.s)}`).join(', ')}`,
     );
     // What the collector took of it: each pause holds the event loop.
     const gc: Record<string, { pauses: number; seconds: number; over10ms: number; over100ms: number }> = {};
@@ -564,6 +718,7 @@ async function runSize(n: number, check?: string) {
         `  health checks over the same ${seconds.toFixed(0)} s: ${health.probesPerSecond!.toFixed(0)} probes/s (pass ${health.passed}, fail ${health.failed}, error ${health.errors}); ${health.healthy}/${health.checked} backends healthy`,
       );
     }
+    const windowToUs = nowUs();
     return {
       ...(check ? { healthCheck: check, health } : {}),
       services: n,
@@ -577,7 +732,7 @@ async function runSize(n: number, check?: string) {
       changesCpu,
       eventLoop: { ...loop, gc },
       heapSnapshot,
-      profile: await stopForProfile(agent, tag),
+      diagnostics: await stopForDiagnostics(agent, tag, { fromUs: windowFromUs, toUs: windowToUs }),
     };
   } catch (err) {
     // Why the agent is gone, if it is: its exit, and the guest kernel's OOM killer.

@@ -103,10 +103,22 @@ export const spread = (xs: readonly number[]) => ({
 });
 
 export interface CpuProfile {
-  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+  nodes: {
+    id: number;
+    callFrame: { functionName: string; url: string; lineNumber: number };
+    children?: number[];
+  }[];
+  /** Microseconds of the monotonic clock (process.hrtime's). */
+  startTime: number;
   samples: number[];
   timeDeltas: number[];
 }
+
+type CallFrame = CpuProfile['nodes'][number]['callFrame'];
+const frameName = (f: CallFrame) => {
+  const where = f.url ? `${f.url.replace(`file://${repoRoot}/`, '')}:${f.lineNumber + 1}` : '';
+  return `${f.functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
+};
 
 /** Self time by function (name, file and line), most first. */
 export function topFunctions(p: CpuProfile, count: number) {
@@ -114,9 +126,7 @@ export function topFunctions(p: CpuProfile, count: number) {
   const self = new Map<string, number>();
   let total = 0;
   p.samples.forEach((id, i) => {
-    const f = frame.get(id)!;
-    const where = f.url ? `${f.url.replace(`file://${repoRoot}/`, '')}:${f.lineNumber + 1}` : '';
-    const name = `${f.functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
+    const name = frameName(frame.get(id)!);
     const us = p.timeDeltas[i] ?? 0;
     self.set(name, (self.get(name) ?? 0) + us);
     total += us;
@@ -125,4 +135,89 @@ export function topFunctions(p: CpuProfile, count: number) {
     .sort((a, b) => b[1] - a[1])
     .slice(0, count)
     .map(([name, us]) => ({ name, ms: us / 1000, percent: (100 * us) / total }));
+}
+
+/** What a CPU profile shows between two instants: the collector, the idle loop, and what ran. */
+export interface ProfileWindow {
+  fromUs: number;
+  toUs: number;
+  gcMs: number;
+  idleMs: number;
+  /** By the outermost and the innermost frame of the program's own code on each sample's stack. */
+  tasks: { name: string; ms: number }[];
+  hot: { name: string; ms: number }[];
+}
+
+/**
+ * What ran in each window (`fromUs`..`toUs`, the monotonic clock in microseconds, as the
+ * profile's own timestamps): a sample lasts until the next one; `ours` says which files are
+ * the program's own (a sample elsewhere is attributed to the nearest own frame above it,
+ * else to itself: the collector, the runtime, a library).
+ */
+export function profileWindows(
+  p: CpuProfile,
+  windows: readonly { fromUs: number; toUs: number }[],
+  ours: (url: string) => boolean,
+): ProfileWindow[] {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const memo = new Map<number, { outer: string; inner: string }>();
+  const owners = (id: number) => {
+    let known = memo.get(id);
+    if (known) return known;
+    let inner: string | undefined;
+    let outer: string | undefined;
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      const f = byId.get(at)!.callFrame;
+      if (!f.url || !ours(f.url)) continue;
+      inner ??= frameName(f);
+      outer = frameName(f);
+    }
+    const self = frameName(byId.get(id)!.callFrame);
+    known = { outer: outer ?? self, inner: inner ?? self };
+    memo.set(id, known);
+    return known;
+  };
+  const times = new Float64Array(p.samples.length + 1);
+  let t = p.startTime;
+  for (let i = 0; i < p.samples.length; i++) {
+    t += p.timeDeltas[i] ?? 0;
+    times[i] = t;
+  }
+  times[p.samples.length] = t;
+  const top = (m: Map<string, number>) =>
+    [...m.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 4)
+      .map(([name, us]) => ({ name, ms: us / 1000 }));
+  return windows.map(({ fromUs, toUs }) => {
+    let lo = 0;
+    let hi = p.samples.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (times[mid + 1]! <= fromUs) lo = mid + 1;
+      else hi = mid;
+    }
+    let gcUs = 0;
+    let idleUs = 0;
+    const tasks = new Map<string, number>();
+    const hot = new Map<string, number>();
+    for (let i = lo; i < p.samples.length && times[i]! < toUs; i++) {
+      // The part of this sample's time inside the window.
+      const us = Math.min(times[i + 1]!, toUs) - Math.max(times[i]!, fromUs);
+      if (us <= 0) continue;
+      const node = byId.get(p.samples[i]!)!;
+      const name = node.callFrame.functionName;
+      if (name === '(idle)') {
+        idleUs += us;
+        continue;
+      }
+      if (name === '(garbage collector)') gcUs += us;
+      const { outer, inner } = owners(node.id);
+      tasks.set(outer, (tasks.get(outer) ?? 0) + us);
+      hot.set(inner, (hot.get(inner) ?? 0) + us);
+    }
+    return { fromUs, toUs, gcMs: gcUs / 1000, idleMs: idleUs / 1000, tasks: top(tasks), hot: top(hot) };
+  });
 }
