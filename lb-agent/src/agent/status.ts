@@ -6,7 +6,7 @@ import type { DesiredVirtualService } from '../core/desired.ts';
 import type { ServiceHealth } from '../health/checker.ts';
 import type { ServiceState } from '../ipvs/types.ts';
 import { destinationId, serviceId } from '../ipvs/types.ts';
-import { NODE_STATUS_LIMITS, type NodeStatusReport } from '../k8s/node-status.ts';
+import { byKey, NODE_STATUS_LIMITS, type NodeStatusReport } from '../k8s/node-status.ts';
 import { type Clock, wallTimeOf } from '../util/clock.ts';
 import type { TimeSlicer } from '../util/slicer.ts';
 import { Smallest } from '../util/smallest.ts';
@@ -100,8 +100,6 @@ function* vipSteps(last: PassResult | undefined, visit: (v: VipState) => void): 
     yield;
   }
 }
-
-const byString = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 export function buildStatus(s: StatusInput): Record<string, unknown> {
   const last = s.last;
@@ -198,7 +196,10 @@ export async function nodeReport(
   const L = NODE_STATUS_LIMITS;
   const pause = () => slicer.pause();
   const last = s.last;
-  const vips = new Smallest<VipState>(L.vips, (a, b) => byString(a.address, b.address));
+  const vips = new Smallest<VipState>(
+    L.vips,
+    byKey((v) => v.address),
+  );
   let announced = 0;
   await runStepsSliced(
     vipSteps(last, (v) => {
@@ -208,8 +209,9 @@ export async function nodeReport(
     pause,
   );
   await slicer.check();
-  const services = new Smallest<{ id: string; v: DesiredVirtualService }>(L.services, (a, b) =>
-    byString(a.id, b.id),
+  const services = new Smallest<{ id: string; v: DesiredVirtualService }>(
+    L.services,
+    byKey((s) => s.id),
   );
   for (const v of last?.desired.virtualServices ?? []) {
     services.add({ id: serviceId(v.spec.service.key), v });
@@ -229,7 +231,7 @@ export async function nodeReport(
   for (const { id, v } of services.sorted()) {
     const backends = new Smallest<NodeStatusReport['services'][number]['backends'][number]>(
       L.backendsPerService,
-      (a, b) => byString(a.address, b.address),
+      byKey((b) => b.address),
     );
     for (const d of v.spec.destinations)
       backends.add({

@@ -54,7 +54,8 @@ export interface NodeStatusReport {
   counts?: { vips: number; vipsAnnounced: number; services: number };
 }
 
-const byKey =
+/** Orders items by a string key, compared by code unit (the object's lists, the node report's choice). */
+export const byKey =
   <T>(key: (x: T) => string) =>
   (a: T, b: T) =>
     key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0;
