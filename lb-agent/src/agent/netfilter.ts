@@ -459,8 +459,8 @@ export class LegacyNetfilter extends CachedNetfilter {
   }
 
   protected async missing(rules: NetfilterRules): Promise<string | undefined> {
-    // Two reads a family: each is a process to start (a fork of the agent: 0.2-0.5 s of
-    // its event loop at 10,000 VIPs in UML, milliseconds on a real node).
+    // Two reads a family: each is a process to start, a fork of the agent (the turns
+    // holding them were 0.4-0.7 s each at 10,000 VIPs in UML).
     const sets = await listing('ipset', ['list', '-t']);
     for (const [family, save] of [
       ['ipv4', 'iptables-legacy-save'],
