@@ -144,6 +144,28 @@ export interface Bird {
   socket: string;
 }
 
+/**
+ * ECMP on the router hashes each packet's own addresses, protocol and ports. Policy 1 (L4)
+ * does not here: it takes a hash the packet already carries, and a packet from a socket
+ * on this same kernel (the lab's client, through veth) carries its socket's random hash,
+ * redrawn on a retransmission timeout, while a RST the client's kernel sends after the
+ * socket is gone carries another. Such packets took the other replica: there a NAT flow's
+ * conntrack knows nothing of them (invalid, dropped), so the backend never saw the RST and
+ * kept the connection; the next connection from the same client port met it (a challenge
+ * ACK, a second retransmitted SYN: 1-3 s stalls in the lab's NAT load, about one a
+ * minute). A router's NIC hashes the 5-tuple; policy 3 with these fields (Linux >= 5.12)
+ * hashes the same on any packet.
+ */
+function routerEcmpHash(lab: NetnsLab, ns: string): void {
+  for (const v of ['ipv4', 'ipv6'])
+    lab.exec(ns, 'sysctl', [
+      '-qw',
+      `net.${v}.fib_multipath_hash_policy=3`,
+      // source and destination address, protocol, source and destination port
+      `net.${v}.fib_multipath_hash_fields=0x0037`,
+    ]);
+}
+
 export function startBird(
   lab: NetnsLab,
   ns: string,
@@ -165,9 +187,7 @@ export async function startBirdWithConfig(
   const conf = path.join(lab.dir, `${label}.conf`);
   const socket = path.join(lab.dir, `${label}.ctl`);
   writeFileSync(conf, config);
-  // ECMP hashing on ports too, or every flow between two hosts lands on one replica.
-  lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.fib_multipath_hash_policy=1']);
-  lab.exec(ns, 'sysctl', ['-qw', 'net.ipv6.fib_multipath_hash_policy=1']);
+  routerEcmpHash(lab, ns);
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.all.forwarding=1']);
   const bird = ['bird', '-f', '-c', conf, '-s', socket];
@@ -237,7 +257,7 @@ route-map DENY-ALL deny 10
 `;
   const file = path.join(dir, 'frr.conf');
   writeFileSync(file, conf);
-  lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.fib_multipath_hash_policy=1']);
+  routerEcmpHash(lab, ns);
   lab.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
   const common = [
     '-f',

@@ -111,7 +111,7 @@ export function describeLoad(r: LoadResult): string {
     );
   if (r.stalls)
     parts.push(
-      `${r.stalls.over900ms} over 900 ms${r.stalls.at.length ? ` (at ${r.stalls.at.join(', ')} s)` : ''}, ${r.stalls.synRetrans} SYN retransmissions, ${r.stalls.retransSegs} segments retransmitted`,
+      `${r.stalls.over900ms} over 900 ms${r.stalls.at.length ? ` (at ${r.stalls.at.join(', ')} s; client ports ${r.stalls.ports?.join(', ')})` : ''}, ${r.stalls.synRetrans} SYN retransmissions, ${r.stalls.retransSegs} segments retransmitted`,
     );
   const latency = r.latencyMs
     ? ` (latency p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, max ${r.latencyMs.max} ms)`

@@ -49,9 +49,17 @@ export interface LoadResult {
   /**
    * What users feel beyond failures: requests slower than 900 ms (a dropped SYN costs
    * 1 s), when they started (seconds into the run), and the client namespace's TCP
-   * retransmissions over the run (this client is the only one in its namespace).
+   * retransmissions over the run (counted for the whole namespace: two load clients in it at
+   * once each count both).
    */
-  stalls: { over900ms: number; at: number[]; retransSegs: number; synRetrans: number };
+  stalls: {
+    over900ms: number;
+    at: number[];
+    /** The client's port of each (the first 20): its flow's state can be looked up on the replicas. */
+    ports: number[];
+    retransSegs: number;
+    synRetrans: number;
+  };
 }
 const result: LoadResult = {
   requests: 0,
@@ -61,7 +69,7 @@ const result: LoadResult = {
   failedAt: [],
   byBackend: {},
   bySource: {},
-  stalls: { over900ms: 0, at: [], retransSegs: 0, synRetrans: 0 },
+  stalls: { over900ms: 0, at: [], ports: [], retransSegs: 0, synRetrans: 0 },
 };
 const latencies: number[] = [];
 const runStarted = performance.now();
@@ -88,12 +96,15 @@ function tcpCounters(): { retransSegs: number; synRetrans: number } {
 }
 const countersAtStart = tcpCounters();
 
-function recordLatency(started: number): void {
+function recordLatency(started: number, port: number): void {
   const ms = performance.now() - started;
   latencies.push(ms);
   if (ms > 900) {
     result.stalls.over900ms++;
-    if (result.stalls.at.length < 20) result.stalls.at.push(Math.round((started - runStarted) / 100) / 10);
+    if (result.stalls.at.length < 20) {
+      result.stalls.at.push(Math.round((started - runStarted) / 100) / 10);
+      result.stalls.ports.push(port);
+    }
   }
 }
 
@@ -111,6 +122,7 @@ function once(url: string, agent: Agent | false, mustReuse = false, tracked?: Tr
     result.requests++;
     const started = performance.now();
     const startedWall = Date.now();
+    let port = 0;
     const req = request(
       url,
       { agent, timeout: timeoutMs, headers: agent ? {} : { connection: 'close' } },
@@ -134,7 +146,7 @@ function once(url: string, agent: Agent | false, mustReuse = false, tracked?: Tr
           const [backend = '?', source = '?'] = body.trim().split(' ');
           if (tracked) tracked.backend = backend;
           result.ok++;
-          recordLatency(started);
+          recordLatency(started, port);
           result.byBackend[backend] = (result.byBackend[backend] ?? 0) + 1;
           result.bySource[source] = (result.bySource[source] ?? 0) + 1;
           resolve(true);
@@ -142,6 +154,10 @@ function once(url: string, agent: Agent | false, mustReuse = false, tracked?: Tr
         res.on('error', (e) => fail(e.message));
       },
     );
+    req.once('socket', (socket) => {
+      port = socket.localPort ?? 0;
+      if (!port) socket.once('connect', () => (port = socket.localPort ?? 0));
+    });
     if (tracked)
       req.once('socket', (socket) => {
         if (watched.has(socket)) return;
