@@ -48,6 +48,7 @@ if (values.help) {
 class NoopNetfilter extends CachedNetfilter {
   readonly kind = 'noop';
   protected async write(): Promise<void> {}
+  protected async writeDelta(): Promise<void> {}
   protected async missing(): Promise<string | undefined> {
     return undefined;
   }

@@ -5,8 +5,18 @@
 // the ruleset touched.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { nftMissing, nftScript, type PortRule } from '../../lb-agent/src/agent/netfilter.ts';
+import {
+  type NetfilterRules,
+  nftDeltaScript,
+  nftMissing,
+  nftScript,
+  nftSnatHandles,
+  type PortRule,
+  rulesDelta,
+  rulesKey,
+} from '../../lb-agent/src/agent/netfilter.ts';
 import { NetnsLab } from '../harness/netns.ts';
 
 const VIP = '203.0.113.10';
@@ -99,6 +109,86 @@ describe('netfilter through nftables (host kernel, own namespaces)', () => {
     assert.throws(
       () => listed(),
       'a flushed ruleset: the table is gone, the read fails (the repair rewrites)',
+    );
+    apply([], []);
+  });
+
+  test('a change as one transaction leaves what a whole write would; a rule already gone refuses it whole', () => {
+    const port = (i: number, p = 80, family: 'ipv4' | 'ipv6' = 'ipv4'): PortRule => ({
+      vip: family === 'ipv4' ? `198.51.100.${i}` : `fd00:51::${i}`,
+      family,
+      port: p,
+      protocol: 'tcp',
+    });
+    const tunnel = port(200, 443);
+    const rules = (ids: number[], extra: PortRule[] = []): NetfilterRules => {
+      const nat = [...ids.map((i) => port(i)), port(1, 443, 'ipv6'), ...extra];
+      return { snat: nat, filter: [...nat, tunnel], notrack: [tunnel] };
+    };
+    /** A table's listing with each set's elements and the SNAT rules in a stable order. */
+    const normalised = (nf: string) =>
+      lab
+        .exec('n', 'nft', ['list', 'table', nf, 'portlb'])
+        .replace(/elements = \{([^}]*)\}/g, (_, e: string) =>
+          e
+            .split(',')
+            .map((x) => x.trim())
+            .sort()
+            .join(','),
+        )
+        .split('\n')
+        .sort()
+        .join('\n');
+    const handles = () => {
+      const found = new Map<string, number>();
+      for (const nf of ['ip', 'ip6'] as const)
+        nftSnatHandles(nf, lab.exec('n', 'nft', ['-a', 'list', 'chain', nf, 'portlb', 'postrouting']), found);
+      return found;
+    };
+    const ids = Array.from({ length: 50 }, (_, i) => i + 1);
+    const base = rules(ids);
+    // One Service gone, one created on a new VIP, a port more on a known VIP, an IPv6 one gone.
+    const next = rules(
+      ids.filter((i) => i !== 7),
+      [port(150, 8080), port(8, 8443)],
+    );
+    next.snat = next.snat.filter((r) => r.family === 'ipv4' || r.port !== 443);
+    next.filter = next.filter.filter((r) => r.family === 'ipv4' || r.port !== 443);
+    next.snat.push(port(2, 443, 'ipv6'));
+    next.filter.push(port(2, 443, 'ipv6'));
+    lab.exec('n', 'nft', ['-f', '-'], nftScript(base));
+    const delta = rulesDelta({ rules: base, key: rulesKey(base) }, { rules: next, key: rulesKey(next) });
+    assert.ok(delta, 'a small change');
+    lab.exec('n', 'nft', ['-f', '-'], nftDeltaScript(delta, handles()));
+    const changed = [normalised('ip'), normalised('ip6')];
+    assert.match(changed[0]!, /198\.51\.100\.150 ct original proto-dst 8080 masquerade/);
+    lab.exec('n', 'nft', ['-f', '-'], nftScript(next));
+    assert.deepEqual([normalised('ip'), normalised('ip6')], changed, 'the same as a whole write');
+    assert.equal(
+      nftMissing(next, 'ipv4', lab.exec('n', 'nft', ['list', 'table', 'ip', 'portlb'])),
+      undefined,
+    );
+
+    // An element the change deletes is gone already: the transaction fails and changes nothing.
+    lab.exec('n', 'nft', ['delete', 'element', 'ip', 'portlb', 'vips', '{ 198.51.100.9 }']);
+    const before = normalised('ip');
+    const after = rules(ids.filter((i) => i !== 7 && i !== 9));
+    const refused = rulesDelta({ rules: next, key: rulesKey(next) }, { rules: after, key: rulesKey(after) });
+    assert.throws(() => lab.exec('n', 'nft', ['-f', '-'], nftDeltaScript(refused!, handles())));
+    assert.equal(normalised('ip'), before, 'nothing of the refused change applied');
+
+    // The agent's class, in the namespace: whole, then the change as such, then refused and whole.
+    const module = path.join(import.meta.dirname, '..', '..', 'lb-agent', 'src', 'agent', 'netfilter.ts');
+    const steps = [base, next, after].map((r) => Buffer.from(JSON.stringify(r)).toString('base64'));
+    const script = `const m = await import(${JSON.stringify(module)}); const { execFileSync } = await import('node:child_process'); const nf = new m.NftNetfilter(); const out = []; for (const s of process.argv.slice(1)) { if (out.length === 2) execFileSync('nft', ['delete', 'element', 'ip', 'portlb', 'vips', '{ 198.51.100.9 }']); out.push(await nf.apply(JSON.parse(Buffer.from(s, 'base64').toString()))); } console.log(out.join(' '));`;
+    lab.exec('n', 'nft', ['delete', 'table', 'ip', 'portlb']);
+    assert.equal(
+      lab.exec('n', process.execPath, ['--input-type=module', '-e', script, ...steps]).trim(),
+      'replaced updated replaced',
+    );
+    assert.equal(
+      nftMissing(after, 'ipv4', lab.exec('n', 'nft', ['list', 'table', 'ip', 'portlb'])),
+      undefined,
     );
     apply([], []);
   });

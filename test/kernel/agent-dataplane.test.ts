@@ -4,7 +4,12 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { detectNetfilter, netfilterCleaners, type PortRule } from '../../lb-agent/src/agent/netfilter.ts';
+import {
+  detectNetfilter,
+  type NetfilterRules,
+  netfilterCleaners,
+  type PortRule,
+} from '../../lb-agent/src/agent/netfilter.ts';
 import { LinkAddressManager } from '../../lb-agent/src/agent/vips.ts';
 import { RtNetlink } from '../../lb-agent/src/netlink/rtnetlink.ts';
 import { requireKernelHarness, sh } from '../harness/kernel.ts';
@@ -115,7 +120,7 @@ describe('agent data plane boundaries (kernel)', () => {
     const dns: PortRule = { vip: '203.0.113.10', family: 'ipv4', port: 53, protocol: 'udp' };
     const dsr: PortRule = { vip: '203.0.113.13', family: 'ipv4', port: 443, protocol: 'tcp' };
     try {
-      assert.equal(await nf.apply({ snat: [web, dns], filter: [web, dns, dsr], notrack: [dsr] }), true);
+      assert.equal(await nf.apply({ snat: [web, dns], filter: [web, dns, dsr], notrack: [dsr] }), 'replaced');
       assert.match(
         sh('iptables-legacy -t raw -S PORTLB-NOTRACK'),
         /-m set --match-set portlb-notrack4 dst,dst .* -j CT --notrack/,
@@ -137,7 +142,7 @@ describe('agent data plane boundaries (kernel)', () => {
       assert.match(sh('ipset list portlb-services4'), /203\.0\.113\.10,udp:53/);
       assert.equal(
         await nf.apply({ snat: [web, dns], filter: [web, dns, dsr], notrack: [dsr] }),
-        false,
+        'unchanged',
         'unchanged: no write',
       );
       const other: PortRule = { vip: '203.0.113.12', family: 'ipv4', port: 443, protocol: 'tcp' };
@@ -179,6 +184,71 @@ describe('agent data plane boundaries (kernel)', () => {
       /PORTLB/,
     );
     assert.doesNotMatch(sh('ipset list -n'), /portlb/);
+  });
+
+  test('netfilter (legacy): a change is written as such and leaves what a whole write would; refused, written whole', async () => {
+    const port = (i: number, p = 80): PortRule => ({
+      vip: `203.0.114.${i}`,
+      family: 'ipv4',
+      port: p,
+      protocol: 'tcp',
+    });
+    const tunnel = port(200, 443);
+    const rules = (ids: number[], extra: PortRule[] = []): NetfilterRules => {
+      const nat = [...ids.map((i) => port(i)), ...extra];
+      return { snat: nat, filter: [...nat, tunnel], notrack: [tunnel] };
+    };
+    const members = (set: string) =>
+      sh(`ipset list ${set}`).split('Members:\n')[1]!.split('\n').filter(Boolean).sort();
+    const kernel = () => ({
+      vips: members('portlb-vips4'),
+      services: members('portlb-services4'),
+      notrack: members('portlb-notrack4'),
+      snat: sh('iptables-legacy -t nat -S PORTLB-SNAT')
+        .split('\n')
+        .filter((l) => l.startsWith('-A '))
+        .sort(),
+    });
+    const cleanup = async () => {
+      for (const c of netfilterCleaners()) if (await c.present()) await c.remove();
+    };
+    const ids = Array.from({ length: 100 }, (_, i) => i + 1);
+    try {
+      const nf = await detectNetfilter('auto');
+      assert.equal(await nf.apply(rules(ids)), 'replaced', 'the first write is whole');
+      // One Service gone, one created on a new VIP, one port more on a known VIP.
+      const next = rules(
+        ids.filter((i) => i !== 7),
+        [port(150, 8080), port(8, 8443)],
+      );
+      assert.equal(await nf.apply(next), 'updated');
+      const changed = kernel();
+      assert.equal(changed.snat.length, 101);
+      assert.ok(changed.vips.includes('203.0.114.150') && !changed.vips.includes('203.0.114.7'));
+      assert.ok(changed.services.includes('203.0.114.8,tcp:8443'));
+      // The same rules written whole from nothing leave the same kernel state.
+      await cleanup();
+      assert.equal(await (await detectNetfilter('auto')).apply(next), 'replaced');
+      assert.deepEqual(kernel(), changed);
+
+      // Someone deleted a SNAT rule the next change deletes: the kernel refuses the change
+      // (iptables-restore -D finds nothing); it is written whole, and the rules are complete.
+      const refused = await detectNetfilter('auto');
+      assert.equal(await refused.apply(next), 'replaced');
+      sh(
+        'iptables-legacy -t nat -D PORTLB-SNAT -m ipvs --vaddr 203.0.114.9/32 --vport 80 --vproto tcp --vmethod masq -m comment --comment "portlb 203.0.114.9:80/tcp" -j MASQUERADE',
+      );
+      assert.equal(kernel().snat.length, 100, 'deleted by someone else');
+      const after = rules(
+        ids.filter((i) => i !== 7 && i !== 9),
+        [port(150, 8080), port(8, 8443)],
+      );
+      assert.equal(await refused.apply(after), 'replaced');
+      assert.equal(kernel().snat.length, 100);
+      assert.equal(await refused.repair(), undefined, 'complete: nothing for the repair');
+    } finally {
+      await cleanup();
+    }
   });
 
   test('the VIP filter: a host listener on 0.0.0.0 does not answer on a VIP, the service port does', async () => {

@@ -22,7 +22,7 @@ import { destinationId, serviceId, specId } from '../ipvs/types.ts';
 import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { TimeSlicer } from '../util/slicer.ts';
-import type { NetfilterManager, NetfilterRules, PortRule } from './netfilter.ts';
+import type { NetfilterManager, NetfilterRules, NetfilterWrite, PortRule } from './netfilter.ts';
 import type { AddressManager, AddressSyncResult } from './vips.ts';
 
 export interface DataPlaneOptions {
@@ -103,7 +103,8 @@ export interface DataPlaneReport {
   vanished: string[];
   draining: DrainStatus[];
   vips: AddressSyncResult;
-  netfilterChanged: boolean;
+  /** What the pass wrote of portlb's netfilter rules. */
+  netfilter: NetfilterWrite;
   /** Milliseconds spent in each step (where the pass's time went). */
   stages: Partial<Record<PassStage, number>>;
   foreign: number;
@@ -364,7 +365,7 @@ export class DataPlane {
       vanished: [],
       draining: [],
       vips: { added: [], removed: [], failed: [] },
-      netfilterChanged: false,
+      netfilter: 'unchanged',
       stages: {},
       foreign: 0,
       moved: 0,
@@ -468,7 +469,7 @@ export class DataPlane {
     // a host listener's port, and NAT-mode replies have their SNAT from the first packet.
     if (!delta) {
       try {
-        report.netfilterChanged = await this.o.netfilter.apply(netfilterRules(desired, this.o));
+        report.netfilter = await this.o.netfilter.apply(netfilterRules(desired, this.o));
       } catch (err) {
         fail('netfilter', err);
       }

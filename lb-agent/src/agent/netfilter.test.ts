@@ -1,6 +1,17 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CachedNetfilter, type NetfilterRules, type ScriptOf } from './netfilter.ts';
+import {
+  CachedNetfilter,
+  ipsetDeltaText,
+  iptablesDeltaText,
+  iptablesRestoreText,
+  type NetfilterRules,
+  nftDeltaScript,
+  nftSnatHandles,
+  type PortRule,
+  type RulesDelta,
+  type ScriptOf,
+} from './netfilter.ts';
 
 /** A backend whose writes finish when the test says (as a slow iptables-restore would). */
 class GatedNetfilter extends CachedNetfilter {
@@ -18,6 +29,13 @@ class GatedNetfilter extends CachedNetfilter {
     this.writes.push(rules);
     if (this.fail) return Promise.reject(Object.assign(new Error('exit 2'), { stderr: 'ipset: busy' }));
     return new Promise((resolve) => this.gates.push(resolve));
+  }
+  deltas: RulesDelta[] = [];
+  /** The kernel refuses the next change written as such (its rules are not the applied ones). */
+  refuse = false;
+  protected async writeDelta(delta: RulesDelta): Promise<void> {
+    this.deltas.push(delta);
+    if (this.refuse) throw Object.assign(new Error('exit 1'), { stderr: 'iptables-restore: line 2 failed' });
   }
 }
 
@@ -44,15 +62,15 @@ describe('netfilter manager: apply and repair', () => {
     const first = nf.apply(rules('203.0.113.1'));
     await tick();
     nf.gates.shift()!();
-    assert.equal(await first, true);
+    assert.equal(await first, 'replaced');
 
     const repair = nf.repair();
     await tick();
     assert.equal(nf.writes.length, 2, 'the repair is writing');
     // A pass with the same rules must not wait behind the slow rewrite.
-    assert.equal(await nf.apply(rules('203.0.113.1')), false);
+    assert.equal(await nf.apply(rules('203.0.113.1')), 'unchanged');
 
-    let changed = false;
+    let changed = '';
     const change = nf.apply(rules('203.0.113.2')).then((v) => {
       changed = v;
     });
@@ -64,7 +82,7 @@ describe('netfilter manager: apply and repair', () => {
     assert.equal(nf.writes.length, 3);
     nf.gates.shift()!();
     await change;
-    assert.equal(changed, true);
+    assert.equal(changed, 'replaced', 'one rule for another: the whole is no larger');
     assert.deepEqual(
       nf.writes.map((w) => w.filter[0]!.vip),
       ['203.0.113.1', '203.0.113.1', '203.0.113.2'],
@@ -78,15 +96,19 @@ describe('netfilter manager: apply and repair', () => {
     const first = nf.apply(set(r('203.0.113.1', 80), r('203.0.113.2', 80)));
     await tick();
     nf.gates.shift()!();
-    assert.equal(await first, true);
-    assert.equal(await nf.apply(set(r('203.0.113.1', 80), r('203.0.113.2', 80))), false, 'new objects');
-    assert.equal(await nf.apply(set(r('203.0.113.2', 80), r('203.0.113.1', 80))), false, 'another order');
+    assert.equal(await first, 'replaced');
+    assert.equal(await nf.apply(set(r('203.0.113.1', 80), r('203.0.113.2', 80))), 'unchanged', 'new objects');
+    assert.equal(
+      await nf.apply(set(r('203.0.113.2', 80), r('203.0.113.1', 80))),
+      'unchanged',
+      'another order',
+    );
     const changed = nf.apply(set(r('203.0.113.2', 80), r('203.0.113.1', 81)));
     await tick();
     assert.equal(nf.writes.length, 2, 'a changed port is written');
     nf.gates.shift()!();
-    assert.equal(await changed, true);
-    assert.equal(await nf.apply(set(r('203.0.113.1', 81), r('203.0.113.2', 80))), false);
+    assert.equal(await changed, 'replaced');
+    assert.equal(await nf.apply(set(r('203.0.113.1', 81), r('203.0.113.2', 80))), 'unchanged');
   });
 
   test('the repair writes the scripts of the applied rules again without building them again', async () => {
@@ -98,6 +120,7 @@ describe('netfilter manager: apply and repair', () => {
       protected async missing(): Promise<string | undefined> {
         return 'a flushed set';
       }
+      protected async writeDelta(): Promise<void> {}
       protected async write(r: NetfilterRules, script: ScriptOf): Promise<void> {
         written.push(
           script('filter', () => {
@@ -123,7 +146,7 @@ describe('netfilter manager: apply and repair', () => {
     assert.deepEqual(builds, ['203.0.113.1,203.0.113.2'], 'built once');
     assert.deepEqual(written, ['203.0.113.1,203.0.113.2', '203.0.113.1,203.0.113.2']);
     // The same set in another order: nothing written, and its scripts are the same.
-    assert.equal(await nf.apply(two('203.0.113.2', '203.0.113.1')), false);
+    assert.equal(await nf.apply(two('203.0.113.2', '203.0.113.1')), 'unchanged');
     await nf.repair();
     assert.equal(builds.length, 1);
     await nf.apply(two('203.0.113.1', '203.0.113.3'));
@@ -187,6 +210,174 @@ describe('netfilter manager: apply and repair', () => {
     const again = nf.apply(rules('203.0.113.1'));
     await tick();
     nf.gates.shift()!();
-    assert.equal(await again, true, 'not taken as applied after the failure');
+    assert.equal(await again, 'replaced', 'not taken as applied after the failure');
+  });
+
+  const port = (vip: string, p: number, family: 'ipv4' | 'ipv6' = 'ipv4'): PortRule => ({
+    vip,
+    family,
+    port: p,
+    protocol: 'tcp',
+  });
+  /** Ten NAT services on ten VIPs, and a tunnel one (untracked) beside. */
+  const many = (extra: PortRule[] = [], without = ''): NetfilterRules => {
+    const nat = Array.from({ length: 10 }, (_, i) => port(`203.0.113.${i + 1}`, 80)).filter(
+      (r) => r.vip !== without,
+    );
+    const tunnel = port('203.0.113.100', 443);
+    return { snat: [...nat, ...extra], filter: [...nat, tunnel, ...extra], notrack: [tunnel] };
+  };
+
+  test('a small change is written as what it adds and removes, not as everything', async () => {
+    const nf = await appliedOnce(many());
+    const added = port('203.0.113.50', 8080);
+    assert.equal(await nf.apply(many([added], '203.0.113.3')), 'updated');
+    assert.equal(nf.writes.length, 1, 'nothing written whole after the first write');
+    const [delta] = nf.deltas;
+    assert.deepEqual(delta, {
+      snat: { added: [added], removed: [port('203.0.113.3', 80)] },
+      filter: { added: [added], removed: [port('203.0.113.3', 80)] },
+      notrack: { added: [], removed: [] },
+      vips: {
+        added: [{ vip: '203.0.113.50', family: 'ipv4' }],
+        removed: [{ vip: '203.0.113.3', family: 'ipv4' }],
+      },
+    });
+    // The same rules again: nothing; a port more on a known VIP: no VIP joins.
+    assert.equal(await nf.apply(many([added], '203.0.113.3')), 'unchanged');
+    assert.equal(await nf.apply(many([added, port('203.0.113.50', 8081)], '203.0.113.3')), 'updated');
+    assert.deepEqual(nf.deltas[1]!.vips, { added: [], removed: [] });
+    // The repair (something lost) rewrites the rules now applied, as a whole.
+    const repair = nf.repair();
+    await tick();
+    nf.gates.shift()!();
+    await repair;
+    assert.equal(nf.writes.length, 2);
+    assert.deepEqual(nf.writes[1]!.filter.at(-1), port('203.0.113.50', 8081));
+  });
+
+  test('a change the kernel refuses, a large change, a family used first: written as a whole', async () => {
+    const nf = await appliedOnce(many());
+    nf.refuse = true;
+    const refused = nf.apply(many([], '203.0.113.3'));
+    await tick();
+    nf.gates.shift()!();
+    assert.equal(await refused, 'replaced', 'refused as a change: its rules were not the applied ones');
+    assert.equal(nf.deltas.length, 1);
+    assert.equal(nf.writes.length, 2);
+    nf.refuse = false;
+    // Every rule changed: writing the change is no cheaper.
+    const large = nf.apply({
+      snat: [port('198.51.100.1', 80)],
+      filter: [port('198.51.100.1', 80)],
+      notrack: [],
+    });
+    await tick();
+    nf.gates.shift()!();
+    assert.equal(await large, 'replaced');
+    // The first IPv6 rule: that family's sets and chains are made by a whole write.
+    const v6 = nf.apply({
+      snat: [port('198.51.100.1', 80)],
+      filter: [port('198.51.100.1', 80), port('2001:db8::1', 80, 'ipv6')],
+      notrack: [],
+    });
+    await tick();
+    nf.gates.shift()!();
+    assert.equal(await v6, 'replaced');
+    assert.equal(nf.deltas.length, 1);
+  });
+});
+
+describe('netfilter changes as scripts', () => {
+  const r = (vip: string, p: number, family: 'ipv4' | 'ipv6' = 'ipv4'): PortRule => ({
+    vip,
+    family,
+    port: p,
+    protocol: 'tcp',
+  });
+  const delta: RulesDelta = {
+    snat: { added: [r('203.0.113.5', 80)], removed: [r('203.0.113.3', 80), r('2001:db8::3', 443, 'ipv6')] },
+    filter: { added: [r('203.0.113.5', 80)], removed: [r('203.0.113.3', 80), r('2001:db8::3', 443, 'ipv6')] },
+    notrack: { added: [r('203.0.113.6', 443)], removed: [] },
+    vips: {
+      added: [{ vip: '203.0.113.5', family: 'ipv4' }],
+      removed: [
+        { vip: '203.0.113.3', family: 'ipv4' },
+        { vip: '2001:db8::3', family: 'ipv6' },
+      ],
+    },
+  };
+
+  test('ipset: ports in before their VIP joins, a VIP out before its ports go; per family', () => {
+    assert.equal(
+      ipsetDeltaText(delta, 'ipv4'),
+      [
+        'add portlb-services4 203.0.113.5,tcp:80 -exist',
+        'add portlb-notrack4 203.0.113.6,tcp:443 -exist',
+        'add portlb-vips4 203.0.113.5 -exist',
+        'del portlb-vips4 203.0.113.3 -exist',
+        'del portlb-services4 203.0.113.3,tcp:80 -exist',
+        '',
+      ].join('\n'),
+    );
+    assert.equal(
+      ipsetDeltaText(delta, 'ipv6'),
+      'del portlb-vips6 2001:db8::3 -exist\ndel portlb-services6 2001:db8::3,tcp:443 -exist\n',
+    );
+  });
+
+  test('iptables: SNAT rules deleted and appended, with the spec of a whole write', () => {
+    const text = iptablesDeltaText(delta, 'ipv4');
+    assert.equal(text.split('\n')[0], '*nat');
+    assert.match(text, /^-D PORTLB-SNAT -m ipvs --vaddr 203\.0\.113\.3\/32 --vport 80 .* -j MASQUERADE$/m);
+    assert.match(text, /^-A PORTLB-SNAT -m ipvs --vaddr 203\.0\.113\.5\/32 --vport 80 .* -j MASQUERADE$/m);
+    // The same line a whole write appends (a -D must match it exactly).
+    const whole = iptablesRestoreText({ snat: [r('203.0.113.5', 80)], filter: [], notrack: [] }, 'ipv4');
+    assert.ok(whole.includes(text.split('\n')[2]!), "the -A line is the whole write's");
+    assert.doesNotMatch(text, /^:PORTLB/m, 'no chain declared: that would flush it');
+    assert.match(
+      iptablesDeltaText(delta, 'ipv6'),
+      /-D PORTLB-SNAT -m ipvs --vaddr 2001:db8::3\/128 --vport 443/,
+    );
+    assert.equal(iptablesDeltaText({ ...delta, snat: { added: [], removed: [] } }, 'ipv4'), '');
+  });
+
+  test('nft: one transaction; SNAT rules deleted by the handle their comment names; a rule not there refuses it', () => {
+    const handles = nftSnatHandles(
+      'ip',
+      'table ip portlb {\n\tchain postrouting { # handle 3\n\t\tmeta l4proto tcp ct original ip daddr 203.0.113.3 ct original proto-dst 80 masquerade comment "portlb 203.0.113.3:80/tcp" # handle 17\n\t}\n}\n',
+    );
+    nftSnatHandles(
+      'ip6',
+      '\t\tmeta l4proto tcp ct original ip6 daddr 2001:db8::3 ct original proto-dst 443 masquerade comment "portlb 2001:db8::3:443/tcp" # handle 9\n',
+      handles,
+    );
+    assert.deepEqual(
+      [...handles],
+      [
+        ['ip portlb 203.0.113.3:80/tcp', 17],
+        ['ip6 portlb 2001:db8::3:443/tcp', 9],
+      ],
+    );
+    assert.equal(
+      nftDeltaScript(delta, handles),
+      [
+        'add element ip portlb services { 203.0.113.5 . tcp . 80 }',
+        'add element ip portlb untracked { 203.0.113.6 . tcp . 443 }',
+        'add element ip portlb vips { 203.0.113.5 }',
+        'delete element ip portlb vips { 203.0.113.3 }',
+        'delete element ip portlb services { 203.0.113.3 . tcp . 80 }',
+        'delete rule ip portlb postrouting handle 17',
+        'add rule ip portlb postrouting meta l4proto tcp ct original ip daddr 203.0.113.5 ct original proto-dst 80 masquerade comment "portlb 203.0.113.5:80/tcp"',
+        'delete element ip6 portlb vips { 2001:db8::3 }',
+        'delete element ip6 portlb services { 2001:db8::3 . tcp . 443 }',
+        'delete rule ip6 portlb postrouting handle 9',
+        '',
+      ].join('\n'),
+    );
+    assert.throws(
+      () => nftDeltaScript(delta, new Map()),
+      /the SNAT rule "portlb 203\.0\.113\.3:80\/tcp" of table ip portlb is gone/,
+    );
   });
 });

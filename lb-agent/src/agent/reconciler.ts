@@ -539,7 +539,7 @@ export class Reconciler {
     // What the kernel was told, once per pass that changed it (a quiet pass is debug only).
     const applied = Object.fromEntries(Object.entries(r.report.applied).filter(([, n]) => n > 0));
     const vips = r.report.vips.added.length + r.report.vips.removed.length;
-    const changed = Object.keys(applied).length > 0 || vips > 0 || r.report.netfilterChanged;
+    const changed = Object.keys(applied).length > 0 || vips > 0 || r.report.netfilter !== 'unchanged';
     this.log[changed ? 'info' : 'debug'](
       {
         full: r.full,
@@ -554,7 +554,7 @@ export class Reconciler {
               vipsRemovedCount: r.report.vips.removed.length,
             }
           : {}),
-        ...(r.report.netfilterChanged ? { netfilter: 'replaced' } : {}),
+        ...(r.report.netfilter !== 'unchanged' ? { netfilter: r.report.netfilter } : {}),
         announced: r.ads.length,
         stagesMs: Object.fromEntries(Object.entries(r.report.stages).map(([k, v]) => [k, Math.round(v)])),
       },
