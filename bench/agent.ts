@@ -8,8 +8,11 @@
 // - EndpointSlice change on the API server -> the kernel has it, over C changes one at a
 //   time (the API write's own share split out);
 // - event-loop delay while full resyncs run and /metrics (which reads every service's
-//   counters) is scraped every second.
-import { type ChildProcess, spawn } from 'node:child_process';
+//   counters) is scraped every second;
+// - Service created on the API server -> its address allocated and in its status -> IPVS
+//   has it with its endpoints -> the VIP filter lets its port in, over K creates one at a
+//   time (announcing is not measured: no speaker here).
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -36,6 +39,8 @@ const { values } = parseArgs({
     sizes: { type: 'string', default: '0,1000,10000' },
     endpoints: { type: 'string', default: '10' },
     changes: { type: 'string', default: '300' },
+    /** Services created one at a time at the end of each size. */
+    creates: { type: 'string', default: '10' },
     'resync-seconds': { type: 'string', default: '10' },
     'scrape-seconds': { type: 'string', default: '30' },
     /** A portlb.io/health-check value for every Service (every backend is then probed). */
@@ -53,7 +58,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    'Usage: npm run bench -- agent [--sizes 0,1000,10000] [--endpoints 10] [--changes 300] [--resync-seconds 10] [--scrape-seconds 30] [--profile] [--loop-watch] [--heap-snapshot] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
+    'Usage: npm run bench -- agent [--sizes 0,1000,10000] [--endpoints 10] [--changes 300] [--creates 10] [--resync-seconds 10] [--scrape-seconds 30] [--profile] [--loop-watch] [--heap-snapshot] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
       '  size 0: the agent with no Service, the baseline of its memory (code, libraries, runtime)\n' +
       '  --profile: the agent runs under --cpu-prof; its top functions by self time are printed and written, and\n' +
       '    what ran in each event-loop turn over 50 ms of the resync-and-scrape window (implies --loop-watch)\n' +
@@ -73,6 +78,7 @@ const M = Number(values.endpoints);
 /** Changes per size: one count for all, or one per size of --sizes (10k takes seconds a change in UML). */
 const CHANGE_COUNTS = values.changes.split(',').map(Number);
 const changesFor = (n: number) => CHANGE_COUNTS[CHANGE_COUNTS.length === 1 ? 0 : sizes.indexOf(n)] ?? 0;
+const CREATES = Number(values.creates);
 const RESYNC = Number(values['resync-seconds']);
 const SCRAPE = Number(values['scrape-seconds']);
 const CHECK = values['health-check'];
@@ -464,6 +470,89 @@ async function stopForDiagnostics(
   };
 }
 
+/**
+ * Services created one at a time, each after its EndpointSlice (as if the slice controller
+ * had been quicker): from the Service's creation on the API server until (1) its status
+ * has an address (the allocation and the status write), (2) IPVS has the address with all
+ * its endpoints, (3) the VIP filter lets its port in (`ipset test`: legacy iptables in
+ * UML). Polled every 20 ms, in that order.
+ */
+async function measureCreates(kube: KubeApiClient, ipvs: NetlinkIpvsClient, n: number, count: number) {
+  const rows: { statusMs: number; kernelMs: number; filterMs: number }[] = [];
+  const limitMs = Math.max(120_000, n * 10);
+  for (let c = 0; c < count; c++) {
+    const i = n + c;
+    const name = `svc-${i}`;
+    await kube.create('endpointslices', {
+      ...slice(
+        i,
+        Array.from({ length: M }, (_, j) => endpointIp(i, j)),
+      ),
+      kind: 'EndpointSlice',
+      apiVersion: 'discovery.k8s.io/v1',
+    });
+    const t0 = performance.now();
+    await kube.create('services', {
+      kind: 'Service',
+      apiVersion: 'v1',
+      metadata: { name, namespace: ns(i) },
+      spec: {
+        type: 'LoadBalancer',
+        loadBalancerClass: 'portlb.io/portlb',
+        ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+      },
+    });
+    let address: string | undefined;
+    const at: { statusMs?: number; kernelMs?: number; filterMs?: number } = {};
+    while (at.filterMs === undefined) {
+      if (performance.now() - t0 > limitMs)
+        throw new Error(
+          `Service ${name} not allocated, programmed and let in after ${fmtMs(limitMs)}: ${JSON.stringify(at)}`,
+        );
+      if (address === undefined) {
+        const svc = (await kube.get('services', ns(i), name)) as {
+          status?: { loadBalancer?: { ingress?: { ip?: string }[] } };
+        };
+        address = svc.status?.loadBalancer?.ingress?.[0]?.ip;
+        if (address !== undefined) at.statusMs = performance.now() - t0;
+      }
+      if (address !== undefined && at.kernelMs === undefined) {
+        const key: ServiceKey = { kind: 'address', family: 'ipv4', protocol: 'tcp', address, port: 80 };
+        const ds = await ipvs.listDestinations(key).catch(() => []);
+        if (ds.length === M) at.kernelMs = performance.now() - t0;
+      }
+      if (at.kernelMs !== undefined) {
+        // Exit 0: the address and port are in the set the VIP filter accepts.
+        if (
+          spawnSync('ipset', ['test', 'portlb-services4', `${address},tcp:80`], { stdio: 'ignore' })
+            .status === 0
+        )
+          at.filterMs = performance.now() - t0;
+      }
+      if (at.filterMs === undefined) await sleep(20);
+    }
+    rows.push(at as { statusMs: number; kernelMs: number; filterMs: number });
+  }
+  const figure = (xs: number[]) => ({
+    p50: percentile(xs, 50),
+    p99: percentile(xs, 99),
+    max: Math.max(...xs),
+  });
+  const creates = {
+    count,
+    statusMs: figure(rows.map((r) => r.statusMs)),
+    kernelMs: figure(rows.map((r) => r.kernelMs)),
+    filterMs: figure(rows.map((r) => r.filterMs)),
+    rows,
+  };
+  const line = (f: { p50: number; p99: number; max: number }) =>
+    `p50 ${fmtMs(f.p50)}, p99 ${fmtMs(f.p99)}, max ${fmtMs(f.max)}`;
+  console.log(
+    `  Service created -> over ${count} creates, one at a time: address in its status ${line(creates.statusMs)}; IPVS has it ${line(creates.kernelMs)}; the VIP filter lets it in ${line(creates.filterMs)} (announced: not measured, no speaker)`,
+  );
+  return creates;
+}
+
 async function runSize(n: number, check?: string) {
   const tag = `${n}${check ? '-checked' : ''}`;
   console.log(
@@ -719,6 +808,7 @@ async function runSize(n: number, check?: string) {
       );
     }
     const windowToUs = nowUs();
+    const creates = CREATES > 0 ? await measureCreates(kube, ipvs, n, CREATES) : undefined;
     return {
       ...(check ? { healthCheck: check, health } : {}),
       services: n,
@@ -731,6 +821,7 @@ async function runSize(n: number, check?: string) {
       stages,
       changesCpu,
       eventLoop: { ...loop, gc },
+      creates,
       heapSnapshot,
       diagnostics: await stopForDiagnostics(agent, tag, { fromUs: windowFromUs, toUs: windowToUs }),
     };
@@ -806,7 +897,7 @@ for (const r of results) {
     ? ` (${(r.afterChanges.rssMb - baseline.afterSync.rssMb).toFixed(0)} MB over the baseline)`
     : '';
   console.log(
-    `  ${r.services} Services${'healthCheck' in r ? ' (checked)' : ''}: RSS after sync ${r.afterSync.rssMb.toFixed(0)} MB, after ${r.changes} changes ${r.afterChanges.rssMb.toFixed(0)} MB${over}${at10k ? ` (target <= ${TARGETS.rssMb10k} MB)` : ''}; change -> kernel p99 ${fmtMs(r.latency.p99)}${at10k ? ` (target <= ${TARGETS.p99Ms10k} ms)` : ''}; event loop longest ${fmtMs(r.eventLoop.maxMs)} (target <= ${TARGETS.loopMaxMs} ms)`,
+    `  ${r.services} Services${'healthCheck' in r ? ' (checked)' : ''}: RSS after sync ${r.afterSync.rssMb.toFixed(0)} MB, after ${r.changes} changes ${r.afterChanges.rssMb.toFixed(0)} MB${over}${at10k ? ` (target <= ${TARGETS.rssMb10k} MB)` : ''}; change -> kernel p99 ${fmtMs(r.latency.p99)}${at10k ? ` (target <= ${TARGETS.p99Ms10k} ms)` : ''}; event loop longest ${fmtMs(r.eventLoop.maxMs)} (target <= ${TARGETS.loopMaxMs} ms)${r.creates ? `; Service created -> in IPVS p50 ${fmtMs(r.creates.kernelMs.p50)} / p99 ${fmtMs(r.creates.kernelMs.p99)}, let in by the VIP filter p50 ${fmtMs(r.creates.filterMs.p50)} / p99 ${fmtMs(r.creates.filterMs.p99)}` : ''}`,
   );
 }
 if (CHECK) {
