@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import {
   CachedNetfilter,
   ipsetDeltaText,
+  ipsetRestoreText,
   iptablesDeltaText,
   iptablesRestoreText,
   type NetfilterRules,
@@ -307,6 +308,26 @@ describe('netfilter changes as scripts', () => {
       ],
     },
   };
+
+  test('ipset, whole: a set created only when missing, a leftover destroyed first, all with the large cap', () => {
+    const rules: NetfilterRules = { snat: [], filter: [r('203.0.113.5', 80)], notrack: [] };
+    const fresh = ipsetRestoreText(rules, 'ipv4');
+    assert.match(fresh, /^create portlb-vips4 hash:ip family inet maxelem 1048576$/m);
+    assert.match(fresh, /^create portlb-vips4-next hash:ip family inet maxelem 1048576$/m);
+    const over = ipsetRestoreText(
+      rules,
+      'ipv4',
+      new Set(['portlb-vips4', 'portlb-vips4-next', 'portlb-services4']),
+    );
+    assert.doesNotMatch(over, /^create portlb-vips4 /m);
+    assert.doesNotMatch(over, /^create portlb-services4 /m);
+    assert.match(over, /^create portlb-notrack4 /m);
+    assert.match(over, /^destroy portlb-vips4-next\ncreate portlb-vips4-next /m);
+    assert.match(
+      over,
+      /^add portlb-services4-next 203\.0\.113\.5,tcp:80\nswap portlb-services4-next portlb-services4\ndestroy portlb-services4-next$/m,
+    );
+  });
 
   test('ipset: ports in before their VIP joins, a VIP out before its ports go; per family', () => {
     assert.equal(

@@ -316,8 +316,25 @@ export function iptablesRestoreText(rules: NetfilterRules, family: Family): stri
   return lines.join('\n');
 }
 
-/** ipset restore input: both sets of a family refilled and swapped in atomically. */
-export function ipsetRestoreText(rules: NetfilterRules, family: Family): string {
+/**
+ * The most members a portlb ipset takes. ipset's default (65,536) is a cap, not a size (a
+ * hash set grows with its members), and a write beyond it fails whole: 10,000 Services
+ * with seven ports each are past it.
+ */
+export const SET_MAXELEM = 1 << 20;
+
+/**
+ * ipset restore input: each set of a family refilled under another name and swapped in
+ * atomically. `existing`: the sets there are (`ipset list -n`): a set is created only when
+ * missing (creating one that exists with other settings, as an older version's smaller
+ * maxelem, fails the restore), and a leftover of a write that failed halfway is destroyed
+ * first.
+ */
+export function ipsetRestoreText(
+  rules: NetfilterRules,
+  family: Family,
+  existing: ReadonlySet<string> = new Set(),
+): string {
   const sets = SETS[family];
   const inet = family === 'ipv4' ? 'inet' : 'inet6';
   const filter = sortRules(rules.filter.filter((r) => r.family === family));
@@ -328,10 +345,11 @@ export function ipsetRestoreText(rules: NetfilterRules, family: Family): string 
     [sets.services, 'hash:ip,port', filter.map((r) => `${r.vip},${r.protocol}:${r.port}`)],
     [sets.notrack, 'hash:ip,port', notrack.map((r) => `${r.vip},${r.protocol}:${r.port}`)],
   ] as const) {
+    const create = (set: string) => `create ${set} ${type} family ${inet} maxelem ${SET_MAXELEM}`;
     lines.push(
-      `create ${name} ${type} family ${inet} -exist`,
-      `create ${name}-next ${type} family ${inet} -exist`,
-      `flush ${name}-next`,
+      ...(existing.has(name) ? [] : [create(name)]),
+      ...(existing.has(`${name}-next`) ? [`destroy ${name}-next`] : []),
+      create(`${name}-next`),
       ...members.map((m) => `add ${name}-next ${m}`),
       `swap ${name}-next ${name}`,
       `destroy ${name}-next`,
@@ -623,6 +641,7 @@ export class LegacyNetfilter extends CachedNetfilter {
   readonly kind = 'iptables-legacy';
 
   protected async write(rules: NetfilterRules, script: ScriptOf): Promise<void> {
+    const existing = new Set((await listing('ipset', ['list', '-n'])).split('\n').filter(Boolean));
     for (const [family, bin, restore] of [
       ['ipv4', 'iptables-legacy', 'iptables-legacy-restore'],
       ['ipv6', 'ip6tables-legacy', 'ip6tables-legacy-restore'],
@@ -632,7 +651,14 @@ export class LegacyNetfilter extends CachedNetfilter {
       await feed(
         'ipset',
         ['restore'],
-        script(`ipset ${family}`, () => ipsetRestoreText(rules, family)),
+        // The script depends on which sets exist: named by that.
+        script(
+          `ipset ${family} ${Object.values(SETS[family])
+            .flatMap((s) => [s, `${s}-next`])
+            .filter((s) => existing.has(s))
+            .join(',')}`,
+          () => ipsetRestoreText(rules, family, existing),
+        ),
       );
       await feed(
         restore,
