@@ -58,6 +58,12 @@ export class AgentMetrics {
     labelNames: ['op'],
     registers: [this.registry],
   });
+  readonly netfilterWrites = new Counter({
+    name: 'portlb_netfilter_writes_total',
+    help: "Writes of portlb's netfilter rules by kind: updated (a change written as what it adds and removes), replaced (written whole by a pass: the first, a large change, or a change the kernel refused), repaired (rewritten whole after the repair found rules lost)",
+    labelNames: ['kind'],
+    registers: [this.registry],
+  });
   readonly ipvsServices = new Gauge({
     name: 'portlb_ipvs_services',
     help: 'IPVS virtual services portlb programs',

@@ -46,11 +46,13 @@ export class NetfilterRepair {
       try {
         const lost = await netfilter.repair();
         // Someone else's doing (a flush, a firewall reload): the operator should know.
-        if (lost)
+        if (lost) {
+          this.o.metrics?.netfilterWrites.inc({ kind: 'repaired' });
           logger.warn(
             { lost, durationMs: Math.round(clock.monotonic() - t0) },
             'netfilter rules were changed from outside portlb; rewritten',
           );
+        }
       } catch (err) {
         // The rules the pass applied stay what is wanted; the next repair or change tries again.
         this.o.metrics?.errors.inc({ code: errorCode(err), step: 'netfilter' });

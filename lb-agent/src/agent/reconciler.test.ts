@@ -17,6 +17,7 @@ import { type AddressBlock, blockContains, parseAddressBlock } from '../net/pool
 import { ManualClock } from '../util/clock.ts';
 import { PASS_STAGES } from './data-plane.ts';
 import { fakeDataPlane } from './fixtures.ts';
+import { AgentMetrics } from './metrics.ts';
 import { FakeNetfilter } from './netfilter.ts';
 import { NetfilterRepair } from './netfilter-repair.ts';
 import { type DesiredSource, Reconciler } from './reconciler.ts';
@@ -62,7 +63,9 @@ class TestSource implements DesiredSource {
   }
 }
 
-async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[]; health?: HealthChecker } = {}) {
+async function rig(
+  o: { peerFamilies?: ('ipv4' | 'ipv6')[]; health?: HealthChecker; metrics?: AgentMetrics } = {},
+) {
   const clock = new ManualClock();
   const faults = new MemoryFaults();
   const ipvs = new FakeIpvsClient();
@@ -87,6 +90,7 @@ async function rig(o: { peerFamilies?: ('ipv4' | 'ipv6')[]; health?: HealthCheck
   const r = new Reconciler({
     source,
     health: o.health,
+    metrics: o.metrics,
     dataPlane,
     speaker,
     clock,
@@ -254,7 +258,8 @@ describe('reconciler + data plane (fakes)', () => {
   });
 
   test('passes write netfilter only when its rules change; the repair lane rewrites them beside the passes', async () => {
-    const t = await rig();
+    const metrics = new AgentMetrics();
+    const t = await rig({ metrics });
     t.source.intents = [intent('shop/web', '203.0.113.10', [ep('10.1.0.5')])];
     await t.pass(true);
     const writes = t.netfilter.writes;
@@ -264,20 +269,33 @@ describe('reconciler + data plane (fakes)', () => {
       await t.pass(true);
     }
     assert.equal(t.netfilter.writes, writes, 'five full passes over 150 s: no rewrite inside a pass');
+    // A Service more: its rules are added to the applied ones, not written whole.
+    t.source.intents = [...t.source.intents, intent('shop/api', '203.0.113.11', [ep('10.1.0.6')])];
+    await t.pass();
+    assert.equal(t.netfilter.writes, writes + 1);
     const repair = new NetfilterRepair({
       netfilter: t.netfilter,
       intervalMs: 60_000,
       clock: t.clock,
       logger: pino({ level: 'silent' }),
+      metrics,
     }).start();
     await t.clock.advance(59_000);
-    assert.equal(t.netfilter.writes, writes);
+    assert.equal(t.netfilter.writes, writes + 1);
     await t.clock.advance(1_000);
     await t.clock.advance(60_000);
-    assert.equal(t.netfilter.writes, writes + 2, 'one rewrite per interval');
+    assert.equal(t.netfilter.writes, writes + 3, 'one rewrite per interval');
     repair.close();
     await t.clock.advance(120_000);
-    assert.equal(t.netfilter.writes, writes + 2, 'closed: no more rewrites');
+    assert.equal(t.netfilter.writes, writes + 3, 'closed: no more rewrites');
+    const text = await metrics.registry.metrics();
+    assert.match(
+      text,
+      /^portlb_netfilter_writes_total\{kind="replaced"\} 1$/m,
+      'the first pass wrote them whole',
+    );
+    assert.match(text, /^portlb_netfilter_writes_total\{kind="updated"\} 1$/m);
+    assert.match(text, /^portlb_netfilter_writes_total\{kind="repaired"\} 2$/m);
   });
 
   test('health checks: the first pass waits for the first probes; a failing backend goes to weight 0, then the VIP is withheld', async () => {

@@ -520,6 +520,7 @@ export class Reconciler {
     for (const [stage, ms] of Object.entries(r.report.stages))
       m.syncStageDuration.observe({ stage }, ms / 1000);
     for (const [op, n] of Object.entries(r.report.applied)) if (n) m.ipvsOperations.inc({ op }, n);
+    if (r.report.netfilter !== 'unchanged') m.netfilterWrites.inc({ kind: r.report.netfilter });
     for (const f of r.report.failures) m.errors.inc({ code: f.code, step: f.step });
     m.ipvsServices.set(r.desired.virtualServices.length);
     m.ipvsDestinations.set(r.desired.virtualServices.reduce((n, v) => n + v.spec.destinations.length, 0));
