@@ -2,13 +2,25 @@
 // prints ratios against a baseline measured in the same run and writes bench/results/NAME.json.
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+import { AGENT_NODE_FLAGS } from '../lb-agent/src/node-flags.ts';
 
 const repo = path.resolve(import.meta.dirname, '..');
-const BENCHES: Record<string, { description: string; inKernel: boolean; file: string; debian?: string[] }> = {
+const BENCHES: Record<
+  string,
+  {
+    description: string;
+    inKernel: boolean;
+    file: string;
+    debian?: string[];
+    /** It times the agent's own code in its process: run it with the agent's V8 flags. */
+    agentFlags?: boolean;
+  }
+> = {
   ipvs: {
     description: 'IPVS programming and dumps vs ipvsadm (UML kernel)',
     inKernel: true,
     file: 'bench/ipvs.ts',
+    agentFlags: true,
   },
   bgp: {
     description: 'BGP convergence: action -> router FIB (gobgpd + BIRD, host namespaces)',
@@ -92,6 +104,7 @@ for (const name of names.length ? names : Object.keys(BENCHES)) {
       continue;
     }
   }
+  const nodeArgs = [...(b.agentFlags ? AGENT_NODE_FLAGS : []), b.file, ...options];
   const cmd = b.inKernel
     ? [
         'bash',
@@ -103,11 +116,10 @@ for (const name of names.length ? names : Object.keys(BENCHES)) {
           guestMem,
           '--',
           process.execPath,
-          b.file,
-          ...options,
+          ...nodeArgs,
         ],
       ]
-    : [process.execPath, [b.file, ...options]];
+    : [process.execPath, nodeArgs];
   const r = spawnSync(cmd[0] as string, cmd[1] as string[], { cwd: repo, stdio: 'inherit' });
   if (r.status !== 0) {
     console.error(`bench ${name} failed (exit ${r.status})`);

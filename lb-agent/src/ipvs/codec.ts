@@ -103,7 +103,7 @@ function writeServiceKeyAttrs(w: NlWriter, key: ServiceKey): void {
     w.attrU32(K.IPVS_SVC_ATTR_FWMARK, key.fwmark);
   } else {
     w.attrU16(K.IPVS_SVC_ATTR_PROTOCOL, PROTO_NUMBERS[key.protocol]);
-    w.attrInPlace(K.IPVS_SVC_ATTR_ADDR, 16, (b, o) => writeKernelAddress(b, o, key.address, key.family));
+    writeKernelAddress(w.buffer, w.attrSpace(K.IPVS_SVC_ATTR_ADDR, 16), key.address, key.family);
     w.attrBe16(K.IPVS_SVC_ATTR_PORT, key.port);
   }
 }
@@ -118,7 +118,9 @@ export function serviceFlagBits(service: VirtualService): number {
 
 /** IPVS_CMD_ATTR_SERVICE with only the key (delete, and the service of a destination op). */
 export function writeServiceKey(w: NlWriter, key: ServiceKey): void {
-  w.nest(K.IPVS_CMD_ATTR_SERVICE, () => writeServiceKeyAttrs(w, key));
+  const nest = w.beginNest(K.IPVS_CMD_ATTR_SERVICE);
+  writeServiceKeyAttrs(w, key);
+  w.endNest(nest);
 }
 
 /**
@@ -127,17 +129,17 @@ export function writeServiceKey(w: NlWriter, key: ServiceKey): void {
  */
 export function writeService(w: NlWriter, service: VirtualService): void {
   const { key } = service;
-  w.nest(K.IPVS_CMD_ATTR_SERVICE, () => {
-    writeServiceKeyAttrs(w, key);
-    w.attrString(K.IPVS_SVC_ATTR_SCHED_NAME, service.scheduler);
-    if (service.persistenceEngine) w.attrString(K.IPVS_SVC_ATTR_PE_NAME, service.persistenceEngine);
-    // The mask covers every bit, so the kernel keeps none of its old flags (it re-adds HASHED itself).
-    w.attrU32Pair(K.IPVS_SVC_ATTR_FLAGS, serviceFlagBits(service), 0xffffffff);
-    w.attrU32(K.IPVS_SVC_ATTR_TIMEOUT, service.persistence?.timeout ?? 0);
-    const prefix = service.persistence?.prefix ?? fullNetmaskPrefix(key.family);
-    if (key.family === 'ipv4') w.attrBe32(K.IPVS_SVC_ATTR_NETMASK, prefixToIpv4Mask(prefix));
-    else w.attrU32(K.IPVS_SVC_ATTR_NETMASK, prefix);
-  });
+  const nest = w.beginNest(K.IPVS_CMD_ATTR_SERVICE);
+  writeServiceKeyAttrs(w, key);
+  w.attrString(K.IPVS_SVC_ATTR_SCHED_NAME, service.scheduler);
+  if (service.persistenceEngine) w.attrString(K.IPVS_SVC_ATTR_PE_NAME, service.persistenceEngine);
+  // The mask covers every bit, so the kernel keeps none of its old flags (it re-adds HASHED itself).
+  w.attrU32Pair(K.IPVS_SVC_ATTR_FLAGS, serviceFlagBits(service), 0xffffffff);
+  w.attrU32(K.IPVS_SVC_ATTR_TIMEOUT, service.persistence?.timeout ?? 0);
+  const prefix = service.persistence?.prefix ?? fullNetmaskPrefix(key.family);
+  if (key.family === 'ipv4') w.attrBe32(K.IPVS_SVC_ATTR_NETMASK, prefixToIpv4Mask(prefix));
+  else w.attrU32(K.IPVS_SVC_ATTR_NETMASK, prefix);
+  w.endNest(nest);
 }
 
 /**
@@ -145,21 +147,21 @@ export function writeService(w: NlWriter, service: VirtualService): void {
  * delete. Same attribute order as ipvsadm.
  */
 export function writeDestination(w: NlWriter, dest: RealServer | DestinationKey, full: boolean): void {
-  w.nest(K.IPVS_CMD_ATTR_DEST, () => {
-    // Always sent: a destination of the other family than its service needs it.
-    w.attrU16(K.IPVS_DEST_ATTR_ADDR_FAMILY, AF_BY_FAMILY[dest.family]);
-    w.attrInPlace(K.IPVS_DEST_ATTR_ADDR, 16, (b, o) => writeKernelAddress(b, o, dest.address, dest.family));
-    w.attrBe16(K.IPVS_DEST_ATTR_PORT, dest.port);
-    if (full && 'forward' in dest) {
-      w.attrU32(K.IPVS_DEST_ATTR_FWD_METHOD, FORWARD_BITS[dest.forward]);
-      w.attrU32(K.IPVS_DEST_ATTR_WEIGHT, dest.weight);
-      w.attrU8(K.IPVS_DEST_ATTR_TUN_TYPE, TUNNEL_TYPES[dest.tunnelType ?? 'ipip']);
-      w.attrBe16(K.IPVS_DEST_ATTR_TUN_PORT, dest.tunnelPort ?? 0);
-      w.attrU16(K.IPVS_DEST_ATTR_TUN_FLAGS, dest.tunnelFlags ?? 0);
-      w.attrU32(K.IPVS_DEST_ATTR_U_THRESH, dest.upperThreshold);
-      w.attrU32(K.IPVS_DEST_ATTR_L_THRESH, dest.lowerThreshold);
-    }
-  });
+  const nest = w.beginNest(K.IPVS_CMD_ATTR_DEST);
+  // Always sent: a destination of the other family than its service needs it.
+  w.attrU16(K.IPVS_DEST_ATTR_ADDR_FAMILY, AF_BY_FAMILY[dest.family]);
+  writeKernelAddress(w.buffer, w.attrSpace(K.IPVS_DEST_ATTR_ADDR, 16), dest.address, dest.family);
+  w.attrBe16(K.IPVS_DEST_ATTR_PORT, dest.port);
+  if (full && 'forward' in dest) {
+    w.attrU32(K.IPVS_DEST_ATTR_FWD_METHOD, FORWARD_BITS[dest.forward]);
+    w.attrU32(K.IPVS_DEST_ATTR_WEIGHT, dest.weight);
+    w.attrU8(K.IPVS_DEST_ATTR_TUN_TYPE, TUNNEL_TYPES[dest.tunnelType ?? 'ipip']);
+    w.attrBe16(K.IPVS_DEST_ATTR_TUN_PORT, dest.tunnelPort ?? 0);
+    w.attrU16(K.IPVS_DEST_ATTR_TUN_FLAGS, dest.tunnelFlags ?? 0);
+    w.attrU32(K.IPVS_DEST_ATTR_U_THRESH, dest.upperThreshold);
+    w.attrU32(K.IPVS_DEST_ATTR_L_THRESH, dest.lowerThreshold);
+  }
+  w.endNest(nest);
 }
 
 // ---- decode ------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-import { GENL_HDRLEN, genlRequest, resolveFamily } from '../netlink/genl.ts';
+import { GENL_HDRLEN, genlRequest, resolveFamily, writeGenlHeader } from '../netlink/genl.ts';
 import {
   KernelError,
   NETLINK_GENERIC,
   NetlinkSocket,
+  type NlBatch,
   type NlRequest,
   type SocketOptions,
 } from '../netlink/socket.ts';
@@ -178,8 +179,18 @@ export class NetlinkIpvsClient extends IpvsClientBase {
     ops: readonly IpvsOperation[],
     onProgress?: (done: number) => void,
   ): Promise<(IpvsError | undefined)[]> {
-    const requests = ops.map((op) => this.request(COMMANDS[op.op], (w) => writeOperation(w, op)));
-    const results = await this.socket.execute(requests, (i) => describeOperation(ops[i]!), onProgress);
+    const family = this.family;
+    const batch: NlBatch = {
+      length: ops.length,
+      type: () => family,
+      flags: () => 0,
+      body: (w, i) => {
+        const op = ops[i]!;
+        writeGenlHeader(w, COMMANDS[op.op], K.IPVS_GENL_VERSION);
+        writeOperation(w, op);
+      },
+    };
+    const results = await this.socket.execute(batch, (i) => describeOperation(ops[i]!), onProgress);
     return results.map((err, i) => (err ? ipvsErrorFor(ops[i]!, err.code, err) : undefined));
   }
 

@@ -33,7 +33,19 @@ export function canonicalDestinationId(d: DestinationKey): string {
   return destinationId(d.family === 'ipv4' ? d : { ...d, address: canonical(d.address, d.family) });
 }
 
+/** Already canonical (the desired state's are): the service itself, no copy. */
+function isNormalService(s: VirtualService): boolean {
+  const k = s.key;
+  if (k.kind === 'address' && k.family !== 'ipv4' && canonical(k.address, k.family) !== k.address)
+    return false;
+  const f = s.schedulerFlags;
+  for (let i = 1; i < f.length; i++) if (f[i - 1]! >= f[i]!) return false;
+  return s.persistenceEngine !== '';
+}
+
+/** The canonical form; a service already in it is returned as it is (callers never modify the result). */
 export function normalizeService(s: VirtualService): VirtualService {
+  if (isNormalService(s)) return s;
   return {
     key: normalizeServiceKey(s.key),
     scheduler: s.scheduler,

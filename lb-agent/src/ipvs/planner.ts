@@ -230,8 +230,10 @@ function* planSteps(input: PlanInput): Generator<void, IpvsPlan> {
     serviceDeletes.push({ op: 'delete-service', key: state.service.key });
   }
 
+  // A create from empty is all adds (110,000 at 10,000 services): no copy of them then.
+  const rest = [...updates, ...drains, ...destDeletes, ...serviceDeletes];
   return {
-    operations: [...adds, ...updates, ...drains, ...destDeletes, ...serviceDeletes],
+    operations: rest.length === 0 ? adds : [...adds, ...rest],
     draining,
     drainingNow,
     refused,

@@ -52,6 +52,7 @@ export class KernelError extends PortlbError<string> {
 interface Addon {
   open(protocol: number, rcvbuf: number): { fd: number; portId: number };
   send(fd: number, data: Buffer): number;
+  /** Every datagram queued (at least one), each padded to 4 bytes; null on timeout. */
   recv(fd: number, timeoutMs: number): Buffer | null;
   close(fd: number): void;
 }
@@ -78,6 +79,31 @@ export interface NlRequest {
   /** Extra flags beside NLM_F_REQUEST (and the ACK the socket adds). */
   flags?: number;
   body: (w: NlWriter) => void;
+}
+
+/**
+ * Many requests, written one by one as the datagrams fill: the IPVS create at 10,000
+ * services is 110,000 requests, and an object and closures per request were most of what
+ * it allocated.
+ */
+export interface NlBatch {
+  readonly length: number;
+  /** Request `index`'s netlink message type. */
+  type(index: number): number;
+  /** Its flags beside NLM_F_REQUEST (and the ACK the socket adds). */
+  flags(index: number): number;
+  /** Writes what follows its netlink header. */
+  body(w: NlWriter, index: number): void;
+}
+
+/** A list of requests as a batch. */
+function batchOf(requests: readonly NlRequest[]): NlBatch {
+  return {
+    length: requests.length,
+    type: (i) => requests[i]!.type,
+    flags: (i) => requests[i]!.flags ?? 0,
+    body: (w, i) => requests[i]!.body(w),
+  };
 }
 
 export interface SocketOptions {
@@ -124,6 +150,8 @@ export class NetlinkSocket implements Disposable {
    * sequence number, for the dump to take first when it resumes.
    */
   private readonly kept = new Map<number, NlMessage[]>();
+  /** One writer for every request this socket sends, reset before each (never shared across an await). */
+  private writer: NlWriter | undefined;
 
   constructor(protocol: number, options: SocketOptions = {}) {
     this.lib = loadAddon();
@@ -147,23 +175,44 @@ export class NetlinkSocket implements Disposable {
     return this.seq;
   }
 
+  /**
+   * The first of `count` consecutive sequence numbers that do not wrap (a datagram's
+   * requests are then told apart by arithmetic, without a map); `useSeqs` says how many
+   * were taken.
+   */
+  private firstOfSeqs(count: number): number {
+    if (this.seq + count >= 0xffffffff) this.seq = 0;
+    return this.seq + 1;
+  }
+
+  private useSeqs(first: number, used: number): void {
+    this.seq = first + used - 1;
+  }
+
+  private freshWriter(): NlWriter {
+    this.writer ??= new NlWriter(Math.min(this.maxBatchBytes + 4096, 1 << 20));
+    this.writer.reset();
+    return this.writer;
+  }
+
+  /** The messages of every datagram queued (waiting for the first). */
   private receive(): NlMessage[] {
     if (this.fd < 0) throw new NetlinkError('NETLINK_SOCKET', 'netlink socket is closed');
-    let datagram: Buffer | null;
+    let datagrams: Buffer | null;
     try {
-      datagram = this.lib.recv(this.fd, this.timeoutMs);
+      datagrams = this.lib.recv(this.fd, this.timeoutMs);
     } catch (err) {
       throw new NetlinkError('NETLINK_SOCKET', `netlink receive failed: ${(err as Error).message}`, {
         cause: err,
       });
     }
-    if (datagram === null) {
+    if (datagrams === null) {
       throw new NetlinkError('NETLINK_TIMEOUT', `no answer from the kernel within ${this.timeoutMs} ms`);
     }
-    return parseMessages(datagram).filter((m) => m.type !== NLMSG_NOOP);
+    return parseMessages(datagrams).filter((m) => m.type !== NLMSG_NOOP);
   }
 
-  /** One datagram's messages for `mine`; a paused dump's are kept for it, anything else is stale. */
+  /** The received messages for `mine`; a paused dump's are kept for it, anything else is stale. */
   private receiveFor(mine: (seq: number) => boolean): NlMessage[] {
     const out: NlMessage[] = [];
     for (const msg of this.receive()) {
@@ -190,54 +239,62 @@ export class NetlinkSocket implements Disposable {
    * error. `onProgress` sees the count done after each datagram.
    */
   async execute(
-    requests: readonly NlRequest[],
+    requests: readonly NlRequest[] | NlBatch,
     context: (index: number) => string,
     onProgress?: (done: number) => void,
   ): Promise<(KernelError | undefined)[]> {
-    const results: (KernelError | undefined)[] = new Array(requests.length).fill(undefined);
+    const batch = Array.isArray(requests) ? batchOf(requests as readonly NlRequest[]) : (requests as NlBatch);
+    const results: (KernelError | undefined)[] = new Array(batch.length).fill(undefined);
     let index = 0;
-    while (index < requests.length) {
-      const w = new NlWriter(Math.min(this.maxBatchBytes + 4096, 1 << 20));
-      const indexBySeq = new Map<number, number>();
-      let lastSeq = 0;
+    while (index < batch.length) {
+      const w = this.freshWriter();
+      const firstIndex = index;
+      // A datagram closes once past maxBatchBytes, and every message is at least a header.
+      const firstSeq = this.firstOfSeqs(Math.ceil(this.maxBatchBytes / NLMSG_HDRLEN) + 1);
       let lastStart = 0;
       do {
-        const req = requests[index]!;
-        lastSeq = this.nextSeq();
-        indexBySeq.set(lastSeq, index);
-        lastStart = w.beginMessage(req.type, NLM_F_REQUEST | (req.flags ?? 0), lastSeq, 0);
-        req.body(w);
+        lastStart = w.beginMessage(
+          batch.type(index),
+          NLM_F_REQUEST | batch.flags(index),
+          firstSeq + index - firstIndex,
+          0,
+        );
+        batch.body(w, index);
         w.endMessage(lastStart);
         index++;
-      } while (index < requests.length && w.length < this.maxBatchBytes);
-      const datagram = w.finish();
+      } while (index < batch.length && w.length < this.maxBatchBytes);
+      const count = index - firstIndex;
+      this.useSeqs(firstSeq, count);
+      const lastSeq = firstSeq + count - 1;
+      const datagram = w.view();
       // The ACK on the last message is the barrier for the whole datagram.
       datagram.writeUInt16LE(datagram.readUInt16LE(lastStart + 6) | NLM_F_ACK, lastStart + 6);
       this.send(datagram);
+      const ours = (seq: number) => seq >= firstSeq && seq <= lastSeq;
       let acked = false;
       while (!acked) {
-        for (const msg of this.receiveFor((seq) => indexBySeq.has(seq))) {
-          const at = indexBySeq.get(msg.seq)!;
+        for (const msg of this.receiveFor(ours)) {
           if (msg.type !== NLMSG_ERROR) continue;
+          const at = firstIndex + msg.seq - firstSeq;
           const { errno, extAck } = parseError(msg);
           if (errno !== 0) results[at] = new KernelError(errno, context(at), extAck);
           if (msg.seq === lastSeq) acked = true;
         }
       }
       onProgress?.(index);
-      if (index < requests.length) await yieldToEventLoop();
+      if (index < batch.length) await yieldToEventLoop();
     }
     return results;
   }
 
   /** One request; throws the kernel's error; returns the reply messages (if any). */
   request(req: NlRequest, context: string): NlMessage[] {
-    const w = new NlWriter(512);
+    const w = this.freshWriter();
     const seq = this.nextSeq();
     const start = w.beginMessage(req.type, NLM_F_REQUEST | NLM_F_ACK | (req.flags ?? 0), seq, 0);
     req.body(w);
     w.endMessage(start);
-    this.send(w.finish());
+    this.send(w.view());
     const replies: NlMessage[] = [];
     for (;;) {
       for (const msg of this.receiveFor((s) => s === seq)) {
@@ -270,12 +327,12 @@ export class NetlinkSocket implements Disposable {
     await before;
     let seq: number | undefined;
     try {
-      const w = new NlWriter(512);
+      const w = this.freshWriter();
       seq = this.nextSeq();
       const start = w.beginMessage(req.type, NLM_F_REQUEST | NLM_F_DUMP | (req.flags ?? 0), seq, 0);
       req.body(w);
       w.endMessage(start);
-      this.send(w.finish());
+      this.send(w.view());
       const own = seq;
       const kept: NlMessage[] = [];
       this.kept.set(own, kept);

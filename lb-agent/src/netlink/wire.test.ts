@@ -102,4 +102,28 @@ describe('netlink wire format', () => {
       [1, 2],
     );
   });
+
+  test('a reset writer writes the same bytes as a new one (strings keep their NUL, padding is zero)', () => {
+    const write = (w: NlWriter) => {
+      const m = w.beginMessage(30, 1, 7);
+      const n = w.beginNest(1);
+      w.attrString(2, 'mh').attrU8(3, 1);
+      w.endNest(n);
+      w.endMessage(m);
+    };
+    const fresh = new NlWriter(64);
+    write(fresh);
+    const reused = new NlWriter(64);
+    reused.beginMessage(0xffff, 0xffff, 0xffffffff);
+    reused.attrString(9, 'a longer string than the next one').attrU32(8, 0xffffffff);
+    reused.reset();
+    write(reused);
+    assert.deepEqual(reused.view(), fresh.finish());
+    // The nest without a closure is the nest with one.
+    const closure = new NlWriter(64);
+    const m = closure.beginMessage(30, 1, 7);
+    closure.nest(1, (x) => x.attrString(2, 'mh').attrU8(3, 1));
+    closure.endMessage(m);
+    assert.deepEqual(closure.finish(), fresh.finish());
+  });
 });
