@@ -74,8 +74,13 @@ export const SETS = {
 } as const;
 
 const ruleText = (r: PortRule) => `${r.vip}|${r.protocol}|${r.port}`;
-/** A rule as a member of an ipset (hash:ip,port) and of an nft set (address . proto . port). */
-const ipsetMember = (r: PortRule) => `${r.vip},${r.protocol}:${r.port}`;
+/**
+ * A rule as a member of an ipset (hash:ip,port) and of an nft set (address . proto . port).
+ * ipset gets the protocol's number: a name costs it a read of /etc/protocols per member,
+ * six system calls (at 10,000 Services, 70,000 members, tens of seconds in UML).
+ */
+const IPSET_PROTOCOL = { tcp: 6, udp: 17, sctp: 132 } as const;
+const ipsetMember = (r: PortRule) => `${r.vip},${IPSET_PROTOCOL[r.protocol]}:${r.port}`;
 const nftMember = (r: PortRule) => `${r.vip} . ${r.protocol} . ${r.port}`;
 
 const ofFamily = <T extends { family: Family }>(xs: readonly T[], family: Family) =>
