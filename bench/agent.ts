@@ -160,6 +160,26 @@ function cpuOf(pid: number, o: { mainThread?: boolean } = {}): number {
   return (Number(f[11]) + Number(f[12]) + (o.mainThread ? 0 : Number(f[13]) + Number(f[14]))) / USER_HZ;
 }
 
+/** A process's CPU seconds by thread name (V8's helpers, libuv's pool...), its waited-for children apart. */
+function threadsOf(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name =
+        tid === String(pid) ? 'main thread' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) / USER_HZ);
+    }
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const g = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    out.set('its commands (waited-for children)', (Number(g[13]) + Number(g[14])) / USER_HZ);
+  } catch {
+    // Gone meanwhile: what was read.
+  }
+  return out;
+}
+
 /** The guest's CPU seconds: busy and idle (one CPU here: the processes share it). */
 function guestCpu(): { busy: number; idle: number } {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
@@ -193,6 +213,7 @@ function guestCpuByKind(): Record<string, number> {
 /** Who used the (single) CPU over a phase: a change's latency is the agent's CPU only if nothing else took it. */
 function cpuShare(pids: { agent: number; api: number }) {
   const processes = allProcesses();
+  const threads = threadsOf(pids.agent);
   const kinds = guestCpuByKind();
   const start = {
     agent: cpuOf(pids.agent),
@@ -217,6 +238,13 @@ function cpuShare(pids: { agent: number; api: number }) {
       guestByKindS: Object.fromEntries(
         Object.entries(guestCpuByKind()).map(([k, v]) => [k, Math.round((v - kinds[k]!) * 100) / 100]),
       ),
+      /** The agent's CPU by thread name, and its commands'. */
+      agentThreadsS: Object.fromEntries(
+        [...threadsOf(pids.agent)]
+          .map(([t, v]) => [t, Math.round((v - (threads.get(t) ?? 0)) * 100) / 100] as const)
+          .filter(([, v]) => v > 0)
+          .sort((a, b) => b[1] - a[1]),
+      ),
       /** The processes that used the most CPU over the phase (kernel threads included). */
       topProcessesS: [...allProcesses()]
         .map(([p, s]) => ({ process: p, s: Math.round((s - (processes.get(p) ?? 0)) * 100) / 100 }))
@@ -224,6 +252,21 @@ function cpuShare(pids: { agent: number; api: number }) {
         .slice(0, 6),
     };
   };
+}
+
+/** One phase's CPU in a line: who used the one CPU, the guest's time by kind, the busiest processes. */
+function cpuLine(c: ReturnType<ReturnType<typeof cpuShare>>): string {
+  const s = (v: number) => `${v.toFixed(1)} s`;
+  return (
+    `${s(c.wallS)} wall, one CPU: agent ${s(c.agentS)} (its main thread ${s(c.agentMainThreadS)}), API server ${s(c.apiServerS)}, this benchmark ${s(c.benchS)}; guest busy ${s(c.guestBusyS)}, idle ${s(c.guestIdleS)}; ` +
+    `by kind ${Object.entries(c.guestByKindS)
+      .filter(([, v]) => v > 0)
+      .map(([k, v]) => `${k} ${s(v)}`)
+      .join(', ')}; most CPU: ${c.topProcessesS.map((p) => `${p.process} ${s(p.s)}`).join(', ')}; ` +
+    `the agent by thread: ${Object.entries(c.agentThreadsS)
+      .map(([t, v]) => `${t} ${s(v)}`)
+      .join(', ')}`
+  );
 }
 
 /** Where the per-service families begin: the last part of the exposition. */
@@ -617,6 +660,9 @@ async function runSize(n: number, check?: string) {
       ],
       PROFILE || LOOP_WATCH ? { PORTLB_LOOP_WATCH_FILE: path.join(dir, `loop-${tag}.json`) } : {},
     );
+    // Who used the one CPU until ready (the first pass at 10k: its IPVS writes take ten
+    // times as long in the agent as alone in the same guest).
+    const startCpu = cpuShare({ agent: agent.pid!, api: api.pid! });
     const outcome = await waitFor(
       'the agent ready',
       async () =>
@@ -632,6 +678,7 @@ async function runSize(n: number, check?: string) {
         `${outcome}; agent log: ${readFileSync(path.join(dir, `agent-${tag}.log`), 'utf8').slice(-2000)}`,
       );
     const readyMs = performance.now() - t0;
+    const readyCpu = startCpu();
     const programmed = (await ipvs.listServices()).length;
     if (programmed !== n) throw new Error(`ready with ${programmed} services in the kernel, expected ${n}`);
     await sleep(2000);
@@ -643,6 +690,7 @@ async function runSize(n: number, check?: string) {
         .map(([s, v]) => `${s} ${v}`)
         .join(', ')}), external ${afterSync.externalMb.toFixed(0)} MB`,
     );
+    console.log(`    CPU from start to ready: ${cpuLine(readyCpu)}`);
     const heapSnapshot = HEAP_SNAPSHOT ? await writeHeapSnapshot(agent, tag) : undefined;
     if (n === 0) {
       // The baseline: what the agent costs before it holds anything.
@@ -650,6 +698,7 @@ async function runSize(n: number, check?: string) {
         services: 0,
         endpoints: M,
         readyMs,
+        readyCpu,
         afterSync,
         heapSnapshot,
         diagnostics: await stopForDiagnostics(agent, tag),
@@ -814,6 +863,7 @@ async function runSize(n: number, check?: string) {
       services: n,
       endpoints: M,
       readyMs,
+      readyCpu,
       afterSync,
       afterChanges,
       changes: CHANGES,

@@ -52,7 +52,7 @@ export class KernelError extends PortlbError<string> {
 interface Addon {
   open(protocol: number, rcvbuf: number): { fd: number; portId: number };
   send(fd: number, data: Buffer): number;
-  /** Every datagram queued (at least one), each padded to 4 bytes; null on timeout. */
+  /** The datagrams queued, up to two (at least one), each padded to 4 bytes; null on timeout. */
   recv(fd: number, timeoutMs: number): Buffer | null;
   close(fd: number): void;
 }
@@ -195,7 +195,7 @@ export class NetlinkSocket implements Disposable {
     return this.writer;
   }
 
-  /** The messages of every datagram queued (waiting for the first). */
+  /** The messages of the datagrams queued, up to two (waiting for the first). */
   private receive(): NlMessage[] {
     if (this.fd < 0) throw new NetlinkError('NETLINK_SOCKET', 'netlink socket is closed');
     let datagrams: Buffer | null;
