@@ -6,6 +6,7 @@
 //                                                  lb1..N 10.0.0.11.. , be1..M 10.0.0.21..
 //
 // Used by `npm run lab` (scripts/lab.ts) and the end-to-end tests (test/e2e).
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -19,6 +20,7 @@ import {
   startBird,
   startGobgpd,
 } from './bgp.ts';
+import { lastJsonLine } from './child-output.ts';
 import { KubeApiClient } from './kube-api-client.ts';
 import type { LoadResult } from './load-client.ts';
 import { type Daemon, fibNextHops, NetnsLab, run, waitFor } from './netns.ts';
@@ -679,27 +681,13 @@ export class Lab {
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );
-    let out = '';
-    let err = '';
     let markStarted: () => void = () => {};
     const started = new Promise<void>((resolve) => {
       markStarted = resolve;
     });
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => {
-      err += d;
+    child.on('exit', () => markStarted());
+    const done = lastJsonLine<LoadResult>(child, 'load client', (err) => {
       if (err.includes('load started')) markStarted();
-    });
-    const done = new Promise<LoadResult>((resolve, reject) => {
-      child.on('exit', (code) => {
-        markStarted();
-        if (code !== 0) return reject(new Error(`load client exited ${code}: ${err}`));
-        try {
-          resolve(JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as LoadResult);
-        } catch (e) {
-          reject(new Error(`load client output unreadable: ${out} ${err} ${(e as Error).message}`));
-        }
-      });
     });
     // ip netns exec execs node, so the signal reaches the client itself.
     return { done, child, stop: () => child.kill('SIGTERM'), started };
