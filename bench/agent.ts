@@ -778,9 +778,7 @@ async function runSize(n: number, check?: string) {
       `  after the changes: RSS ${afterChanges.rssMb.toFixed(0)} MB, heap used ${afterChanges.heapUsedMb.toFixed(0)} MB`,
     );
     const s = (v: number) => `${v.toFixed(1)} s`;
-    console.log(
-      `  CPU over the changes (${s(changesCpu.wallS)} wall, one CPU): agent ${s(changesCpu.agentS)} (its main thread ${s(changesCpu.agentMainThreadS)}), API server ${s(changesCpu.apiServerS)}, this benchmark ${s(changesCpu.benchS)}; guest busy ${s(changesCpu.guestBusyS)}, idle ${s(changesCpu.guestIdleS)}`,
-    );
+    console.log(`  CPU over the changes: ${cpuLine(changesCpu)}`);
 
     // Full resyncs (every RESYNC s) while /metrics is scraped every second; prom-client's
     // event-loop figures cover the time since the previous scrape.

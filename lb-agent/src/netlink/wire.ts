@@ -186,9 +186,8 @@ export class NlWriter {
 
   /** An attribute of `length` bytes that `fill` writes in place (no intermediate buffer). */
   attrInPlace(type: number, length: number, fill: (buf: Buffer, offset: number) => void): this {
-    this.attrHeader(type, length);
-    fill(this.buf, this.pos);
-    this.pos += length;
+    const at = this.attrSpace(type, length);
+    fill(this.buf, at);
     return this;
   }
 
