@@ -55,7 +55,7 @@ describe('netfilter ipsets (host kernel, own namespace)', () => {
     assert.equal(header(SETS.ipv4.notrack).entries, 100);
     assert.deepEqual(
       [...existing()].sort(),
-      [SETS.ipv4.notrack, SETS.ipv4.services, SETS.ipv4.vips],
+      [SETS.ipv4.notrack, SETS.ipv4.services, SETS.ipv4.snat, SETS.ipv4.vips],
       'no leftover',
     );
     // Written again over its own sets (as a repair does): the same.

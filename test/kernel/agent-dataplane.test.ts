@@ -1,4 +1,4 @@
-// The agent's other kernel boundaries, on the real kernel: the VIP dummy interface over
+// The agent's other kernel boundaries, on the real kernel: the VIPs' local routes over
 // rtnetlink, and SNAT rules through legacy iptables (this kernel has no nftables ip
 // family, so auto-detection must pick legacy iptables).
 import assert from 'node:assert/strict';
@@ -10,7 +10,7 @@ import {
   netfilterCleaners,
   type PortRule,
 } from '../../lb-agent/src/agent/netfilter.ts';
-import { LinkAddressManager } from '../../lb-agent/src/agent/vips.ts';
+import { LocalRouteManager } from '../../lb-agent/src/agent/vips.ts';
 import { RtNetlink } from '../../lb-agent/src/netlink/rtnetlink.ts';
 import { requireKernelHarness, sh } from '../harness/kernel.ts';
 
@@ -21,38 +21,88 @@ describe('agent data plane boundaries (kernel)', () => {
     sh('ip link del pltestvip 2>/dev/null || true');
   });
 
-  test('VIP interface: created as a dummy, owned addresses synced, foreign ones kept', async () => {
-    const m = new LinkAddressManager('pltestvip');
+  test('VIPs: local routes of portlb through a dummy interface, owned ones synced, foreign routes and addresses kept', async () => {
+    const m = new LocalRouteManager('pltestvip');
     const owns = (a: string) => a.startsWith('203.0.113.') || a.startsWith('fd00:203::');
+    const routes = (family: '-4' | '-6') => sh(`ip ${family} route show table local proto 240`);
     try {
       const first = await m.sync(['203.0.113.10', 'fd00:203::10'], owns);
       assert.deepEqual(first.added.sort(), ['203.0.113.10', 'fd00:203::10']);
       assert.match(sh('ip -d link show pltestvip'), /dummy/);
       assert.match(sh('ip link show pltestvip'), /UP/);
-      assert.match(sh('ip -4 addr show dev pltestvip'), /inet 203\.0\.113\.10\/32/);
-      assert.match(sh('ip -6 addr show dev pltestvip'), /inet6 fd00:203::10\/128/);
+      assert.match(routes('-4'), /^local 203\.0\.113\.10 dev pltestvip scope host/m);
+      assert.match(routes('-6'), /^local fd00:203::10 dev pltestvip/m);
+      assert.doesNotMatch(sh('ip addr show dev pltestvip'), /203\.0\.113|fd00:203/, 'no address: a route');
+      // The kernel takes the VIP as its own: a local destination, for either family.
+      assert.match(sh('ip -4 route get 203.0.113.10'), /^local 203\.0\.113\.10 /);
+      assert.match(sh('ip -6 route get fd00:203::10'), /^local fd00:203::10 /);
       sh('ip addr add 192.168.77.1/32 dev pltestvip'); // someone else's address
+      sh('ip route add local 203.0.113.50 dev pltestvip table local'); // someone else's route (proto boot)
       const second = await m.sync(['203.0.113.11'], owns);
       assert.deepEqual(second.added, ['203.0.113.11']);
       assert.deepEqual(second.removed.sort(), ['203.0.113.10', 'fd00:203::10']);
-      // (the kernel's own IPv6 link-local address on the link is not ours either)
-      assert.deepEqual((await m.list()).filter((a) => !a.startsWith('fe80:')).sort(), [
-        '192.168.77.1',
-        '203.0.113.11',
-      ]);
+      assert.deepEqual(await m.list(), ['203.0.113.11'], 'only routes of protocol 240 are listed');
+      assert.match(
+        sh('ip -4 route show table local'),
+        /local 203\.0\.113\.50 dev pltestvip/,
+        'the foreign route stays',
+      );
+      assert.match(
+        sh('ip -4 addr show dev pltestvip'),
+        /inet 192\.168\.77\.1\/32/,
+        'the foreign address stays',
+      );
       const none = await m.sync(['203.0.113.11'], owns);
-      assert.deepEqual([none.added, none.removed, none.failed], [[], [], []], 'converged: no change');
+      assert.deepEqual(
+        [none.added, none.removed, none.moved, none.failed],
+        [[], [], [], []],
+        'converged: no change',
+      );
       // Deleted by hand: recreated on the next pass.
       sh('ip link del pltestvip');
       assert.deepEqual((await m.sync(['203.0.113.11'], owns)).added, ['203.0.113.11']);
       // An incremental pass diffs against what the last sync left, without dumping the
-      // interface (10,000 addresses at 10k services): an address removed by hand comes
-      // back at the next full pass (reread), like an IPVS service deleted by hand.
-      sh('ip addr del 203.0.113.11/32 dev pltestvip');
+      // routes (10,000 at 10k services): a route removed by hand comes back at the next
+      // full pass (reread), like an IPVS service deleted by hand.
+      sh('ip route del local 203.0.113.11 dev pltestvip table local proto 240');
       const incremental = await m.sync(['203.0.113.11', '203.0.113.12'], owns, { reread: false });
-      assert.deepEqual(incremental.added, ['203.0.113.12'], 'only the new VIP: the interface was not read');
+      assert.deepEqual(incremental.added, ['203.0.113.12'], 'only the new VIP: the kernel was not read');
       const full = await m.sync(['203.0.113.11', '203.0.113.12'], owns, { reread: true });
       assert.deepEqual(full.added, ['203.0.113.11'], 'the full pass reads and restores it');
+    } finally {
+      m.close();
+    }
+  });
+
+  test('VIPs an earlier version put on the interface as addresses: a route added first, then the address deleted; the VIP stays local throughout', async () => {
+    sh('ip link del pltestvip 2>/dev/null || true');
+    sh('ip link add pltestvip type dummy && ip link set pltestvip up');
+    // As 0.1 left them: wanted VIPs, one no longer wanted, someone else's address.
+    sh('ip addr add 203.0.113.20/32 dev pltestvip');
+    sh('ip addr add 203.0.113.21/32 dev pltestvip');
+    sh('ip -6 addr add fd00:203::20/128 dev pltestvip nodad');
+    sh('ip addr add 192.168.77.2/32 dev pltestvip');
+    const m = new LocalRouteManager('pltestvip');
+    const owns = (a: string) => a.startsWith('203.0.113.') || a.startsWith('fd00:203::');
+    try {
+      const r = await m.sync(['203.0.113.20', 'fd00:203::20'], owns);
+      assert.deepEqual(r.failed, []);
+      assert.deepEqual(r.added.sort(), ['203.0.113.20', 'fd00:203::20']);
+      assert.deepEqual(r.moved.sort(), ['203.0.113.20', '203.0.113.21', 'fd00:203::20']);
+      const addresses = sh('ip addr show dev pltestvip');
+      assert.doesNotMatch(addresses, /203\.0\.113\.2[01]|fd00:203::20/, 'the addresses are gone');
+      assert.match(addresses, /192\.168\.77\.2\/32/, 'the foreign address stays');
+      // The kernel's route of the deleted address went with it; portlb's stayed.
+      assert.match(sh('ip -4 route get 203.0.113.20'), /^local 203\.0\.113\.20 /);
+      assert.match(sh('ip -6 route get fd00:203::20'), /^local fd00:203::20 /);
+      assert.doesNotMatch(
+        sh('ip -4 route show table local'),
+        /203\.0\.113\.21/,
+        'the unwanted VIP is no longer local',
+      );
+      assert.deepEqual((await m.list()).sort(), ['203.0.113.20', 'fd00:203::20']);
+      const again = await m.sync(['203.0.113.20', 'fd00:203::20'], owns);
+      assert.deepEqual([again.added, again.removed, again.moved, again.failed], [[], [], [], []]);
     } finally {
       m.close();
     }
@@ -127,13 +177,19 @@ describe('agent data plane boundaries (kernel)', () => {
       );
       assert.match(sh('iptables-legacy -t raw -S PREROUTING'), /-j PORTLB-NOTRACK/);
       assert.match(sh('ipset list portlb-notrack4'), /203\.0\.113\.13,tcp:443/);
-      const rules = sh('iptables-legacy -t nat -S PORTLB-SNAT');
+      // SNAT: the NAT services in a set, a mark bit on their first packet, one MASQUERADE.
+      assert.match(sh('ipset list portlb-snat4'), /203\.0\.113\.10,tcp:80/);
+      assert.match(sh('ipset list portlb-snat4'), /203\.0\.113\.10,udp:53/);
       assert.match(
-        rules,
-        /-m ipvs --vproto 6 --vaddr 203\.0\.113\.10(\/32)? --vport 80 --vmethod MASQ .* -j MASQUERADE/,
+        sh('iptables-legacy -t nat -S PORTLB-SNAT-MARK'),
+        /-A PORTLB-SNAT-MARK -m set --match-set portlb-snat4 dst,dst -j MARK --set-xmark 0x1000\/0x1000/,
       );
-      assert.match(rules, /--vproto 17 .* --vport 53/);
+      const rules = sh('iptables-legacy -t nat -S PORTLB-SNAT');
+      assert.match(rules, /-A PORTLB-SNAT -m mark ! --mark 0x1000\/0x1000 -j RETURN/);
+      assert.match(rules, /-A PORTLB-SNAT -j MARK --set-xmark 0x1000\/0x0/);
+      assert.match(rules, /-A PORTLB-SNAT -m ipvs (--ipvs )?--vmethod MASQ .* -j MASQUERADE/);
       assert.match(sh('iptables-legacy -t nat -S POSTROUTING'), /-j PORTLB-SNAT/);
+      assert.match(sh('iptables-legacy -t nat -S PREROUTING'), /-j PORTLB-SNAT-MARK/);
       assert.match(
         sh('iptables-legacy -t filter -S INPUT'),
         /-A INPUT -m comment --comment "portlb VIP filter" -j PORTLB-FILTER/,
@@ -147,7 +203,7 @@ describe('agent data plane boundaries (kernel)', () => {
       );
       const other: PortRule = { vip: '203.0.113.12', family: 'ipv4', port: 443, protocol: 'tcp' };
       await nf.apply({ snat: [other], filter: [other], notrack: [] });
-      const after = sh('iptables-legacy -t nat -S PORTLB-SNAT');
+      const after = sh('ipset list portlb-snat4');
       assert.doesNotMatch(after, /203\.0\.113\.10/);
       assert.match(after, /203\.0\.113\.12/);
       assert.doesNotMatch(sh('ipset list portlb-vips4'), /203\.0\.113\.10/);
@@ -157,6 +213,7 @@ describe('agent data plane boundaries (kernel)', () => {
         'one jump, not one per apply',
       );
       assert.equal(sh('iptables-legacy -t filter -S INPUT').match(/PORTLB-FILTER/g)?.length, 1);
+      assert.equal(sh('iptables-legacy -t nat -S PREROUTING').match(/PORTLB-SNAT-MARK/g)?.length, 1);
 
       // The periodic repair reads first: intact, nothing rewritten; each kind of loss found
       // and rewritten (the listings it reads are the kernel's own).
@@ -169,8 +226,14 @@ describe('agent data plane boundaries (kernel)', () => {
       await lost('ipset flush portlb-services4', /ipset portlb-services4 has 0 of 1 members/);
       assert.match(sh('ipset list portlb-services4'), /203\.0\.113\.12,tcp:443/);
       await lost('iptables-legacy -t raw -F PORTLB-NOTRACK', /PORTLB-NOTRACK \(raw table\) has 0 of 1 rules/);
-      await lost('iptables-legacy -t nat -F PORTLB-SNAT', /PORTLB-SNAT \(nat table\) has 0 of 1 rules/);
-      assert.match(sh('iptables-legacy -t nat -S PORTLB-SNAT'), /203\.0\.113\.12/);
+      await lost('iptables-legacy -t nat -F PORTLB-SNAT', /PORTLB-SNAT \(nat table\) has 0 of 3 rules/);
+      assert.match(sh('iptables-legacy -t nat -S PORTLB-SNAT'), /MASQUERADE/);
+      await lost('ipset flush portlb-snat4', /ipset portlb-snat4 has 0 of 1 members/);
+      assert.match(sh('ipset list portlb-snat4'), /203\.0\.113\.12,tcp:443/);
+      await lost(
+        'iptables-legacy -t nat -D PREROUTING -m comment --comment "portlb SNAT mark" -j PORTLB-SNAT-MARK',
+        /the jump from PREROUTING to PORTLB-SNAT-MARK \(nat table\) is gone/,
+      );
       await lost(
         'iptables-legacy -t filter -D INPUT -m comment --comment "portlb VIP filter" -j PORTLB-FILTER',
         /the jump from INPUT to PORTLB-FILTER \(filter table\) is gone/,
@@ -204,10 +267,8 @@ describe('agent data plane boundaries (kernel)', () => {
       vips: members('portlb-vips4'),
       services: members('portlb-services4'),
       notrack: members('portlb-notrack4'),
-      snat: sh('iptables-legacy -t nat -S PORTLB-SNAT')
-        .split('\n')
-        .filter((l) => l.startsWith('-A '))
-        .sort(),
+      snat: members('portlb-snat4'),
+      rules: sh('iptables-legacy -t nat -S PORTLB-SNAT; iptables-legacy -t nat -S PORTLB-SNAT-MARK'),
     });
     const cleanup = async () => {
       for (const c of netfilterCleaners()) if (await c.present()) await c.remove();
@@ -231,20 +292,18 @@ describe('agent data plane boundaries (kernel)', () => {
       assert.equal(await (await detectNetfilter('auto')).apply(next), 'replaced');
       assert.deepEqual(kernel(), changed);
 
-      // Someone deleted a SNAT rule the next change deletes: the kernel refuses the change
-      // (iptables-restore -D finds nothing); it is written whole, and the rules are complete.
+      // Someone destroyed a set the next change writes to: the kernel refuses the change
+      // (ipset restore finds no set); it is written whole, and the rules are complete.
       const refused = await detectNetfilter('auto');
       assert.equal(await refused.apply(next), 'replaced');
-      sh(
-        'iptables-legacy -t nat -D PORTLB-SNAT -m ipvs --vaddr 203.0.114.9/32 --vport 80 --vproto tcp --vmethod masq -m comment --comment "portlb 203.0.114.9:80/tcp" -j MASQUERADE',
-      );
-      assert.equal(kernel().snat.length, 100, 'deleted by someone else');
+      sh('iptables-legacy -t nat -F PORTLB-SNAT-MARK; ipset destroy portlb-snat4');
       const after = rules(
         ids.filter((i) => i !== 7 && i !== 9),
         [port(150, 8080), port(8, 8443)],
       );
       assert.equal(await refused.apply(after), 'replaced');
       assert.equal(kernel().snat.length, 100);
+      assert.match(kernel().rules, /--match-set portlb-snat4/);
       assert.equal(await refused.repair(), undefined, 'complete: nothing for the repair');
     } finally {
       await cleanup();

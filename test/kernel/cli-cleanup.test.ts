@@ -30,8 +30,11 @@ describe('portlb cleanup (kernel)', () => {
     );
     sh('ipvsadm -C');
     ensureDummy('plcl0', ['10.249.3.254/24']);
-    ensureDummy('plclean0', ['10.250.20.1/32', '10.250.20.2/32']);
-    for (const vip of ['10.250.20.1', '10.250.21.5', '10.250.99.1']) {
+    // A VIP as 0.1.0 left it (an address on the interface) and one as now (a local route of
+    // protocol 240 through it), outside the pools: both portlb's.
+    ensureDummy('plclean0', ['10.250.20.1/32']);
+    sh('ip route add local 10.250.99.2 dev plclean0 table local proto 240');
+    for (const vip of ['10.250.20.1', '10.250.21.5', '10.250.99.1', '10.250.99.2']) {
       sh(`ipvsadm -A -t ${vip}:80 -s rr && ipvsadm -a -t ${vip}:80 -r 10.249.3.1:8080 -m`);
     }
     sh('iptables-legacy -w -t nat -N PORTLB-SNAT');
@@ -51,9 +54,10 @@ describe('portlb cleanup (kernel)', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /would remove IPVS service tcp:10\.250\.20\.1:80/);
     assert.match(r.stdout, /would remove IPVS service tcp:10\.250\.21\.5:80/);
-    assert.match(r.stdout, /would remove interface plclean0 \(2 VIP addresses\)/);
+    assert.match(r.stdout, /would remove IPVS service tcp:10\.250\.99\.2:80/);
+    assert.match(r.stdout, /would remove interface plclean0 \(2 VIPs\)/);
     assert.match(r.stdout, /would remove iptables-legacy chains PORTLB-\* in table nat/);
-    assert.doesNotMatch(r.stdout, /10\.250\.99\.1/);
+    assert.doesNotMatch(r.stdout, /10\.250\.99\.1\b/);
     assert.match(services(), /10\.250\.20\.1:80/);
     assert.match(sh('ip link show plclean0'), /plclean0/);
   });
@@ -62,7 +66,7 @@ describe('portlb cleanup (kernel)', () => {
     const r = portlb('--config', config);
     assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
     const table = services();
-    assert.doesNotMatch(table, /10\.250\.20\.1:80|10\.250\.21\.5:80/);
+    assert.doesNotMatch(table, /10\.250\.20\.1:80|10\.250\.21\.5:80|10\.250\.99\.2:80/);
     assert.match(table, /10\.250\.99\.1:80/, 'a foreign IPVS service stays');
     assert.equal(spawnSync('ip', ['link', 'show', 'plclean0']).status, 1, 'the VIP interface is gone');
     const nat = sh('iptables-legacy -w -t nat -S');

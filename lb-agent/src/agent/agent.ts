@@ -34,7 +34,7 @@ import { type DesiredSource, Reconciler } from './reconciler.ts';
 import { ServiceStatsReader } from './service-stats.ts';
 import { StandaloneSource } from './sources.ts';
 import { buildStatus, nodeReport, ownersByIdSliced } from './status.ts';
-import { type AddressManager, LinkAddressManager } from './vips.ts';
+import { type AddressManager, LocalRouteManager } from './vips.ts';
 
 export interface AgentDeps {
   ipvs?: IpvsClient;
@@ -179,13 +179,13 @@ export class Agent {
     if (!this.source) await this.prepare();
     const cfg = this.config;
     this.ipvs = this.deps.ipvs ?? NetlinkIpvsClient.open({ sysctls: new ProcSysctls(cfg.ipvs.sysctlPath) });
-    this.addresses = this.deps.addresses ?? new LinkAddressManager(cfg.ipvs.vipInterface);
+    this.addresses = this.deps.addresses ?? new LocalRouteManager(cfg.ipvs.vipInterface);
     // ipvs.snat naming a backend is the older spelling of ipvs.netfilter.
     const backend =
       cfg.ipvs.netfilter === 'auto' && cfg.ipvs.snat !== 'auto' && cfg.ipvs.snat !== 'none'
         ? cfg.ipvs.snat
         : cfg.ipvs.netfilter;
-    this.netfilter = this.deps.netfilter ?? (await detectNetfilter(backend));
+    this.netfilter = this.deps.netfilter ?? (await detectNetfilter(backend, { snatMark: cfg.ipvs.snatMark }));
     this.log.info(
       {
         netfilter: this.netfilter.kind,

@@ -364,7 +364,7 @@ export class DataPlane {
       services: new Map(),
       vanished: [],
       draining: [],
-      vips: { added: [], removed: [], failed: [] },
+      vips: { added: [], removed: [], moved: [], failed: [] },
       netfilter: 'unchanged',
       stages: {},
       foreign: 0,

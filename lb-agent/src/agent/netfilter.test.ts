@@ -4,11 +4,10 @@ import {
   CachedNetfilter,
   ipsetDeltaText,
   ipsetRestoreText,
-  iptablesDeltaText,
   iptablesRestoreText,
   type NetfilterRules,
   nftDeltaScript,
-  nftSnatHandles,
+  nftScript,
   type PortRule,
   type RulesDelta,
   type ScriptOf,
@@ -337,15 +336,17 @@ describe('netfilter changes as scripts', () => {
       [
         'add portlb-services4 203.0.113.5,6:80 -exist',
         'add portlb-notrack4 203.0.113.6,6:443 -exist',
+        'add portlb-snat4 203.0.113.5,6:80 -exist',
         'add portlb-vips4 203.0.113.5 -exist',
         'del portlb-vips4 203.0.113.3 -exist',
         'del portlb-services4 203.0.113.3,6:80 -exist',
+        'del portlb-snat4 203.0.113.3,6:80 -exist',
         '',
       ].join('\n'),
     );
     assert.equal(
       ipsetDeltaText(delta, 'ipv6'),
-      'del portlb-vips6 2001:db8::3 -exist\ndel portlb-services6 2001:db8::3,6:443 -exist\n',
+      'del portlb-vips6 2001:db8::3 -exist\ndel portlb-services6 2001:db8::3,6:443 -exist\ndel portlb-snat6 2001:db8::3,6:443 -exist\n',
     );
     const udp = { vip: '203.0.113.7', family: 'ipv4', port: 53, protocol: 'udp' } as const;
     const sctp = { vip: '203.0.113.7', family: 'ipv4', port: 3868, protocol: 'sctp' } as const;
@@ -363,58 +364,54 @@ describe('netfilter changes as scripts', () => {
     );
   });
 
-  test('iptables: SNAT rules deleted and appended, with the spec of a whole write', () => {
-    const text = iptablesDeltaText(delta, 'ipv4');
-    assert.equal(text.split('\n')[0], '*nat');
-    assert.match(text, /^-D PORTLB-SNAT -m ipvs --vaddr 203\.0\.113\.3\/32 --vport 80 .* -j MASQUERADE$/m);
-    assert.match(text, /^-A PORTLB-SNAT -m ipvs --vaddr 203\.0\.113\.5\/32 --vport 80 .* -j MASQUERADE$/m);
-    // The same line a whole write appends (a -D must match it exactly).
-    const whole = iptablesRestoreText({ snat: [r('203.0.113.5', 80)], filter: [], notrack: [] }, 'ipv4');
-    assert.ok(whole.includes(text.split('\n')[2]!), "the -A line is the whole write's");
-    assert.doesNotMatch(text, /^:PORTLB/m, 'no chain declared: that would flush it');
-    assert.match(
-      iptablesDeltaText(delta, 'ipv6'),
-      /-D PORTLB-SNAT -m ipvs --vaddr 2001:db8::3\/128 --vport 443/,
+  test('iptables: SNAT by a set and a mark bit, the same rules for any number of Services', () => {
+    const one = iptablesRestoreText({ snat: [r('203.0.113.5', 80)], filter: [], notrack: [] }, 'ipv4');
+    const many = iptablesRestoreText(
+      { snat: Array.from({ length: 50 }, (_, i) => r(`203.0.113.${i + 1}`, 80)), filter: [], notrack: [] },
+      'ipv4',
     );
-    assert.equal(iptablesDeltaText({ ...delta, snat: { added: [], removed: [] } }, 'ipv4'), '');
+    assert.equal(one, many, 'the set holds the Services, not the rules');
+    assert.match(
+      one,
+      /^\*nat\n:PORTLB-SNAT - \[0:0\]\n:PORTLB-SNAT-MARK - \[0:0\]\n-A PORTLB-SNAT-MARK -m set --match-set portlb-snat4 dst,dst -j MARK --or-mark 0x1000\n-A PORTLB-SNAT -m mark ! --mark 0x1000\/0x1000 -j RETURN\n-A PORTLB-SNAT -j MARK --xor-mark 0x1000\n-A PORTLB-SNAT -m ipvs --ipvs --vmethod masq -m comment --comment "portlb: SNAT for NAT-mode services" -j MASQUERADE\nCOMMIT\n/,
+    );
+    const v6 = iptablesRestoreText({ snat: [], filter: [], notrack: [] }, 'ipv6', 0x80000);
+    assert.match(v6, /--match-set portlb-snat6 dst,dst -j MARK --or-mark 0x80000$/m);
+    assert.match(v6, /-m mark ! --mark 0x80000\/0x80000 -j RETURN$/m);
+    const sets = ipsetRestoreText({ snat: [r('203.0.113.5', 80)], filter: [], notrack: [] }, 'ipv4');
+    assert.match(sets, /^create portlb-snat4 hash:ip,port family inet maxelem 1048576$/m);
+    assert.match(sets, /^add portlb-snat4-next 203\.0\.113\.5,6:80\nswap portlb-snat4-next portlb-snat4$/m);
   });
 
-  test('nft: one transaction; SNAT rules deleted by the handle their comment names; a rule not there refuses it', () => {
-    const handles = nftSnatHandles(
-      'ip',
-      'table ip portlb {\n\tchain postrouting { # handle 3\n\t\tmeta l4proto tcp ct original ip daddr 203.0.113.3 ct original proto-dst 80 masquerade comment "portlb 203.0.113.3:80/tcp" # handle 17\n\t}\n}\n',
+  test('nft: SNAT by a set and a mark bit; a change is one transaction of elements', () => {
+    const whole = nftScript({ snat: [r('203.0.113.5', 80)], filter: [], notrack: [] }, 0x1000);
+    assert.match(
+      whole,
+      /set nat_services \{ type ipv4_addr \. inet_proto \. inet_service; elements = \{ 203\.0\.113\.5 \. tcp \. 80 \} \}/,
     );
-    nftSnatHandles(
-      'ip6',
-      '\t\tmeta l4proto tcp ct original ip6 daddr 2001:db8::3 ct original proto-dst 443 masquerade comment "portlb 2001:db8::3:443/tcp" # handle 9\n',
-      handles,
+    assert.match(
+      whole,
+      /type nat hook prerouting priority dstnat; policy accept;\n {4}ip daddr \. meta l4proto \. th dport @nat_services meta mark set meta mark \| 0x1000\n/,
     );
-    assert.deepEqual(
-      [...handles],
-      [
-        ['ip portlb 203.0.113.3:80/tcp', 17],
-        ['ip6 portlb 2001:db8::3:443/tcp', 9],
-      ],
+    assert.match(
+      whole,
+      /meta mark & 0x1000 == 0x1000 meta mark set meta mark & 0xffffefff masquerade comment "portlb: SNAT for NAT-mode services"/,
     );
     assert.equal(
-      nftDeltaScript(delta, handles),
+      nftDeltaScript(delta),
       [
         'add element ip portlb services { 203.0.113.5 . tcp . 80 }',
         'add element ip portlb untracked { 203.0.113.6 . tcp . 443 }',
+        'add element ip portlb nat_services { 203.0.113.5 . tcp . 80 }',
         'add element ip portlb vips { 203.0.113.5 }',
         'delete element ip portlb vips { 203.0.113.3 }',
         'delete element ip portlb services { 203.0.113.3 . tcp . 80 }',
-        'delete rule ip portlb postrouting handle 17',
-        'add rule ip portlb postrouting meta l4proto tcp ct original ip daddr 203.0.113.5 ct original proto-dst 80 masquerade comment "portlb 203.0.113.5:80/tcp"',
+        'delete element ip portlb nat_services { 203.0.113.3 . tcp . 80 }',
         'delete element ip6 portlb vips { 2001:db8::3 }',
         'delete element ip6 portlb services { 2001:db8::3 . tcp . 443 }',
-        'delete rule ip6 portlb postrouting handle 9',
+        'delete element ip6 portlb nat_services { 2001:db8::3 . tcp . 443 }',
         '',
       ].join('\n'),
-    );
-    assert.throws(
-      () => nftDeltaScript(delta, new Map()),
-      /the SNAT rule "portlb 203\.0\.113\.3:80\/tcp" of table ip portlb is gone/,
     );
   });
 });

@@ -2,7 +2,12 @@
 // touched. A change is written as what it adds and removes (set members, SNAT rules); the
 // first write, a large change and a repair replace them as a whole. Three kinds:
 // - SNAT for NAT-mode services reaching backends anywhere: the backend must reply through
-//   this node, so traffic IPVS forwards for a VIP leaves with the node's address.
+//   this node, so traffic IPVS forwards for a VIP leaves with the node's address. As
+//   kube-proxy does it: a connection's first packet to a NAT service's VIP:port (a set)
+//   gets a mark bit before routing (nat prerouting), and one rule masquerades what IPVS
+//   forwards with that bit (nat postrouting), clearing it. A rule per service made every
+//   new connection walk them all, and legacy iptables rewrites its whole nat table for
+//   each change (a Service created at 50,000 NAT Services: 34 s in UML).
 // - The VIP filter (DESIGN.md decision 17): a VIP is a local address, so every host
 //   listener (sshd, the kubelet, gobgpd's 179) would answer on it. New traffic to a VIP is
 //   accepted only for the protocols and ports programmed on it (ICMP too), and dropped
@@ -10,9 +15,8 @@
 // - No conntrack for tunnel/dr service ports (core/desired.ts says why): a raw-table rule
 //   ahead of conntrack.
 // Two backends: nftables (sets, one atomic transaction per family) and, where the kernel
-// has no nftables ip family (UML's), legacy iptables with ipset (the ipvs match for SNAT,
-// as kube-proxy uses; hash sets for the filter, so a packet costs the same with 10,000
-// VIPs as with one).
+// has no nftables ip family (UML's), legacy iptables with ipset (hash sets for SNAT and
+// the filter, so a packet costs the same with 10,000 VIPs as with one).
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { GUARD_TABLE } from '../bfd/dead-man.ts';
@@ -64,13 +68,32 @@ export interface NetfilterManager {
 }
 
 export const SNAT_CHAIN = 'PORTLB-SNAT';
+/** nat PREROUTING: the mark bit on a first packet to a NAT service's VIP:port. */
+export const SNAT_MARK_CHAIN = 'PORTLB-SNAT-MARK';
+/**
+ * The packet mark bit that asks for SNAT (ipvs.snatMark), set and cleared within one
+ * packet's way through this node. Not kube-proxy's (0x4000, 0x8000), Calico's (0xffff0000
+ * by default), Cilium's (0x0f00) or Istio's (0x539).
+ */
+export const DEFAULT_SNAT_MARK = 0x1000;
+const hex = (n: number) => `0x${n.toString(16)}`;
 export const FILTER_CHAIN = 'PORTLB-FILTER';
 export const NOTRACK_CHAIN = 'PORTLB-NOTRACK';
 export const NFT_TABLE = 'portlb';
 /** ipset names (legacy backend). */
 export const SETS = {
-  ipv4: { vips: 'portlb-vips4', services: 'portlb-services4', notrack: 'portlb-notrack4' },
-  ipv6: { vips: 'portlb-vips6', services: 'portlb-services6', notrack: 'portlb-notrack6' },
+  ipv4: {
+    vips: 'portlb-vips4',
+    services: 'portlb-services4',
+    notrack: 'portlb-notrack4',
+    snat: 'portlb-snat4',
+  },
+  ipv6: {
+    vips: 'portlb-vips6',
+    services: 'portlb-services6',
+    notrack: 'portlb-notrack6',
+    snat: 'portlb-snat6',
+  },
 } as const;
 
 const ruleText = (r: PortRule) => `${r.vip}|${r.protocol}|${r.port}`;
@@ -130,7 +153,7 @@ const usesFamily = (rules: NetfilterRules, family: Family) =>
   rules.filter.some((r) => r.family === family) ||
   rules.notrack.some((r) => r.family === family);
 
-/** What the kernel holds of one family's rules, counted: set members and SNAT rules. */
+/** What the kernel holds of one family's rules, counted: set members. */
 interface Counts {
   vips: number;
   services: number;
@@ -156,9 +179,12 @@ function countsOf(rules: NetfilterRules, family: Family): Counts {
   };
   const vips = new Set<string>();
   for (const r of rules.filter) if (r.family === family) vips.add(r.vip);
-  let snat = 0;
-  for (const r of rules.snat) if (r.family === family) snat++;
-  const counts = { vips: vips.size, services: tuples(rules.filter), notrack: tuples(rules.notrack), snat };
+  const counts = {
+    vips: vips.size,
+    services: tuples(rules.filter),
+    notrack: tuples(rules.notrack),
+    snat: tuples(rules.snat),
+  };
   byFamily[family] = counts;
   return counts;
 }
@@ -168,29 +194,29 @@ const listing = async (cmd: string, args: string[]) =>
   (await run(cmd, args, { maxBuffer: 1 << 30, encoding: 'utf8' })).stdout;
 
 /**
- * What `nft list table <family> portlb` lacks of `rules` (a chain, a rule of the VIP
- * filter or the notrack one, SNAT rules and sets' members, counted); undefined when nothing. For the repair: counts,
- * not contents, tell a flushed or reloaded ruleset from ours.
+ * What `nft list table <family> portlb` lacks of `rules` (a chain, a rule, sets' members,
+ * counted); undefined when nothing. For the repair: counts, not contents, tell a flushed or
+ * reloaded ruleset from ours.
  */
 export function nftMissing(rules: NetfilterRules, family: Family, listed: string): string | undefined {
   const nf = family === 'ipv4' ? 'ip' : 'ip6';
-  for (const chain of ['prerouting', 'input', 'postrouting'])
+  for (const chain of ['prerouting', 'snat_mark', 'input', 'postrouting'])
     if (!listed.includes(`chain ${chain} {`)) return `chain ${chain} of table ${nf} ${NFT_TABLE} is gone`;
   for (const [what, text] of [
     ['the notrack rule', '@untracked notrack'],
     ["the VIP filter's pass for other addresses", `${nf} daddr != @vips accept`],
     ["the VIP filter's pass for service ports", '@services accept'],
     ["the VIP filter's drop rule", 'nothing but service ports on a VIP'],
+    ["the SNAT mark's rule", '@nat_services meta mark set'],
+    ['the SNAT rule', 'portlb: SNAT for NAT-mode services'],
   ] as const)
     if (!listed.includes(text)) return `${what} of table ${nf} ${NFT_TABLE} is gone`;
   const want = countsOf(rules, family);
-  const masquerades = listed.match(/ masquerade\b/g)?.length ?? 0;
-  if (masquerades !== want.snat)
-    return `table ${nf} ${NFT_TABLE} has ${masquerades} of ${want.snat} SNAT rules`;
   for (const [set, members] of [
     ['vips', want.vips],
     ['services', want.services],
     ['untracked', want.notrack],
+    ['nat_services', want.snat],
   ] as const) {
     const at = listed.indexOf(`set ${set} {`);
     if (at < 0) return `set ${set} of table ${nf} ${NFT_TABLE} is gone`;
@@ -234,13 +260,15 @@ export function legacyMissing(
     [sets.vips, want.vips],
     [sets.services, want.services],
     [sets.notrack, want.notrack],
+    [sets.snat, want.snat],
   ] as const) {
     const have = entries.get(set);
     if (have === undefined) return `ipset ${set} is gone`;
     if (have !== members) return `ipset ${set} has ${have} of ${members} members`;
   }
   for (const [table, builtin, chain, count] of [
-    ['nat', 'POSTROUTING', SNAT_CHAIN, want.snat],
+    ['nat', 'POSTROUTING', SNAT_CHAIN, 3],
+    ['nat', 'PREROUTING', SNAT_MARK_CHAIN, 1],
     ['filter', 'INPUT', FILTER_CHAIN, 4],
     ['raw', 'PREROUTING', NOTRACK_CHAIN, 1],
   ] as const) {
@@ -254,18 +282,10 @@ export function legacyMissing(
   return undefined;
 }
 
-/** The comment that names a SNAT rule (nft finds a rule's handle by it). */
-const snatComment = (r: PortRule) => `portlb ${r.vip}:${r.port}/${r.protocol}`;
-
-const nftSnatRule = (r: PortRule, nf: 'ip' | 'ip6') =>
-  `meta l4proto ${r.protocol} ct original ${nf} daddr ${r.vip} ct original proto-dst ${r.port} masquerade comment "${snatComment(r)}"`;
-
-/** A SNAT rule's match and target in legacy iptables, the same for -A and -D. */
-const legacySnatSpec = (r: PortRule) =>
-  `-m ipvs --vaddr ${r.vip}/${r.family === 'ipv4' ? 32 : 128} --vport ${r.port} --vproto ${r.protocol} --vmethod masq -m comment --comment "${snatComment(r)}" -j MASQUERADE`;
+const SNAT_COMMENT = 'portlb: SNAT for NAT-mode services';
 
 /** One nft transaction that replaces portlb's tables (ip and ip6) with exactly these rules. */
-export function nftScript(rules: NetfilterRules): string {
+export function nftScript(rules: NetfilterRules, mark = DEFAULT_SNAT_MARK): string {
   const out: string[] = [];
   for (const [family, nf, addrType, icmp] of [
     ['ipv4', 'ip', 'ipv4_addr', 'icmp'],
@@ -273,6 +293,7 @@ export function nftScript(rules: NetfilterRules): string {
   ] as const) {
     const filter = sortRules(ofFamily(rules.filter, family));
     const notrack = sortRules(ofFamily(rules.notrack, family));
+    const snat = sortRules(ofFamily(rules.snat, family));
     const vips = uniqueVips(filter, family);
     const tuples = (list: PortRule[]) =>
       list.length ? `elements = { ${list.map(nftMember).join(', ')} }` : '';
@@ -281,9 +302,14 @@ export function nftScript(rules: NetfilterRules): string {
       `  set vips { type ${addrType}; ${vips.length ? `elements = { ${vips.join(', ')} }` : ''} }`,
       `  set services { type ${addrType} . inet_proto . inet_service; ${tuples(filter)} }`,
       `  set untracked { type ${addrType} . inet_proto . inet_service; ${tuples(notrack)} }`,
+      `  set nat_services { type ${addrType} . inet_proto . inet_service; ${tuples(snat)} }`,
       '  chain prerouting {',
       '    type filter hook prerouting priority raw; policy accept;',
       `    ${nf} daddr . meta l4proto . th dport @untracked notrack`,
+      '  }',
+      '  chain snat_mark {',
+      '    type nat hook prerouting priority dstnat; policy accept;',
+      `    ${nf} daddr . meta l4proto . th dport @nat_services meta mark set meta mark | ${hex(mark)}`,
       '  }',
       '  chain input {',
       '    type filter hook input priority filter - 10; policy accept;',
@@ -294,21 +320,38 @@ export function nftScript(rules: NetfilterRules): string {
       '  }',
       '  chain postrouting {',
       '    type nat hook postrouting priority srcnat; policy accept;',
+      `    meta mark & ${hex(mark)} == ${hex(mark)} meta mark set meta mark & ${hex(~mark >>> 0)} masquerade comment "${SNAT_COMMENT}"`,
+      '  }',
+      '}',
     );
-    for (const r of sortRules(ofFamily(rules.snat, family))) out.push(`    ${nftSnatRule(r, nf)}`);
-    out.push('  }', '}');
   }
   return `${out.join('\n')}\n`;
 }
 
-/** iptables-restore input that replaces portlb's chains (nat: SNAT, filter: the VIP filter) of one family. */
-export function iptablesRestoreText(rules: NetfilterRules, family: Family): string {
+/**
+ * iptables-restore input that replaces portlb's chains (nat: SNAT and its mark, filter: the
+ * VIP filter, raw: notrack) of one family. The rules are the same for any number of
+ * Services: the sets hold them.
+ */
+export function iptablesRestoreText(
+  _rules: NetfilterRules,
+  family: Family,
+  mark = DEFAULT_SNAT_MARK,
+): string {
   const sets = SETS[family];
-  const lines = ['*nat', `:${SNAT_CHAIN} - [0:0]`];
-  for (const r of sortRules(ofFamily(rules.snat, family))) {
-    lines.push(`-A ${SNAT_CHAIN} ${legacySnatSpec(r)}`);
-  }
-  lines.push('COMMIT', '*filter', `:${FILTER_CHAIN} - [0:0]`);
+  const m = hex(mark);
+  const lines = [
+    '*nat',
+    `:${SNAT_CHAIN} - [0:0]`,
+    `:${SNAT_MARK_CHAIN} - [0:0]`,
+    `-A ${SNAT_MARK_CHAIN} -m set --match-set ${sets.snat} dst,dst -j MARK --or-mark ${m}`,
+    `-A ${SNAT_CHAIN} -m mark ! --mark ${m}/${m} -j RETURN`,
+    `-A ${SNAT_CHAIN} -j MARK --xor-mark ${m}`,
+    `-A ${SNAT_CHAIN} -m ipvs --ipvs --vmethod masq -m comment --comment "${SNAT_COMMENT}" -j MASQUERADE`,
+    'COMMIT',
+    '*filter',
+    `:${FILTER_CHAIN} - [0:0]`,
+  ];
   lines.push(
     `-A ${FILTER_CHAIN} -m set ! --match-set ${sets.vips} dst -j RETURN`,
     `-A ${FILTER_CHAIN} -p ${family === 'ipv4' ? 'icmp' : 'ipv6-icmp'} -j RETURN`,
@@ -348,10 +391,12 @@ export function ipsetRestoreText(
   const filter = sortRules(ofFamily(rules.filter, family));
   const lines: string[] = [];
   const notrack = sortRules(ofFamily(rules.notrack, family));
+  const snat = sortRules(ofFamily(rules.snat, family));
   for (const [name, type, members] of [
     [sets.vips, 'hash:ip', uniqueVips(filter, family)],
     [sets.services, 'hash:ip,port', filter.map(ipsetMember)],
     [sets.notrack, 'hash:ip,port', notrack.map(ipsetMember)],
+    [sets.snat, 'hash:ip,port', snat.map(ipsetMember)],
   ] as const) {
     const create = (set: string) => `create ${set} ${type} family ${inet} maxelem ${SET_MAXELEM}`;
     lines.push(
@@ -420,39 +465,22 @@ export function ipsetDeltaText(delta: RulesDelta, family: Family): string {
   const lines = [
     ...ofFamily(delta.filter.added, family).map((r) => `add ${sets.services} ${ipsetMember(r)} -exist`),
     ...ofFamily(delta.notrack.added, family).map((r) => `add ${sets.notrack} ${ipsetMember(r)} -exist`),
+    ...ofFamily(delta.snat.added, family).map((r) => `add ${sets.snat} ${ipsetMember(r)} -exist`),
     ...ofFamily(delta.vips.added, family).map((v) => `add ${sets.vips} ${v.vip} -exist`),
     ...ofFamily(delta.vips.removed, family).map((v) => `del ${sets.vips} ${v.vip} -exist`),
     ...ofFamily(delta.filter.removed, family).map((r) => `del ${sets.services} ${ipsetMember(r)} -exist`),
     ...ofFamily(delta.notrack.removed, family).map((r) => `del ${sets.notrack} ${ipsetMember(r)} -exist`),
+    ...ofFamily(delta.snat.removed, family).map((r) => `del ${sets.snat} ${ipsetMember(r)} -exist`),
   ];
   return lines.length ? `${lines.join('\n')}\n` : '';
 }
 
 /**
- * iptables-restore --noflush input for one family's SNAT changes: the rules that go
- * deleted (a rule that is not there fails the whole table's commit), the new ones
- * appended. Empty when there are none.
+ * One nft transaction for a change: elements added and deleted. Deleting an element that
+ * is not there fails the transaction, which then changes nothing. Empty when there is no
+ * change.
  */
-export function iptablesDeltaText(delta: RulesDelta, family: Family): string {
-  const removed = ofFamily(delta.snat.removed, family);
-  const added = ofFamily(delta.snat.added, family);
-  if (!removed.length && !added.length) return '';
-  return [
-    '*nat',
-    ...removed.map((r) => `-D ${SNAT_CHAIN} ${legacySnatSpec(r)}`),
-    ...added.map((r) => `-A ${SNAT_CHAIN} ${legacySnatSpec(r)}`),
-    'COMMIT',
-    '',
-  ].join('\n');
-}
-
-/**
- * One nft transaction for a change: elements added and deleted, SNAT rules deleted by
- * handle (`handles`: a SNAT rule's comment to its handle, per table family) and added.
- * Deleting an element or a handle that is not there fails the transaction, which then
- * changes nothing. Empty when there is no change.
- */
-export function nftDeltaScript(delta: RulesDelta, handles: ReadonlyMap<string, number>): string {
+export function nftDeltaScript(delta: RulesDelta): string {
   const out: string[] = [];
   for (const [family, nf] of [
     ['ipv4', 'ip'],
@@ -463,6 +491,7 @@ export function nftDeltaScript(delta: RulesDelta, handles: ReadonlyMap<string, n
     };
     elements('add', 'services', ofFamily(delta.filter.added, family).map(nftMember));
     elements('add', 'untracked', ofFamily(delta.notrack.added, family).map(nftMember));
+    elements('add', 'nat_services', ofFamily(delta.snat.added, family).map(nftMember));
     elements(
       'add',
       'vips',
@@ -475,27 +504,9 @@ export function nftDeltaScript(delta: RulesDelta, handles: ReadonlyMap<string, n
     );
     elements('delete', 'services', ofFamily(delta.filter.removed, family).map(nftMember));
     elements('delete', 'untracked', ofFamily(delta.notrack.removed, family).map(nftMember));
-    for (const r of ofFamily(delta.snat.removed, family)) {
-      const handle = handles.get(`${nf} ${snatComment(r)}`);
-      if (handle === undefined)
-        throw new Error(`the SNAT rule "${snatComment(r)}" of table ${nf} ${NFT_TABLE} is gone`);
-      out.push(`delete rule ${nf} ${NFT_TABLE} postrouting handle ${handle}`);
-    }
-    for (const r of ofFamily(delta.snat.added, family))
-      out.push(`add rule ${nf} ${NFT_TABLE} postrouting ${nftSnatRule(r, nf)}`);
+    elements('delete', 'nat_services', ofFamily(delta.snat.removed, family).map(nftMember));
   }
   return out.length ? `${out.join('\n')}\n` : '';
-}
-
-/** The handles of the SNAT rules in `nft -a list chain <nf> portlb postrouting`, by their comment. */
-export function nftSnatHandles(
-  nf: 'ip' | 'ip6',
-  listed: string,
-  into = new Map<string, number>(),
-): Map<string, number> {
-  for (const m of listed.matchAll(/comment "(portlb [^"]+)" # handle (\d+)/g))
-    into.set(`${nf} ${m[1]}`, Number(m[2]));
-  return into;
 }
 
 /**
@@ -604,25 +615,22 @@ export abstract class CachedNetfilter implements NetfilterManager {
 
 export class NftNetfilter extends CachedNetfilter {
   readonly kind = 'nftables';
+  private readonly snatMark: number;
+  constructor(snatMark = DEFAULT_SNAT_MARK) {
+    super();
+    this.snatMark = snatMark;
+  }
+
   protected write(rules: NetfilterRules, script: ScriptOf): Promise<void> {
     return feed(
       'nft',
       ['-f', '-'],
-      script('nft', () => nftScript(rules)),
+      script('nft', () => nftScript(rules, this.snatMark)),
     );
   }
 
   protected async writeDelta(delta: RulesDelta): Promise<void> {
-    // Rules are deleted by handle: read them only when some go.
-    const handles = new Map<string, number>();
-    for (const nf of ['ip', 'ip6'] as const)
-      if (delta.snat.removed.some((r) => r.family === (nf === 'ip' ? 'ipv4' : 'ipv6')))
-        nftSnatHandles(
-          nf,
-          await listing('nft', ['-a', 'list', 'chain', nf, NFT_TABLE, 'postrouting']),
-          handles,
-        );
-    const script = nftDeltaScript(delta, handles);
+    const script = nftDeltaScript(delta);
     if (script) await feed('nft', ['-f', '-'], script);
   }
 
@@ -642,6 +650,11 @@ export class NftNetfilter extends CachedNetfilter {
 
 export class LegacyNetfilter extends CachedNetfilter {
   readonly kind = 'iptables-legacy';
+  private readonly snatMark: number;
+  constructor(snatMark = DEFAULT_SNAT_MARK) {
+    super();
+    this.snatMark = snatMark;
+  }
 
   protected async write(rules: NetfilterRules, script: ScriptOf): Promise<void> {
     const existing = new Set((await listing('ipset', ['list', '-n'])).split('\n').filter(Boolean));
@@ -663,10 +676,14 @@ export class LegacyNetfilter extends CachedNetfilter {
           () => ipsetRestoreText(rules, family, existing),
         ),
       );
+      // The mark's chain and its jump first, empty: the restore then fills both SNAT chains
+      // in one commit (an upgrade from a rule per Service loses no new connection between).
+      await feed(bin, ['-w', '-t', 'nat', '-N', SNAT_MARK_CHAIN], '').catch(() => {});
+      await ensureJumpFirst(bin, 'nat', 'PREROUTING', SNAT_MARK_CHAIN, 'portlb SNAT mark');
       await feed(
         restore,
         ['-w', '--noflush'],
-        script(`iptables ${family}`, () => iptablesRestoreText(rules, family)),
+        script(`iptables ${family}`, () => iptablesRestoreText(rules, family, this.snatMark)),
       );
       await ensureJumpFirst(bin, 'nat', 'POSTROUTING', SNAT_CHAIN, 'portlb SNAT');
       await ensureJumpFirst(bin, 'filter', 'INPUT', FILTER_CHAIN, 'portlb VIP filter');
@@ -674,16 +691,10 @@ export class LegacyNetfilter extends CachedNetfilter {
     }
   }
 
+  /** A change is set members only: the rules stay (the nat table is not rewritten). */
   protected async writeDelta(delta: RulesDelta): Promise<void> {
-    for (const [family, restore] of [
-      ['ipv4', 'iptables-legacy-restore'],
-      ['ipv6', 'ip6tables-legacy-restore'],
-    ] as const) {
-      const sets = ipsetDeltaText(delta, family);
-      if (sets) await feed('ipset', ['restore'], sets);
-      const snat = iptablesDeltaText(delta, family);
-      if (snat) await feed(restore, ['-w', '--noflush'], snat);
-    }
+    const text = ipsetDeltaText(delta, 'ipv4') + ipsetDeltaText(delta, 'ipv6');
+    if (text) await feed('ipset', ['restore'], text);
   }
 
   protected async missing(rules: NetfilterRules): Promise<string | undefined> {
@@ -727,7 +738,10 @@ export class FakeNetfilter implements NetfilterManager {
 }
 
 /** Picks the backend: nftables when the kernel has its ip family, else legacy iptables with ipset. */
-export async function detectNetfilter(mode: 'auto' | 'nftables' | 'iptables'): Promise<NetfilterManager> {
+export async function detectNetfilter(
+  mode: 'auto' | 'nftables' | 'iptables',
+  o: { snatMark?: number } = {},
+): Promise<NetfilterManager> {
   const nftWorks = async () => {
     try {
       await run('nft', ['add', 'table', 'ip', 'portlb_probe']);
@@ -748,7 +762,7 @@ export async function detectNetfilter(mode: 'auto' | 'nftables' | 'iptables'): P
       return ((err as { stderr?: string }).stderr || (err as Error).message).trim().split('\n')[0];
     }
   };
-  if (mode !== 'iptables' && (await nftWorks())) return new NftNetfilter();
+  if (mode !== 'iptables' && (await nftWorks())) return new NftNetfilter(o.snatMark);
   if (mode === 'nftables') {
     throw new NetfilterError(
       'NETFILTER_UNAVAILABLE',
@@ -756,7 +770,7 @@ export async function detectNetfilter(mode: 'auto' | 'nftables' | 'iptables'): P
     );
   }
   const problem = await legacyProblem();
-  if (problem === undefined) return new LegacyNetfilter();
+  if (problem === undefined) return new LegacyNetfilter(o.snatMark);
   // A missing capability looks like a missing kernel feature to the tools: say which.
   const denied = /permission denied|not permitted|must be root/i.test(problem)
     ? ' Permission denied: the agent needs CAP_NET_ADMIN and CAP_NET_RAW (legacy iptables opens a raw socket).'

@@ -555,6 +555,12 @@ export class Reconciler {
               vipsRemovedCount: r.report.vips.removed.length,
             }
           : {}),
+        ...(r.report.vips.moved.length
+          ? {
+              // Addresses an earlier version put on the interface, now routes (once, after an upgrade).
+              vipsMovedToRoutesCount: r.report.vips.moved.length,
+            }
+          : {}),
         ...(r.report.netfilter !== 'unchanged' ? { netfilter: r.report.netfilter } : {}),
         announced: r.ads.length,
         stagesMs: Object.fromEntries(Object.entries(r.report.stages).map(([k, v]) => [k, Math.round(v)])),

@@ -67,11 +67,14 @@ export async function cleanupCommand(argv: string[]): Promise<number> {
   const ipvs = NetlinkIpvsClient.open({ sysctls: new ProcSysctls(config?.ipvs.sysctlPath) });
   try {
     const index = rt.linkIndex(ifname);
-    // The kernel's own IPv6 link-local address of the interface is no VIP.
+    // The VIPs: portlb's local routes through the interface, and the addresses 0.1.0 put
+    // on it (the kernel's own IPv6 link-local address of the interface is no VIP).
     const onInterface = new Set(
       index === undefined
         ? []
-        : (await rt.addresses(index)).map((a) => a.address).filter((a) => !/^fe[89ab]/i.test(a)),
+        : [...(await rt.localRoutes(index)), ...(await rt.addresses(index))]
+            .map((a) => a.address)
+            .filter((a) => !/^fe[89ab]/i.test(a)),
     );
     const ours = (address: string) =>
       onInterface.has(canonicalIp(address) ?? address) || blocks.some((b) => blockContains(b, address));
@@ -82,7 +85,7 @@ export async function cleanupCommand(argv: string[]): Promise<number> {
       await attempt(`IPVS service ${serviceId(service.key)}`, () => ipvs.deleteService(service.key));
     }
     if (index !== undefined) {
-      await attempt(`interface ${ifname} (${onInterface.size} VIP addresses)`, () => rt.deleteLink(ifname));
+      await attempt(`interface ${ifname} (${onInterface.size} VIPs)`, () => rt.deleteLink(ifname));
     }
     for (const cleaner of netfilterCleaners()) {
       if (!(await cleaner.present())) continue;

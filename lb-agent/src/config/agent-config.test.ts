@@ -81,6 +81,17 @@ test('agent config: every bad option is named with its value', () => {
       'http.listen: must be host:port, e.g. node:9180 or 127.0.0.1:9180 (got "everywhere")',
     ],
   );
+  // The SNAT mark: one bit, 0x1000 unless told (a YAML 0x2000 is the number 8192).
+  assert.equal(parseAgentConfig({}, 'test').ipvs.snatMark, 0x1000);
+  assert.equal(parseAgentConfig({ ipvs: { snatMark: 0x80000000 } }, 'test').ipvs.snatMark, 0x80000000);
+  for (const bad of [0x3000, 0, -4, 2 ** 32])
+    assert.deepEqual(problems({ ipvs: { snatMark: bad } }), [
+      `ipvs.snatMark: must be one bit of a packet mark (a power of two up to 0x80000000), e.g. 0x1000 (got ${bad})`,
+    ]);
+  assert.match(
+    problems({ ipvs: { snatMark: '0x1000' } })[0]!,
+    /^ipvs\.snatMark: must be one bit of a packet mark, e\.g\. 0x1000/,
+  );
   assert.match(problems({ mode: 'standalone' })[0]!, /^standalone: required with mode: standalone/);
   assert.match(problems({ kubernetes: { poolObjects: false } })[0]!, /^pools: at least one pool/);
   // Pools may all come from PortlbAddressPool objects.

@@ -168,6 +168,17 @@ const schema = z
             error: 'must be auto, nftables, iptables or none',
           })
           .default('auto'),
+        /**
+         * The packet mark bit that asks for SNAT (netfilter.ts): one bit, set and cleared
+         * within a packet's way through the node; no other component on the node may use it.
+         */
+        snatMark: z
+          .number({ error: 'must be one bit of a packet mark, e.g. 0x1000' })
+          .int({ error: 'must be one bit of a packet mark, e.g. 0x1000' })
+          .refine((n) => n > 0 && n <= 0x80000000 && (n & (n - 1)) === 0, {
+            error: 'must be one bit of a packet mark (a power of two up to 0x80000000), e.g. 0x1000',
+          })
+          .default(0x1000),
         /** New traffic to a VIP only for its service ports (host listeners never answer on a VIP). */
         vipFilter: z.boolean({ error: 'must be true or false' }).default(true),
         /**

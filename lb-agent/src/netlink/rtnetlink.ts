@@ -1,9 +1,10 @@
-// Just enough rtnetlink (linux/rtnetlink.h, if_link.h, if_addr.h) for the VIP interface:
-// find or create a dummy link, bring it up, and list, add and delete its addresses.
+// Just enough rtnetlink (linux/rtnetlink.h, if_link.h, if_addr.h) for the VIPs: find or
+// create a dummy link and bring it up; list, add and delete local routes through it (the
+// VIPs) and its addresses (where 0.1.0 put the VIPs).
 import { PortlbError } from '../errors.ts';
 import { type Family, ipFromKernelBytes, writeKernelAddress } from '../net/ip.ts';
 import { TimeSlicer } from '../util/slicer.ts';
-import { KernelError, NETLINK_ROUTE, NetlinkSocket } from './socket.ts';
+import { KernelError, NETLINK_ROUTE, NetlinkSocket, type NlRequest } from './socket.ts';
 import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, type NlWriter, parseAttrs } from './wire.ts';
 
 export const RTM_NEWLINK = 16;
@@ -20,11 +21,41 @@ export const IFA_LOCAL = 2;
 export const IFA_FLAGS = 8;
 export const IFA_F_NODAD = 0x02;
 export const IFF_UP = 0x1;
+export const RTM_NEWROUTE = 24;
+export const RTM_DELROUTE = 25;
+export const RTM_GETROUTE = 26;
+export const RTA_DST = 1;
+export const RTA_OIF = 4;
+export const RTA_TABLE = 15;
+export const RT_TABLE_LOCAL = 255;
+export const RTN_LOCAL = 2;
+export const RT_SCOPE_HOST = 254;
+export const RT_SCOPE_NOWHERE = 255;
+/**
+ * The routing protocol that marks portlb's VIP routes (`ip route show table local proto
+ * 240`). rtnetlink.h leaves the numbers above RTPROT_STATIC to routing daemons and names
+ * none 240; neither does iproute2's rt_protos.
+ */
+export const RTPROT_PORTLB = 240;
+const RTMSG_LEN = 12;
 const AF_UNSPEC = 0;
 const AF_INET = 2;
 const AF_INET6 = 10;
 const IFADDRMSG_LEN = 8;
 const RT_SCOPE_UNIVERSE = 0;
+
+const familyOf = (af: number): Family | undefined =>
+  af === AF_INET ? 'ipv4' : af === AF_INET6 ? 'ipv6' : undefined;
+
+/** An address as an attribute: 4 or 16 bytes in network order. */
+function attrAddress(w: NlWriter, type: number, a: LinkAddress): void {
+  const len = a.family === 'ipv4' ? 4 : 16;
+  w.attrInPlace(type, len, (b, o) => {
+    const tmp = Buffer.alloc(16);
+    writeKernelAddress(tmp, 0, a.address, a.family);
+    tmp.copy(b, o, 0, len);
+  });
+}
 
 export class LinkError extends PortlbError<'LINK_NOT_FOUND' | 'LINK_ERROR'> {}
 
@@ -121,41 +152,125 @@ export class RtNetlink implements Disposable {
   }
 
   /**
-   * The addresses of a link; at 10,000 VIPs the dump and its decoding go in slices
-   * (`pause`, a TimeSlicer's by default).
+   * A dump decoded message by message (`decode` keeps what it returns); at 10,000 VIPs the
+   * dump and its decoding go in slices (`pause`, a TimeSlicer's by default).
    */
-  async addresses(index: number, pause?: () => Promise<void>): Promise<LinkAddress[]> {
+  private async dumpOf(
+    type: number,
+    header: (w: NlWriter) => void,
+    context: string,
+    decode: (payload: Buffer, messageType: number) => LinkAddress | undefined,
+    pause?: () => Promise<void>,
+  ): Promise<LinkAddress[]> {
     const slicer = new TimeSlicer();
     pause ??= () => slicer.pause();
     const out: LinkAddress[] = [];
-    const replies = await this.socket.dump(
-      {
-        type: RTM_GETADDR,
-        body: (w) => {
-          w.u8(AF_UNSPEC).u8(0).u8(0).u8(0).u32(0);
-        },
-      },
-      'list addresses',
-      pause,
-    );
+    const replies = await this.socket.dump({ type, body: header }, context, pause);
     for (const r of replies) {
       await pause();
-      if (r.type !== RTM_NEWADDR) continue;
-      const p = r.payload;
-      if (p.readUInt32LE(4) !== index) continue;
-      const af = p.readUInt8(0);
-      const family: Family | undefined = af === AF_INET ? 'ipv4' : af === AF_INET6 ? 'ipv6' : undefined;
-      if (!family) continue;
-      const a = parseAttrs(p, IFADDRMSG_LEN);
-      const bytes = a[IFA_LOCAL] ?? a[IFA_ADDRESS];
-      if (!bytes) continue;
-      out.push({ address: ipFromKernelBytes(bytes, family), family, prefix: p.readUInt8(1) });
+      const found = decode(r.payload, r.type);
+      if (found) out.push(found);
     }
     return out;
   }
 
+  /** The addresses of a link. */
+  addresses(index: number, pause?: () => Promise<void>): Promise<LinkAddress[]> {
+    return this.dumpOf(
+      RTM_GETADDR,
+      (w) => w.u8(AF_UNSPEC).u8(0).u8(0).u8(0).u32(0),
+      'list addresses',
+      (p, type) => {
+        const family = familyOf(p.readUInt8(0));
+        if (type !== RTM_NEWADDR || p.readUInt32LE(4) !== index || !family) return undefined;
+        const a = parseAttrs(p, IFADDRMSG_LEN);
+        const bytes = a[IFA_LOCAL] ?? a[IFA_ADDRESS];
+        return bytes && { address: ipFromKernelBytes(bytes, family), family, prefix: p.readUInt8(1) };
+      },
+      pause,
+    );
+  }
+
+  /** The destinations of portlb's local routes (table local, RTPROT_PORTLB) through a link, both families. */
+  localRoutes(index: number, pause?: () => Promise<void>): Promise<LinkAddress[]> {
+    return this.dumpOf(
+      RTM_GETROUTE,
+      (w) => w.u8(AF_UNSPEC).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u32(0),
+      'list local routes',
+      (p, type) => {
+        // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+        const family = familyOf(p.readUInt8(0));
+        if (
+          type !== RTM_NEWROUTE ||
+          p.readUInt8(5) !== RTPROT_PORTLB ||
+          p.readUInt8(7) !== RTN_LOCAL ||
+          !family
+        )
+          return undefined;
+        const a = parseAttrs(p, RTMSG_LEN);
+        const table = a[RTA_TABLE]?.readUInt32LE(0) ?? p.readUInt8(4);
+        const dst = a[RTA_DST];
+        if (table !== RT_TABLE_LOCAL || a[RTA_OIF]?.readUInt32LE(0) !== index || !dst) return undefined;
+        return { address: ipFromKernelBytes(dst, family), family, prefix: p.readUInt8(1) };
+      },
+      pause,
+    );
+  }
+
+  private routeRequest(type: number, flags: number, index: number, a: LinkAddress) {
+    return {
+      type,
+      flags,
+      body: (w: NlWriter) => {
+        w.u8(a.family === 'ipv4' ? AF_INET : AF_INET6)
+          .u8(a.prefix)
+          .u8(0)
+          .u8(0)
+          .u8(RT_TABLE_LOCAL)
+          .u8(RTPROT_PORTLB)
+          // A delete matches any scope (as `ip route del` asks); the protocol makes it ours only.
+          .u8(type === RTM_DELROUTE ? RT_SCOPE_NOWHERE : RT_SCOPE_HOST)
+          .u8(RTN_LOCAL)
+          .u32(0);
+        attrAddress(w, RTA_DST, a);
+        w.attrU32(RTA_OIF, index);
+      },
+    };
+  }
+
+  /**
+   * Adds or removes local routes of portlb through a link in one batch; returns per-route
+   * errors. An add beside the kernel's own local route of an address (same destination)
+   * makes a second route, not a replacement: deleting either leaves the other.
+   */
+  changeLocalRoutes(
+    index: number,
+    add: LinkAddress[],
+    remove: LinkAddress[],
+  ): Promise<(KernelError | undefined)[]> {
+    return this.change('route', add, remove, (a, adding) =>
+      adding
+        ? this.routeRequest(RTM_NEWROUTE, NLM_F_CREATE, index, a)
+        : this.routeRequest(RTM_DELROUTE, 0, index, a),
+    );
+  }
+
+  /** Adds and removes in one batch of requests; per-object errors, in the order given. */
+  private change(
+    what: string,
+    add: LinkAddress[],
+    remove: LinkAddress[],
+    request: (a: LinkAddress, adding: boolean) => NlRequest,
+  ): Promise<(KernelError | undefined)[]> {
+    const requests = [...add.map((a) => request(a, true)), ...remove.map((a) => request(a, false))];
+    const all = [
+      ...add.map((a) => `add ${what} ${a.address}`),
+      ...remove.map((a) => `delete ${what} ${a.address}`),
+    ];
+    return this.socket.execute(requests, (i) => all[i]!);
+  }
+
   private addressRequest(type: number, flags: number, index: number, a: LinkAddress) {
-    const len = a.family === 'ipv4' ? 4 : 16;
     return {
       type,
       flags,
@@ -165,30 +280,24 @@ export class RtNetlink implements Disposable {
           .u8(a.family === 'ipv6' ? IFA_F_NODAD : 0)
           .u8(RT_SCOPE_UNIVERSE)
           .u32(index);
-        const fill = (b: Buffer, o: number) => {
-          const tmp = Buffer.alloc(16);
-          writeKernelAddress(tmp, 0, a.address, a.family);
-          tmp.copy(b, o, 0, len);
-        };
-        w.attrInPlace(IFA_LOCAL, len, fill);
-        w.attrInPlace(IFA_ADDRESS, len, fill);
+        attrAddress(w, IFA_LOCAL, a);
+        attrAddress(w, IFA_ADDRESS, a);
         if (a.family === 'ipv6') w.attrU32(IFA_FLAGS, IFA_F_NODAD);
       },
     };
   }
 
   /** Adds or removes many addresses in one batch; returns per-address errors. */
-  async changeAddresses(
+  changeAddresses(
     index: number,
     add: LinkAddress[],
     remove: LinkAddress[],
   ): Promise<(KernelError | undefined)[]> {
-    const requests = [
-      ...add.map((a) => this.addressRequest(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, index, a)),
-      ...remove.map((a) => this.addressRequest(RTM_DELADDR, 0, index, a)),
-    ];
-    const all = [...add.map((a) => `add ${a.address}`), ...remove.map((a) => `delete ${a.address}`)];
-    return this.socket.execute(requests, (i) => all[i]!);
+    return this.change('address', add, remove, (a, adding) =>
+      adding
+        ? this.addressRequest(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, index, a)
+        : this.addressRequest(RTM_DELADDR, 0, index, a),
+    );
   }
 
   close(): void {
