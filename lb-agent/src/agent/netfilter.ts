@@ -20,6 +20,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { GUARD_TABLE } from '../bfd/dead-man.ts';
+import { DEFAULT_SNAT_MARK } from '../config/agent-config.ts';
 import { PortlbError } from '../errors.ts';
 import type { Family } from '../net/ip.ts';
 import { ensureJumpFirst, feed } from '../util/feed.ts';
@@ -70,12 +71,6 @@ export interface NetfilterManager {
 export const SNAT_CHAIN = 'PORTLB-SNAT';
 /** nat PREROUTING: the mark bit on a first packet to a NAT service's VIP:port. */
 export const SNAT_MARK_CHAIN = 'PORTLB-SNAT-MARK';
-/**
- * The packet mark bit that asks for SNAT (ipvs.snatMark), set and cleared within one
- * packet's way through this node. Not kube-proxy's (0x4000, 0x8000), Calico's (0xffff0000
- * by default), Cilium's (0x0f00) or Istio's (0x539).
- */
-export const DEFAULT_SNAT_MARK = 0x1000;
 const hex = (n: number) => `0x${n.toString(16)}`;
 export const FILTER_CHAIN = 'PORTLB-FILTER';
 export const NOTRACK_CHAIN = 'PORTLB-NOTRACK';

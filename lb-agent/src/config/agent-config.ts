@@ -9,6 +9,13 @@ import { type AddressBlock, blocksOverlap, parseAddressBlock } from '../net/pool
 import { ConfigError, formatPath, intField, ipField, parseWith } from './validate.ts';
 
 const int = intField;
+
+/**
+ * The packet mark bit that asks for SNAT (ipvs.snatMark; agent/netfilter.ts), set and
+ * cleared within one packet's way through the node. Not kube-proxy's (0x4000, 0x8000),
+ * Calico's (0xffff0000 by default), Cilium's (0x0f00) or Istio's (0x539).
+ */
+export const DEFAULT_SNAT_MARK = 0x1000;
 const ip = ipField;
 const duration = (min: number, max: number) => int(min, max, 'a number of seconds');
 
@@ -168,17 +175,14 @@ const schema = z
             error: 'must be auto, nftables, iptables or none',
           })
           .default('auto'),
-        /**
-         * The packet mark bit that asks for SNAT (netfilter.ts): one bit, set and cleared
-         * within a packet's way through the node; no other component on the node may use it.
-         */
+        /** The packet mark bit that asks for SNAT (DEFAULT_SNAT_MARK): one bit no other component on the node uses. */
         snatMark: z
           .number({ error: 'must be one bit of a packet mark, e.g. 0x1000' })
           .int({ error: 'must be one bit of a packet mark, e.g. 0x1000' })
           .refine((n) => n > 0 && n <= 0x80000000 && (n & (n - 1)) === 0, {
             error: 'must be one bit of a packet mark (a power of two up to 0x80000000), e.g. 0x1000',
           })
-          .default(0x1000),
+          .default(DEFAULT_SNAT_MARK),
         /** New traffic to a VIP only for its service ports (host listeners never answer on a VIP). */
         vipFilter: z.boolean({ error: 'must be true or false' }).default(true),
         /**
