@@ -13,7 +13,18 @@
 //   has it with its endpoints -> the VIP filter lets its port in, over K creates one at a
 //   time (announcing is not measured: no speaker here).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -51,6 +62,8 @@ const { values } = parseArgs({
     'loop-watch': { type: 'boolean', default: false },
     /** After sync, the agent writes a V8 heap snapshot (SIGUSR2) into the bench directory: read it with bench/heap-summary.ts. */
     'heap-snapshot': { type: 'boolean', default: false },
+    /** Every allocation of the resync-and-scrape window, sampled (V8's sampling heap profiler): read it with bench/alloc-summary.ts. */
+    'alloc-profile': { type: 'boolean', default: false },
     /** Node/V8 flags for the agent's process (default: AGENT_NODE_FLAGS, as the image runs it; "" for none). */
     'node-flags': { type: 'string' },
     help: { type: 'boolean' },
@@ -58,13 +71,15 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    'Usage: npm run bench -- agent [--sizes 0,1000,10000] [--endpoints 10] [--changes 300] [--creates 10] [--resync-seconds 10] [--scrape-seconds 30] [--profile] [--loop-watch] [--heap-snapshot] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
+    'Usage: npm run bench -- agent [--sizes 0,1000,10000] [--endpoints 10] [--changes 300] [--creates 10] [--resync-seconds 10] [--scrape-seconds 30] [--profile] [--loop-watch] [--heap-snapshot] [--alloc-profile] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
       '  size 0: the agent with no Service, the baseline of its memory (code, libraries, runtime)\n' +
       '  --profile: the agent runs under --cpu-prof; its top functions by self time are printed and written, and\n' +
       '    what ran in each event-loop turn over 50 ms of the resync-and-scrape window (implies --loop-watch)\n' +
       '  --loop-watch: each event-loop turn over 50 ms of that window, with how long the main thread ran in it and\n' +
       '    how long it waited for the CPU (in UML the one CPU is shared with the API server and this benchmark)\n' +
       '  --heap-snapshot: after sync the agent writes a heap snapshot (summarise it: node bench/heap-summary.ts FILE)\n' +
+      '  --alloc-profile: what the agent allocates over the resync-and-scrape window, by function (the garbage\n' +
+      '    its collector pays for; the profile is written: node bench/alloc-summary.ts FILE)\n' +
       '  --health-check: every backend is probed (its address is made local, a listener answers); results in bench/results/agent-health-checks.json',
   );
   process.exit(0);
@@ -85,6 +100,7 @@ const CHECK = values['health-check'];
 const PROFILE = values.profile;
 const LOOP_WATCH = values['loop-watch'];
 const HEAP_SNAPSHOT = values['heap-snapshot'];
+const ALLOC_PROFILE = values['alloc-profile'];
 // As the image and the systemd unit run the agent, unless told otherwise.
 const NODE_FLAGS = values['node-flags']?.split(/\s+/).filter(Boolean) ?? AGENT_NODE_FLAGS;
 const TARGETS = { rssMb10k: 150, p99Ms10k: 100, loopMaxMs: 50 };
@@ -401,6 +417,38 @@ async function memory(pid: number) {
   };
 }
 
+/**
+ * The agent as the image ships it (lb-agent/Dockerfile): its sources made JavaScript by
+ * images/strip-types.js, so Node never loads its TypeScript stripper (about 25 MB of the
+ * process), and NODE_ENV=production. The libraries, the addon and the protos are the checkout's.
+ */
+function shippedAgent(): string {
+  const app = path.join(dir, 'app');
+  mkdirSync(path.join(app, 'lb-agent'), { recursive: true });
+  for (const part of ['bin', 'src'])
+    cpSync(path.join(repo, 'lb-agent', part), path.join(app, 'lb-agent', part), { recursive: true });
+  symlinkSync(path.join(repo, 'lb-agent', 'native'), path.join(app, 'lb-agent', 'native'));
+  symlinkSync(path.join(repo, 'node_modules'), path.join(app, 'node_modules'));
+  symlinkSync(path.join(repo, 'protos'), path.join(app, 'protos'));
+  cpSync(path.join(repo, 'package.json'), path.join(app, 'package.json'));
+  sh(
+    `${process.execPath} ${path.join(repo, 'images', 'strip-types.js')} ${path.join(app, 'lb-agent', 'src')}`,
+  );
+  return path.join(app, 'lb-agent', 'bin', 'portlb.js');
+}
+
+const allocFile = (tag: string) => path.join(dir, `agent-${tag}.heapprofile`);
+
+/** The window's allocations: the second SIGWINCH makes the agent write them (bench/alloc-profile.ts). */
+async function writeAllocProfile(agent: ChildProcess, tag: string): Promise<string> {
+  const file = allocFile(tag);
+  rmSync(file, { force: true });
+  agent.kill('SIGWINCH');
+  await waitFor('the allocation profile written', async () => existsSync(file), { timeoutMs: 120_000 });
+  console.log(sh(`node ${path.join(repo, 'bench', 'alloc-summary.ts')} ${file} --top 20`));
+  return file;
+}
+
 /** The agent's heap after sync, written by V8 on SIGUSR2 (the agent stops while it writes). */
 async function writeHeapSnapshot(agent: ChildProcess, tag: string): Promise<string> {
   const before = new Set(readdirSync(dir));
@@ -653,12 +701,17 @@ async function runSize(n: number, check?: string) {
           : []),
         ...(PROFILE || LOOP_WATCH ? ['--import', path.join(repo, 'bench', 'loop-watch.ts')] : []),
         ...(HEAP_SNAPSHOT ? ['--heapsnapshot-signal=SIGUSR2', '--diagnostic-dir', dir] : []),
-        path.join(repo, 'lb-agent', 'bin', 'portlb.js'),
+        ...(ALLOC_PROFILE ? ['--import', path.join(repo, 'bench', 'alloc-profile.ts')] : []),
+        agentBin,
         'agent',
         '--config',
         config,
       ],
-      PROFILE || LOOP_WATCH ? { PORTLB_LOOP_WATCH_FILE: path.join(dir, `loop-${tag}.json`) } : {},
+      {
+        ...(PROFILE || LOOP_WATCH ? { PORTLB_LOOP_WATCH_FILE: path.join(dir, `loop-${tag}.json`) } : {}),
+        ...(ALLOC_PROFILE ? { PORTLB_ALLOC_PROFILE_FILE: allocFile(tag) } : {}),
+        NODE_ENV: 'production',
+      },
     );
     // Who used the one CPU until ready (the first pass at 10k: its IPVS writes take ten
     // times as long in the agent as alone in the same guest).
@@ -787,6 +840,7 @@ async function runSize(n: number, check?: string) {
     const probesBefore = check ? await probes() : undefined;
     const scrapeStarted = performance.now();
     const windowFromUs = nowUs();
+    if (ALLOC_PROFILE) agent.kill('SIGWINCH');
     const windowCpu = cpuShare({ agent: agent.pid!, api: api.pid! });
     const loopMax: number[] = [];
     const loopP99: number[] = [];
@@ -855,6 +909,7 @@ async function runSize(n: number, check?: string) {
       );
     }
     const windowToUs = nowUs();
+    const allocProfile = ALLOC_PROFILE ? await writeAllocProfile(agent, tag) : undefined;
     const creates = CREATES > 0 ? await measureCreates(kube, ipvs, n, CREATES) : undefined;
     return {
       ...(check ? { healthCheck: check, health } : {}),
@@ -871,6 +926,7 @@ async function runSize(n: number, check?: string) {
       eventLoop: { ...loop, gc },
       creates,
       heapSnapshot,
+      allocProfile,
       diagnostics: await stopForDiagnostics(agent, tag, { fromUs: windowFromUs, toUs: windowToUs }),
     };
   } catch (err) {
@@ -896,6 +952,7 @@ async function runSize(n: number, check?: string) {
 
 rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true });
+const agentBin = shippedAgent();
 // The agent's VIPs and SNAT need nothing else here; its logs go to files under `dir`.
 sh('ip link set lo up');
 let listener: ChildProcess | undefined;

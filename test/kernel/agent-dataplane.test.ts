@@ -21,7 +21,7 @@ describe('agent data plane boundaries (kernel)', () => {
     sh('ip link del pltestvip 2>/dev/null || true');
   });
 
-  test('VIPs: local routes of portlb through a dummy interface, owned ones synced, foreign routes and addresses kept', async () => {
+  test("VIPs: local routes of portlb through a dummy interface, synced (portlb's outside the pools too), foreign routes and addresses kept", async () => {
     const m = new LocalRouteManager('pltestvip');
     const owns = (a: string) => a.startsWith('203.0.113.') || a.startsWith('fd00:203::');
     const routes = (family: '-4' | '-6') => sh(`ip ${family} route show table local proto 240`);
@@ -38,9 +38,12 @@ describe('agent data plane boundaries (kernel)', () => {
       assert.match(sh('ip -6 route get fd00:203::10'), /^local fd00:203::10 /);
       sh('ip addr add 192.168.77.1/32 dev pltestvip'); // someone else's address
       sh('ip route add local 203.0.113.50 dev pltestvip table local'); // someone else's route (proto boot)
+      // portlb's, outside the pools (its pool was removed): left, the host would answer on it.
+      sh('ip route add local 198.51.100.7 dev pltestvip table local proto 240');
       const second = await m.sync(['203.0.113.11'], owns);
       assert.deepEqual(second.added, ['203.0.113.11']);
-      assert.deepEqual(second.removed.sort(), ['203.0.113.10', 'fd00:203::10']);
+      assert.deepEqual(second.removed.sort(), ['198.51.100.7', '203.0.113.10', 'fd00:203::10']);
+      assert.doesNotMatch(sh('ip -4 route show table local'), /198\.51\.100\.7/, 'no longer local');
       assert.deepEqual(await m.list(), ['203.0.113.11'], 'only routes of protocol 240 are listed');
       assert.match(
         sh('ip -4 route show table local'),

@@ -9,6 +9,7 @@
 import { type Advertisement, advertisement, GRACEFUL_SHUTDOWN } from '../bgp/types.ts';
 import type { DesiredState } from '../core/desired.ts';
 import { specId } from '../ipvs/types.ts';
+import type { Pause } from '../util/slicer.ts';
 import { runSteps, runStepsSliced } from '../util/steps.ts';
 import type { DataPlaneReport } from './data-plane.ts';
 
@@ -137,7 +138,7 @@ export function announcementsSliced(
   previous: ReadonlyMap<string, Advertisement>,
   o: AnnounceOptions,
   byVip: ReadonlyMap<string, readonly string[]>,
-  pause: () => Promise<void>,
+  pause: Pause,
 ): Promise<Announcements> {
   return runStepsSliced(announceSteps(desired, report, previous, o, byVip), pause);
 }

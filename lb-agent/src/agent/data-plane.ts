@@ -18,7 +18,7 @@ import type {
   ServiceSpec,
   ServiceState,
 } from '../ipvs/types.ts';
-import { destinationId, serviceId, specId } from '../ipvs/types.ts';
+import { destinationId, sameDestination, serviceId, specId } from '../ipvs/types.ts';
 import type { Clock } from '../util/clock.ts';
 import { type Logger, silentLogger } from '../util/log.ts';
 import { TimeSlicer } from '../util/slicer.ts';
@@ -122,7 +122,7 @@ function sameConfiguration(a: KnownService, b: KnownService): boolean {
     return false;
   return a.destinations.every((d, i) => {
     const e = b.destinations[i]!;
-    return destinationId(d) === destinationId(e) && realServerSettingsEqual(d, e);
+    return sameDestination(d, e) && realServerSettingsEqual(d, e);
   });
 }
 
@@ -294,7 +294,7 @@ export class DataPlane {
     let sysctls: IpvsSysctls;
     let timeouts: IpvsTimeouts | undefined;
     try {
-      addresses = (await this.o.addresses.list()).filter((a) => this.o.owns(a));
+      addresses = await this.o.addresses.list();
       sysctls = await this.o.ipvs.getSysctls();
       if (Object.values(this.o.timeouts ?? {}).some((v) => v)) timeouts = await this.o.ipvs.getTimeouts();
     } catch {
@@ -484,7 +484,7 @@ export class DataPlane {
         report.vips = await this.o.addresses.sync(wanted, this.o.owns, { reread: full });
         for (const f of report.vips.failed)
           report.failures.push({ step: 'vips', code: f.code, message: `${f.address}: ${f.message}` });
-        if (!report.vips.failed.length) this.vipsApplied = new Set(wanted.filter((a) => this.o.owns(a)));
+        if (!report.vips.failed.length) this.vipsApplied = new Set(wanted);
       } catch (err) {
         fail('vips', err);
       }

@@ -2,6 +2,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { serviceId } from '../ipvs/types.ts';
 import type { PoolUsage } from '../k8s/allocator.ts';
+import type { Pause } from '../util/slicer.ts';
 import { VERSION } from '../version.ts';
 import type { ServiceFigures } from './service-stats.ts';
 
@@ -259,7 +260,7 @@ export class AgentMetrics {
    */
   serviceStats(owners: ReadonlyMap<string, string>): {
     add(figures: ServiceFigures): void;
-    commit(pause?: () => Promise<void>): Promise<void>;
+    commit(pause?: Pause): Promise<void>;
   } {
     const lines: string[][] = SERVICE_FAMILIES.map(() => []);
     return {

@@ -8,6 +8,7 @@
 // others are read again.
 import type { IpvsClient } from '../ipvs/client.ts';
 import { type AddressServiceKey, type IpvsStats, serviceId } from '../ipvs/types.ts';
+import type { Pause } from '../util/slicer.ts';
 
 /** One virtual service's figures. */
 export interface ServiceFigures {
@@ -28,7 +29,7 @@ export class ServiceStatsReader {
     ipvs: IpvsClient,
     include: (key: AddressServiceKey) => boolean,
     visit: (figures: ServiceFigures) => void,
-    pause: () => Promise<void> = async () => {},
+    pause: Pause = async () => {},
   ): Promise<{ services: number; destinationReads: number }> {
     const services = await ipvs.listServices({ stats: true, bulk: true });
     const next = new Map<string, { connections: number; connected: boolean }>();

@@ -8,7 +8,7 @@ import type { ServiceState } from '../ipvs/types.ts';
 import { destinationId, serviceId } from '../ipvs/types.ts';
 import { byKey, NODE_STATUS_LIMITS, type NodeStatusReport } from '../k8s/node-status.ts';
 import { type Clock, wallTimeOf } from '../util/clock.ts';
-import type { TimeSlicer } from '../util/slicer.ts';
+import type { Pause, TimeSlicer } from '../util/slicer.ts';
 import { Smallest } from '../util/smallest.ts';
 import { runSteps, runStepsSliced } from '../util/steps.ts';
 import { vipPrefix } from './announcer.ts';
@@ -40,10 +40,8 @@ export interface StatusInput {
 export const ownersById = (last: PassResult | undefined): Map<string, string> => runSteps(ownerSteps(last));
 
 /** The same, in slices (`pause` after each service): for the periodic stats read at 10,000 services. */
-export const ownersByIdSliced = (
-  last: PassResult | undefined,
-  pause: () => Promise<void>,
-): Promise<Map<string, string>> => runStepsSliced(ownerSteps(last), pause);
+export const ownersByIdSliced = (last: PassResult | undefined, pause: Pause): Promise<Map<string, string>> =>
+  runStepsSliced(ownerSteps(last), pause);
 
 function* ownerSteps(last: PassResult | undefined): Generator<void, Map<string, string>> {
   const owners = new Map<string, string>();

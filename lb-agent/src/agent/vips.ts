@@ -3,8 +3,10 @@
 // own in the local table (protocol RTPROT_PORTLB, through a dummy interface), not by an
 // address on the interface: the kernel walks an interface's whole address list for every
 // address added (50,000 VIPs took minutes), a route goes into the FIB's trie (50,000 in
-// under a second). Deleting the interface deletes its routes. Only VIPs inside the pools
-// are ever removed.
+// under a second). Deleting the interface deletes its routes. A route says it is portlb's
+// (its protocol), so every one that is not wanted goes, inside the pools or not (a VIP
+// left local outside them would be answered by whatever listens on the host); addresses
+// on the interface carry no such mark, and only those inside the pools are removed.
 import { errorCode } from '../errors.ts';
 import { canonicalIp, ipFamily } from '../net/ip.ts';
 import { type LinkAddress, RtNetlink } from '../netlink/rtnetlink.ts';
@@ -20,7 +22,8 @@ export interface AddressSyncResult {
 
 export interface AddressManager {
   /**
-   * Makes the owned VIPs exactly `wanted`; unowned ones stay.
+   * Makes portlb's VIP routes exactly `wanted`. `owns` says which addresses on the
+   * interface (an earlier version's VIPs) are portlb's to move or remove; others stay.
    * `reread` false: against what the last sync left (an incremental pass); true or first:
    * the kernel is read again (a full pass finds what someone else changed).
    */
@@ -33,14 +36,14 @@ export interface AddressManager {
   close(): void;
 }
 
-function diff(current: ReadonlySet<string>, wanted: readonly string[], owns: (a: string) => boolean) {
+function diff(current: ReadonlySet<string>, wanted: readonly string[]) {
   // An address already there is canonical (the kernel's own text): only new ones are parsed.
   const want = new Set<string>();
   for (const a of wanted) want.add(current.has(a) ? a : (canonicalIp(a) ?? a));
   const add: string[] = [];
   for (const a of want) if (!current.has(a)) add.push(a);
   const remove: string[] = [];
-  for (const a of current) if (!want.has(a) && owns(a)) remove.push(a);
+  for (const a of current) if (!want.has(a)) remove.push(a);
   return { add, remove, want };
 }
 
@@ -91,7 +94,7 @@ export class LocalRouteManager implements AddressManager {
     }
     const index = this.link();
     const known = this.known;
-    const { add, remove, want } = diff(known, wanted, owns);
+    const { add, remove, want } = diff(known, wanted);
     const result: AddressSyncResult = { added: [], removed: [], moved: [], failed: [] };
     if (!add.length && !remove.length && !onLink.length) return result;
     const fail = (address: string, err: Error) =>
@@ -139,8 +142,9 @@ export class FakeAddressManager implements AddressManager {
     return [...this.addresses];
   }
 
-  async sync(wanted: readonly string[], owns: (address: string) => boolean): Promise<AddressSyncResult> {
-    const { add, remove } = diff(this.addresses, wanted, owns);
+  /** The VIP routes: every one is portlb's (the addresses of an earlier version are not modelled). */
+  async sync(wanted: readonly string[]): Promise<AddressSyncResult> {
+    const { add, remove } = diff(this.addresses, wanted);
     for (const a of add) this.addresses.add(a);
     for (const a of remove) this.addresses.delete(a);
     this.changes += add.length + remove.length;

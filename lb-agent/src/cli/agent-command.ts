@@ -7,6 +7,7 @@ import type { IpvsClient } from '../ipvs/client.ts';
 import { FaultyIpvsClient, FileFaults } from '../ipvs/faulty-client.ts';
 import { NetlinkIpvsClient } from '../ipvs/netlink-client.ts';
 import { ProcSysctls } from '../ipvs/sysctl.ts';
+import { DEFAULT_HELPER_NICE, niceHelperThreads } from '../util/helper-threads.ts';
 import { createLogger, type Logger } from '../util/log.ts';
 import { EXIT, helpText, parseCommand, UsageError } from './args.ts';
 
@@ -24,6 +25,9 @@ const spec = {
     'SIGHUP (standalone mode): the configuration is read again; new pools and BGP peers are',
     'applied without a restart, anything else is refused naming it, and a bad file is refused',
     'naming the option and value; either way the running configuration stays.',
+    "$PORTLB_GC_HELPER_NICE (0..19, default 0): a nice value for V8's garbage-collector helper",
+    'threads: on a node with few CPUs the event loop gets the CPU first, for more memory',
+    '(docs/configuration.md, "Environment"); 0 leaves them as Node starts them.',
   ].join('\n'),
   options: {
     config: { type: 'string', short: 'c' },
@@ -53,9 +57,11 @@ export async function agentCommand(argv: string[]): Promise<number> {
       `--log-level: unknown level ${JSON.stringify(level)} (trace, debug, info, warn, error)`,
     );
   }
+  const nice = helperNice(process.env.PORTLB_GC_HELPER_NICE);
   const config = parseAgentConfig(await readYamlFile(args.values.config), args.values.config);
   const nodeName = args.values['node-name'] ?? config.nodeName ?? process.env.PORTLB_NODE_NAME ?? hostname();
   const log = createLogger({ level });
+  if (nice > 0) log.debug({ nice, threads: niceHelperThreads(nice).length }, "V8's helper threads niced");
   // Last resort: a failure nothing caught. The state it left is unknown, so the agent
   // exits (the kernel and the speaker keep what they have; the next start adopts it)
   // instead of carrying on in a state nobody can vouch for.
@@ -125,6 +131,17 @@ export async function agentCommand(argv: string[]): Promise<number> {
     reloads = reloads.then(() => reloadConfig(agent, args.values.config!, log));
   });
   return done;
+}
+
+/** PORTLB_GC_HELPER_NICE: the nice value of V8's helper threads (util/helper-threads.ts); 0 leaves them. */
+function helperNice(value: string | undefined): number {
+  if (value === undefined || value === '') return DEFAULT_HELPER_NICE;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 19)
+    throw new UsageError(
+      `PORTLB_GC_HELPER_NICE: ${JSON.stringify(value)} is not a nice value 0..19 (0 leaves V8's helper threads as they are)`,
+    );
+  return n;
 }
 
 /** SIGHUP: the configuration file read and checked again, then applied or refused (nothing half-done). */

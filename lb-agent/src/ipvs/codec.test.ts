@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { GENL_HDRLEN } from '../netlink/genl.ts';
-import { NlWriter, parseAttrs } from '../netlink/wire.ts';
+import { AttrIndex, NlWriter, parseAttrs } from '../netlink/wire.ts';
 import {
   decodeDestination,
   decodeService,
@@ -212,6 +212,12 @@ describe('IPVS codec against ipvsadm traffic', () => {
   test('decodes the kernel’s destination dumps', () => {
     const replies = payloads(fixture('dump'), 'received', K.IPVS_CMD_NEW_DEST);
     const dests = replies.map((p) => decodeDestination(parseAttrs(p, GENL_HDRLEN), 'ipv4', false));
+    const index = new AttrIndex(8);
+    assert.deepEqual(
+      replies.map((p) => decodeDestination(index.parse(p, GENL_HDRLEN), 'ipv4', true)),
+      replies.map((p) => decodeDestination(parseAttrs(p, GENL_HDRLEN), 'ipv4', true)),
+      'from an index as from views, stats too',
+    );
     const conns = { activeConnections: 0, inactiveConnections: 0, persistentConnections: 0 };
     const expected: RealServerState[] = [
       { ...real('10.0.0.5', 8080, { weight: 0 }), ...conns },
@@ -233,6 +239,8 @@ describe('IPVS codec against ipvsadm traffic', () => {
     const svcAttrs = parseAttrs(parseAttrs(reply!, GENL_HDRLEN)[K.IPVS_CMD_ATTR_SERVICE]!);
     assert.ok(svcAttrs[K.IPVS_SVC_ATTR_STATS64], 'a 6.1 kernel sends STATS64');
     const decoded = decodeService(parseAttrs(reply!, GENL_HDRLEN), true);
+    // As the client decodes it: from an index of the reply, the nests parsed in place.
+    assert.deepEqual(decodeService(new AttrIndex(8).parse(reply!, GENL_HDRLEN), true), decoded);
     assert.deepEqual(Object.keys(decoded.stats!).sort(), [
       'bpsIn',
       'bpsOut',

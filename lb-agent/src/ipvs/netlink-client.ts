@@ -8,7 +8,7 @@ import {
   type SocketOptions,
 } from '../netlink/socket.ts';
 import type { NlMessage, NlWriter } from '../netlink/wire.ts';
-import { parseAttrs } from '../netlink/wire.ts';
+import { AttrIndex, parseAttrs } from '../netlink/wire.ts';
 import { TimeSlicer } from '../util/slicer.ts';
 import { IpvsClientBase, type ListOptions, type ServiceListing } from './client.ts';
 import {
@@ -37,6 +37,9 @@ export interface NetlinkIpvsOptions {
   socket?: SocketOptions;
   sysctls?: SysctlStore;
 }
+
+/** A reply's command attributes, parsed in place for each decode (synchronous, one at a time). */
+const cmdAttrs = new AttrIndex(K.IPVS_CMD_ATTR_TIMEOUT_UDP + 1);
 
 const COMMANDS: Record<IpvsOperation['op'], number> = {
   'add-service': K.IPVS_CMD_NEW_SERVICE,
@@ -155,7 +158,7 @@ export class NetlinkIpvsClient extends IpvsClientBase {
     const out: ServiceListing[] = [];
     for (const r of replies) {
       await slicer.pause();
-      out.push(decodeService(parseAttrs(r.payload, GENL_HDRLEN), options.stats ?? false));
+      out.push(decodeService(cmdAttrs.parse(r.data, r.start + GENL_HDRLEN, r.end), options.stats ?? false));
     }
     return out;
   }
@@ -171,7 +174,11 @@ export class NetlinkIpvsClient extends IpvsClientBase {
       return this.wrap(err, 'IPVS list destinations');
     }
     return replies.map((r) =>
-      decodeDestination(parseAttrs(r.payload, GENL_HDRLEN), key.family, options.stats ?? false),
+      decodeDestination(
+        cmdAttrs.parse(r.data, r.start + GENL_HDRLEN, r.end),
+        key.family,
+        options.stats ?? false,
+      ),
     );
   }
 

@@ -2,6 +2,8 @@
 // explicit list of operations. It never plans a write to a service it does not own, and
 // it drains a removed TCP/SCTP destination (weight 0, delete once idle or after a bound)
 // instead of cutting its connections.
+
+import type { Pause } from '../util/slicer.ts';
 import { runSteps, runStepsSliced } from '../util/steps.ts';
 import { canonicalOrder, planMhOrder } from './mh-order.ts';
 import {
@@ -98,7 +100,7 @@ export function planIpvs(input: PlanInput): IpvsPlan {
  * JavaScript on a fast host (seconds in UML), and nothing else may hold the event loop
  * that long (a change, a probe, a scrape). `pause` is awaited after each service.
  */
-export function planIpvsSliced(input: PlanInput, pause: () => Promise<void>): Promise<IpvsPlan> {
+export function planIpvsSliced(input: PlanInput, pause: Pause): Promise<IpvsPlan> {
   return runStepsSliced(planSteps(input), pause);
 }
 

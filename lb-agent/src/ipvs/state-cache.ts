@@ -4,15 +4,12 @@
 import type { ApplyReport } from './apply.ts';
 import { normalizeRealServer } from './normalize.ts';
 import {
-  type DestinationKey,
   type IpvsOperation,
   type KnownRealServer,
   type KnownService,
+  sameDestination,
   serviceId,
 } from './types.ts';
-
-const sameDestination = (a: DestinationKey, b: DestinationKey): boolean =>
-  a.port === b.port && a.address === b.address && a.family === b.family;
 
 export class IpvsStateCache {
   private services = new Map<string, KnownService>();

@@ -222,6 +222,10 @@ export function serviceId(key: ServiceKey): string {
   return `${key.protocol}:${host}:${key.port}`;
 }
 
+/** destinationId(a) === destinationId(b), without the two strings (compared per real server per read-back). */
+export const sameDestination = (a: DestinationKey, b: DestinationKey): boolean =>
+  a.port === b.port && a.address === b.address && a.family === b.family;
+
 export function destinationId(d: DestinationKey): string {
   return d.family === 'ipv6' ? `[${d.address}]:${d.port}` : `${d.address}:${d.port}`;
 }

@@ -108,14 +108,15 @@ export function writeKernelAddress(buf: Buffer, offset: number, address: string,
 }
 
 /** Decodes by family, never by length: the kernel sends 16 bytes for IPv4 too. */
-export function ipFromKernelBytes(bytes: Buffer, family: Family): string {
+/** The address at `at` of `bytes` (`length` of them there: an attribute's, read in place). */
+export function ipFromKernelBytes(bytes: Buffer, family: Family, at = 0, length = bytes.length - at): string {
   if (family === 'ipv4') {
-    if (bytes.length < 4) throw new RangeError(`IPv4 address needs 4 bytes, got ${bytes.length}`);
-    return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
+    if (length < 4) throw new RangeError(`IPv4 address needs 4 bytes, got ${length}`);
+    return `${bytes[at]}.${bytes[at + 1]}.${bytes[at + 2]}.${bytes[at + 3]}`;
   }
-  if (bytes.length < 16) throw new RangeError(`IPv6 address needs 16 bytes, got ${bytes.length}`);
+  if (length < 16) throw new RangeError(`IPv6 address needs 16 bytes, got ${length}`);
   const hextets: number[] = [];
-  for (let i = 0; i < 16; i += 2) hextets.push(bytes.readUInt16BE(i));
+  for (let i = 0; i < 16; i += 2) hextets.push(bytes.readUInt16BE(at + i));
   return formatHextets(hextets);
 }
 

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { errnoName, PortlbError } from '../errors.ts';
+import type { Pause } from '../util/slicer.ts';
 import {
   NLM_F_ACK,
   NLM_F_ACK_TLVS,
@@ -317,7 +318,7 @@ export class NetlinkSocket implements Disposable {
     req: NlRequest,
     context: string,
     /** Awaited after each datagram (a TimeSlicer's pause): other work runs meanwhile. */
-    pause?: () => Promise<void>,
+    pause?: Pause,
   ): Promise<NlMessage[]> {
     const before = this.dumpDone;
     let done!: () => void;

@@ -57,6 +57,33 @@ describe('netlink wire format', () => {
     assert.throws(() => parseAttrs(bad), NetlinkMalformed);
   });
 
+  test('an attribute index reads u64 counters (as Number(bigint) would), big-endian u32s and strings in place', () => {
+    const u64 = (v: bigint) => {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(v);
+      return b;
+    };
+    const big = 0x1234_5678_9abc_def1n; // above 2^53: rounded
+    const w = new NlWriter(8);
+    w.attrBytes(1, u64(big))
+      .attrBytes(2, u64(0xffff_ffffn))
+      .attrBytes(3, u64(2n ** 53n + 1n));
+    w.attrString(4, 'wrr')
+      .attrBytes(5, Buffer.from('mhmh'))
+      .attrBytes(6, Buffer.from([0xff, 0xff, 0xff, 0]));
+    w.attrU16(7, 1).attrU16(8, 0x6162); // "ba" with no NUL: the string ends at the value's end
+    const a = new AttrIndex(10).parse(w.finish());
+    assert.equal(a.u64(1), Number(big));
+    assert.equal(a.u64(2), 0xffff_ffff);
+    assert.equal(a.u64(3), Number(2n ** 53n + 1n));
+    assert.equal(a.u64(7), undefined, 'too short');
+    assert.equal(a.string(4), 'wrr');
+    assert.equal(a.string(5), 'mhmh', 'unterminated, no padding: a NUL in the next header is not its end');
+    assert.equal(a.string(8), 'ba', 'the NUL of the padding after it is not read as its own');
+    assert.equal(a.string(9), undefined);
+    assert.equal(a.be32(6), 0xffffff00);
+  });
+
   test('nested attributes carry NLA_F_NESTED and their total length', () => {
     const w = new NlWriter();
     w.nest(1, (x) => x.attrU32(1, 7).nest(2, (y) => y.attrU16(3, 9)));

@@ -1,3 +1,4 @@
+import type { Pause } from './slicer.ts';
 /**
  * Work written once as a generator that yields between items, run either at once or in
  * slices: the same rule whether a caller can wait or not (a full pass at 10,000 services
@@ -10,7 +11,7 @@ export function runSteps<T>(steps: Generator<void, T>): T {
 }
 
 /** Runs `steps`, awaiting `pause` (a TimeSlicer's) between items. */
-export async function runStepsSliced<T>(steps: Generator<void, T>, pause: () => Promise<void>): Promise<T> {
+export async function runStepsSliced<T>(steps: Generator<void, T>, pause: Pause): Promise<T> {
   let step = steps.next();
   while (!step.done) {
     await pause();
