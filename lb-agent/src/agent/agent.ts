@@ -503,8 +503,7 @@ export class Agent {
         (figures) => render.add(figures),
         () => slicer.pause(),
       );
-      // Each chunk is hundreds of lines: the clock is read after every one.
-      await render.commit(() => slicer.check());
+      render.commit();
     })();
     this.statsCache = { at: now, run };
     return run;

@@ -28,33 +28,28 @@ async function exposition() {
   const key = { kind: 'address', family: 'ipv4', protocol: 'tcp', address: '203.0.113.1', port: 80 } as const;
   const render = metrics.serviceStats(new Map([['tcp:203.0.113.1:80', 'shop/web']]));
   render.add({ key, stats: { connections: 12, bytesIn: 3400, bytesOut: 0 } as never, activeConnections: 5 });
-  await render.commit();
+  render.commit();
   metrics.errors.inc({ code: 'KERNEL_ERROR', step: 'status' });
   metrics.syncs.inc({ result: 'ok' });
   return { metrics, families: parse(await metrics.exposition()) };
 }
 
-test('per-service figures: encoded in slices, replaced whole, odd owner names escaped', async () => {
+test('per-service figures: encoded as added, replaced whole, odd owner names escaped', async () => {
   const metrics = new AgentMetrics();
   const svc = (address: string, connections: number): ServiceFigures => ({
     key: { kind: 'address', family: 'ipv4', protocol: 'udp', address, port: 53 },
     stats: { connections, bytesIn: 1, bytesOut: 2 } as never,
     activeConnections: 0,
   });
-  const set = async (figures: ServiceFigures[], owners: Map<string, string>, pause?: () => Promise<void>) => {
+  const set = async (figures: ServiceFigures[], owners: Map<string, string>) => {
     const render = metrics.serviceStats(owners);
     for (const f of figures) render.add(f);
-    await render.commit(pause);
+    render.commit();
   };
-  let pauses = 0;
   await set(
     [svc('203.0.113.1', 7), svc('203.0.113.2', 8)],
     new Map([['udp:203.0.113.1:53', 'file:dns "a"\\b']]),
-    async () => {
-      pauses++;
-    },
   );
-  assert.equal(pauses, 4, 'one per encoded chunk (one chunk for each of the four families)');
   const conns = () =>
     metrics
       .exposition()
@@ -73,6 +68,37 @@ test('per-service figures: encoded in slices, replaced whole, odd owner names es
   );
   await set([], new Map());
   assert.deepEqual((await conns()).metrics, [], 'no series, the family still described');
+});
+
+test('per-service figures: thousands of series across chunk boundaries, multi-byte owner names intact', async () => {
+  const metrics = new AgentMetrics();
+  const render = metrics.serviceStats(
+    new Map(Array.from({ length: 3000 }, (_, i) => [`tcp:10.1.${i >> 8}.${i & 255}:80`, `ns/wéb-ü-${i}`])),
+  );
+  for (let i = 0; i < 3000; i++)
+    render.add({
+      key: {
+        kind: 'address',
+        family: 'ipv4',
+        protocol: 'tcp',
+        address: `10.1.${i >> 8}.${i & 255}`,
+        port: 80,
+      },
+      stats: { connections: i, bytesIn: 1, bytesOut: 2 } as never,
+      activeConnections: i % 7,
+    });
+  render.commit();
+  const chunks = await metrics.expositionChunks();
+  assert.ok(chunks.length > 8, `several chunks per family (${chunks.length})`);
+  const families = parse(await metrics.exposition());
+  const conns = families.find((f) => f.name === 'portlb_ipvs_service_connections_total')!;
+  assert.equal(conns.metrics.length, 3000);
+  assert.deepEqual(
+    conns.metrics.map((m) => [m.labels!.service, m.value]).filter((_, i) => i % 997 === 0),
+    [0, 997, 1994, 2991].map((i) => [`wéb-ü-${i}`, String(i)]),
+  );
+  const active = families.find((f) => f.name === 'portlb_ipvs_active_connections')!;
+  assert.equal(active.metrics[2999]!.value, String(2999 % 7));
 });
 
 test('the exposition parses with a Prometheus text parser and follows the naming conventions', async () => {
