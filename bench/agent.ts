@@ -445,7 +445,7 @@ async function writeAllocProfile(agent: ChildProcess, tag: string): Promise<stri
   rmSync(file, { force: true });
   agent.kill('SIGWINCH');
   await waitFor('the allocation profile written', async () => existsSync(file), { timeoutMs: 120_000 });
-  console.log(sh(`node ${path.join(repo, 'bench', 'alloc-summary.ts')} ${file} --top 20`));
+  console.log(sh(`${process.execPath} ${path.join(repo, 'bench', 'alloc-summary.ts')} ${file} --top 20`));
   return file;
 }
 

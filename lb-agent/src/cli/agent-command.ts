@@ -61,7 +61,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const config = parseAgentConfig(await readYamlFile(args.values.config), args.values.config);
   const nodeName = args.values['node-name'] ?? config.nodeName ?? process.env.PORTLB_NODE_NAME ?? hostname();
   const log = createLogger({ level });
-  if (nice > 0) log.debug({ nice, threads: niceHelperThreads(nice).length }, "V8's helper threads niced");
+  if (nice > 0) log.info({ nice, threads: niceHelperThreads(nice).length }, "V8's helper threads niced");
   // Last resort: a failure nothing caught. The state it left is unknown, so the agent
   // exits (the kernel and the speaker keep what they have; the next start adopts it)
   // instead of carrying on in a state nobody can vouch for.

@@ -4,6 +4,7 @@ import { ManualClock } from '../util/clock.ts';
 import { type Json, KubeApiError } from './client.ts';
 import type { LaneWork } from './lane.ts';
 import {
+  comparableText,
   NODE_STATUS_LIMITS,
   NODE_STATUS_PATH,
   NodeStatusPublisher,
@@ -38,6 +39,43 @@ const report = (o: Partial<NodeStatusReport> = {}): NodeStatusReport => ({
     },
   ],
   ...o,
+});
+
+describe('comparableText', () => {
+  test('the long lists a slice at a time; any change but the last pass time changes it', async () => {
+    const many = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({
+        address: `203.0.113.${i}`,
+        owners: [`shop/s${i}`],
+        announced: true,
+        withheld: null,
+      }));
+    let pauses = 0;
+    const text = (r: NodeStatusReport) =>
+      comparableText(nodeStatusObject(r, 'uid-1'), () => {
+        pauses++;
+        return undefined;
+      });
+    const base = await text(report({ vips: many(120) }));
+    assert.equal(pauses, 4, 'three slices of VIPs, one of services');
+    assert.equal(await text(report({ vips: many(120) })), base, 'the same object, the same text');
+    assert.equal(
+      await text(report({ vips: many(120), lastSync: { at: '2026-12-02T00:10:00.000Z', ok: true } })),
+      base,
+      "a pass's time alone is no change",
+    );
+    const changed = many(120);
+    changed[77]!.announced = false;
+    assert.notEqual(await text(report({ vips: changed })), base, 'one VIP withdrawn');
+    assert.notEqual(
+      await text(report({ vips: many(120), lastSync: { at: '2026-12-02T00:00:00.000Z', ok: false } })),
+      base,
+      'a failed pass',
+    );
+    const services = report().services;
+    services[0]!.backends[1]!.health = 'up';
+    assert.notEqual(await text(report({ vips: many(120), services })), base, "a backend's health");
+  });
 });
 
 describe('nodeStatusObject', () => {

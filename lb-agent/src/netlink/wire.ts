@@ -433,8 +433,9 @@ export class AttrIndex {
     const at = this.offsets[type]!;
     if (at < 0) return undefined;
     const end = at + this.lengths[type]!;
-    const nul = this.buf.indexOf(0, at);
-    return this.buf.toString('utf8', at, nul === -1 || nul > end ? end : nul);
+    let stop = at;
+    while (stop < end && this.buf[stop] !== 0) stop++;
+    return this.buf.toString('utf8', at, stop);
   }
   /** A view of the value (for the rare attribute that needs one: a nest, an IPv6 address). */
   bytes(type: number): Buffer | undefined {

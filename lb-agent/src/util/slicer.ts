@@ -1,5 +1,8 @@
 import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:timers/promises';
 
+/** What long work awaits between items: a TimeSlicer's pause (undefined: go on at once). */
+export type Pause = () => Promise<void> | undefined;
+
 /**
  * Long synchronous work (decoding a large netlink dump, one service after another) cut
  * into slices: `pause()` yields to the event loop once `budgetMs` has run since the last
@@ -10,9 +13,6 @@ import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:time
  * a system call (UML has no vDSO), one read per decoded service cost as much as the
  * decoding. How many items make a quarter budget is learnt from the last slice.
  */
-/** What long work awaits between items: a TimeSlicer's pause (undefined: go on at once). */
-export type Pause = () => Promise<void> | undefined;
-
 export class TimeSlicer {
   private readonly budgetMs: number;
   private readonly now: () => number;
