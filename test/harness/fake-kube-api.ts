@@ -4,7 +4,7 @@
 // What it does like the real one: list with a collection resourceVersion; streaming
 // watch from a resourceVersion, replaying history then live events; 410 Gone once the
 // history is compacted, either as an HTTP status or as an ERROR event (both happen in
-// real clusters); bookmarks when asked; label and field selectors; the status
+// real clusters); lists in pages (limit and continue); bookmarks when asked; label and field selectors; the status
 // subresource (main updates keep status, /status updates only status); 409 Conflict on a
 // stale resourceVersion or an existing name; merge and JSON patches. It can go away and
 // come back on the same port.
@@ -747,11 +747,45 @@ current-context: fake
       req.on('close', () => this.watchers.delete(w));
       return;
     }
-    const items = this.list(resource, namespace).filter(matches);
+    // Pages as the real server serves them: `limit` items in key order (namespace/name,
+    // etcd's), a `continue` token naming the page's last key and the first page's
+    // resourceVersion, which every page reports; 410 Expired once that version is compacted.
+    const limit = Math.max(0, Number(url.searchParams.get('limit') ?? 0) || 0);
+    const token = url.searchParams.get('continue');
+    let after = '';
+    let rv = this.rv;
+    if (token) {
+      let parsed: { rv?: unknown; after?: unknown } | undefined;
+      try {
+        parsed = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+      } catch {}
+      if (typeof parsed?.rv !== 'number' || typeof parsed.after !== 'string') {
+        this.status(res, 400, 'BadRequest', 'continue key is not valid');
+        return;
+      }
+      if (parsed.rv < this.oldestRv) {
+        this.status(res, 410, 'Expired', 'The provided continue parameter is too old');
+        return;
+      }
+      ({ rv, after } = parsed as { rv: number; after: string });
+    }
+    // Only a page's objects are copied (a 10,000-item list in 20 pages copied each 20 times).
+    let entries = [...this.store.get(resource)!].filter(
+      ([k, o]) => k > after && (!namespace || o.metadata?.namespace === namespace) && matches(o),
+    );
+    let next: string | undefined;
+    if (limit || token) {
+      entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      if (limit && entries.length > limit) {
+        entries = entries.slice(0, limit);
+        next = Buffer.from(JSON.stringify({ rv, after: entries.at(-1)![0] })).toString('base64url');
+      }
+    }
+    const items = entries.map(([, o]) => clone(o));
     this.json(res, 200, {
       kind: `${type.kind}List`,
       apiVersion: apiVersion(type),
-      metadata: { resourceVersion: String(this.rv) },
+      metadata: { resourceVersion: String(rv), ...(next ? { continue: next } : {}) },
       items,
     });
   }

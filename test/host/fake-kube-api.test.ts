@@ -38,6 +38,36 @@ describe('fake Kubernetes API server', () => {
     assert.deepEqual((await get('/api/v1/namespaces/x/services')).body.items.length, 1);
   });
 
+  test("list in pages: limit and continue in key order, every page at the first page's version, 410 once compacted", async () => {
+    for (const name of ['p3', 'p1', 'p4', 'p2', 'p5'])
+      api.create('services', { metadata: { name, namespace: 'paged' }, spec: { type: 'ClusterIP' } });
+    const path = '/api/v1/namespaces/paged/services';
+    const namesOf = (items: { metadata: { name: string } }[]) => items.map((i) => i.metadata.name);
+    const first = await get(`${path}?limit=2`);
+    assert.deepEqual(namesOf(first.body.items), ['p1', 'p2']);
+    const rv = first.body.metadata.resourceVersion;
+    assert.ok(first.body.metadata.continue);
+    api.create('services', { metadata: { name: 'p0', namespace: 'paged' }, spec: { type: 'ClusterIP' } });
+    const names: string[] = [];
+    let next = first.body.metadata.continue;
+    while (next) {
+      const page = await get(`${path}?limit=2&continue=${encodeURIComponent(next)}`);
+      assert.equal(page.status, 200);
+      assert.equal(page.body.metadata.resourceVersion, rv);
+      names.push(...namesOf(page.body.items));
+      next = page.body.metadata.continue;
+    }
+    assert.deepEqual(names, ['p3', 'p4', 'p5']);
+    assert.equal((await get(path)).body.items.length, 6, 'no limit: one page of all');
+    const again = await get(`${path}?limit=2`);
+    api.create('services', { metadata: { name: 'p6', namespace: 'paged' }, spec: { type: 'ClusterIP' } });
+    api.compact();
+    const expired = await get(`${path}?limit=2&continue=${encodeURIComponent(again.body.metadata.continue)}`);
+    assert.equal(expired.status, 410);
+    assert.equal(expired.body.reason, 'Expired');
+    assert.equal((await get(`${path}?continue=bogus`)).status, 400);
+  });
+
   test('409 on a stale resourceVersion or an existing name; status subresource isolation', async () => {
     const cur = api.get('services', 'x', 'a')!;
     const put = (path: string, body: unknown) =>

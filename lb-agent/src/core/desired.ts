@@ -4,6 +4,7 @@
 import { serviceSettingsEqual } from '../ipvs/normalize.ts';
 import type { RealServer, ServiceSpec } from '../ipvs/types.ts';
 import { type Family, ipFamily } from '../net/ip.ts';
+import { compact } from '../util/compact.ts';
 import type {
   Endpoint,
   HealthTarget,
@@ -116,7 +117,7 @@ export function schedulerFlagsFor(
   intent: Pick<ServiceIntent, 'scheduler' | 'schedulerFlags'>,
 ): ServiceIntent['schedulerFlags'] {
   if (intent.scheduler !== 'mh' || intent.schedulerFlags.includes('flag-1')) return intent.schedulerFlags;
-  return [...intent.schedulerFlags, 'flag-1'].sort() as ServiceIntent['schedulerFlags'];
+  return compact([...intent.schedulerFlags, 'flag-1'].sort() as ServiceIntent['schedulerFlags']);
 }
 
 /** What one service contributes; depends only on the intent, the node and its backends' health. */
@@ -203,7 +204,13 @@ function desiredForIntent(
       unhealthy: !!intent.healthCheck && usable === 0 && candidates > 0,
     });
   }
-  return out;
+  // Kept (memoized) until the service changes.
+  return {
+    virtualServices: compact(out.virtualServices),
+    vips: compact(out.vips),
+    warnings: out.warnings,
+    checks: compact(out.checks),
+  };
 }
 
 /**
@@ -304,7 +311,9 @@ function computeIndexed(
     if (!s) {
       s = {
         badVip: intent.vips.find((v) => !ipFamily(v)),
-        claims: intent.vips.flatMap((vip) => intent.ports.map((p) => `${vip}|${p.protocol}|${p.port}`)),
+        claims: compact(
+          intent.vips.flatMap((vip) => intent.ports.map((p) => `${vip}|${p.protocol}|${p.port}`)),
+        ),
       };
       memo?.statics.set(intent, s);
     }
@@ -366,17 +375,17 @@ function computeIndexed(
     for (const v of result.vips) {
       let entry = vipOwners.get(v.address);
       if (!entry) {
+        // Most VIPs have one owner: an array made with it is its size (pushed to, 17 slots).
         entry = {
           family: v.family,
-          owners: [],
+          owners: [intent.id],
           usable: false,
           onlyRemote: false,
           unhealthy: false,
           announceable: false,
         };
         vipOwners.set(v.address, entry);
-      }
-      entry.owners.push(intent.id);
+      } else entry.owners.push(intent.id);
       addFacts(entry, v, intent);
     }
   }

@@ -1,6 +1,8 @@
 // What the kernel holds, as last read back and then patched with every operation that
 // reached it. Incremental passes plan against this instead of dumping 10,000 services;
 // a periodic full read-back (and any failure) replaces it with the kernel's own answer.
+
+import { compact } from '../util/compact.ts';
 import type { ApplyReport } from './apply.ts';
 import { normalizeRealServer } from './normalize.ts';
 import {
@@ -68,6 +70,8 @@ export class IpvsStateCache {
   record(report: ApplyReport): void {
     const mine = new Set<KnownService>();
     for (const op of report.applied) this.apply(op, mine);
+    // What this call grew by unshift stays until the next read-back: at its own length.
+    for (const s of mine) if (s.destinations.length) s.destinations = compact(s.destinations);
   }
 
   private apply(op: IpvsOperation, mine: Set<KnownService>): void {

@@ -111,13 +111,30 @@ export class KubeClient {
       body ? (o.contentType ?? 'application/json') : undefined,
     );
     this.stats.requests++;
-    return new Promise<T>((resolve, reject) => {
+    return new Promise<T>((resolve_, reject_) => {
+      // A TLS socket keeps its first request reachable for as long as it lives (Node's agent
+      // holds that request's connect callback), and the request its listeners: through
+      // them the promise, its answer and the answer's bytes (a 10,000-item list page: 8 MB).
+      // The listeners reach the promise only through `pending`, emptied once it settles.
+      let pending: { resolve: (v: T) => void; reject: (e: unknown) => void } | undefined = {
+        resolve: resolve_,
+        reject: reject_,
+      };
+      const resolve = (v: T) => {
+        pending?.resolve(v);
+        pending = undefined;
+      };
+      const reject = (e: unknown) => {
+        pending?.reject(e);
+        pending = undefined;
+      };
       const req = this.request_(this.url(path, o.query), options, (res) => {
-        const chunks: Buffer[] = [];
+        let chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', (err) => reject(transportError(err, method, path, signal)));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
+          chunks = [];
           const status = res.statusCode ?? 0;
           let parsed: Json;
           try {

@@ -7,6 +7,7 @@
 import type { Endpoint, PortIntent, ServiceIntent, Skip } from '../core/types.ts';
 import type { Protocol } from '../ipvs/types.ts';
 import { canonicalIp, type Family, ipFamily } from '../net/ip.ts';
+import { compact } from '../util/compact.ts';
 import { parseAnnotations, type ServiceSettings } from './annotations.ts';
 import {
   EXCLUDE_LABEL,
@@ -317,8 +318,8 @@ function translateOne(
 
   const intent: ServiceIntent = {
     id,
-    vips,
-    ports,
+    vips: compact(vips),
+    ports: compact(ports),
     scheduler: settings.scheduler ?? cfg.defaultScheduler,
     schedulerFlags: settings.schedulerFlags ?? [],
     forwarding: settings.forwarding ?? cfg.defaultForwarding,

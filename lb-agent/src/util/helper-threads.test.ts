@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { niceHelperThreads, threadNice } from './helper-threads.ts';
+import { niceHelperThreads } from './helper-threads.ts';
+
+/** A thread's nice value, from /proc (field 19 of its stat). */
+function threadNice(tid: number): number {
+  const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+}
 
 const named = (name: string) =>
   readdirSync('/proc/self/task')

@@ -36,9 +36,3 @@ export function niceHelperThreads(nice: number, names = HELPER_THREAD_NAMES): nu
   }
   return done;
 }
-
-/** A thread's nice value, from /proc (field 19 of its stat). */
-export function threadNice(tid: number): number {
-  const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
-}
