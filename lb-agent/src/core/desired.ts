@@ -204,7 +204,7 @@ function desiredForIntent(
       unhealthy: !!intent.healthCheck && usable === 0 && candidates > 0,
     });
   }
-  // Kept (memoized) until the service changes.
+  // Kept in the memo until the service changes: at their own length (util/compact.ts).
   return {
     virtualServices: compact(out.virtualServices),
     vips: compact(out.vips),
@@ -375,7 +375,7 @@ function computeIndexed(
     for (const v of result.vips) {
       let entry = vipOwners.get(v.address);
       if (!entry) {
-        // Most VIPs have one owner: an array made with it is its size (pushed to, 17 slots).
+        // Made with its first owner, the array is its size (pushed into from empty: 17 slots).
         entry = {
           family: v.family,
           owners: [intent.id],
