@@ -12,6 +12,8 @@
 // - Service created on the API server -> its address allocated and in its status -> IPVS
 //   has it with its endpoints -> the VIP filter lets its port in, over K creates one at a
 //   time (announcing is not measured: no speaker here).
+// With --reps N each size runs N times, each from the same starting state, and the
+// figures against the targets are medians with min and max.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import {
   cpSync,
@@ -37,6 +39,7 @@ import {
   type CpuProfile,
   fmtMs,
   freshIpvsModule,
+  median,
   percentile,
   profileWindows,
   sh,
@@ -52,6 +55,8 @@ const { values } = parseArgs({
     changes: { type: 'string', default: '300' },
     /** Services created one at a time at the end of each size. */
     creates: { type: 'string', default: '10' },
+    /** Runs of each size, each from the same starting state (a fresh ip_vs, API server and agent). */
+    reps: { type: 'string', default: '1' },
     'resync-seconds': { type: 'string', default: '10' },
     'scrape-seconds': { type: 'string', default: '30' },
     /** A portlb.io/health-check value for every Service (every backend is then probed). */
@@ -71,8 +76,10 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    'Usage: npm run bench -- agent [--sizes 0,1000,10000] [--endpoints 10] [--changes 300] [--creates 10] [--resync-seconds 10] [--scrape-seconds 30] [--profile] [--loop-watch] [--heap-snapshot] [--alloc-profile] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
+    'Usage: npm run bench -- agent [--sizes 0,1000,10000] [--endpoints 10] [--changes 300] [--creates 10] [--reps 1] [--resync-seconds 10] [--scrape-seconds 30] [--profile] [--loop-watch] [--heap-snapshot] [--alloc-profile] [--health-check \'{"type":"tcp","intervalSeconds":1}\']\n' +
       '  size 0: the agent with no Service, the baseline of its memory (code, libraries, runtime)\n' +
+      '  --reps N: N runs of each size in this boot, each from a freshly loaded ip_vs, a new API server and agent;\n' +
+      '    the figures against the targets are then medians with min and max\n' +
       '  --profile: the agent runs under --cpu-prof; its top functions by self time are printed and written, and\n' +
       '    what ran in each event-loop turn over 50 ms of the resync-and-scrape window (implies --loop-watch)\n' +
       '  --loop-watch: each event-loop turn over 50 ms of that window, with how long the main thread ran in it and\n' +
@@ -94,6 +101,11 @@ const M = Number(values.endpoints);
 const CHANGE_COUNTS = values.changes.split(',').map(Number);
 const changesFor = (n: number) => CHANGE_COUNTS[CHANGE_COUNTS.length === 1 ? 0 : sizes.indexOf(n)] ?? 0;
 const CREATES = Number(values.creates);
+const REPS = Number(values.reps);
+if (!Number.isInteger(REPS) || REPS < 1) {
+  console.error(`--reps ${JSON.stringify(values.reps)}: a whole number of runs, at least 1`);
+  process.exit(2);
+}
 const RESYNC = Number(values['resync-seconds']);
 const SCRAPE = Number(values['scrape-seconds']);
 const CHECK = values['health-check'];
@@ -644,10 +656,10 @@ async function measureCreates(kube: KubeApiClient, ipvs: NetlinkIpvsClient, n: n
   return creates;
 }
 
-async function runSize(n: number, check?: string) {
-  const tag = `${n}${check ? '-checked' : ''}`;
+async function runSize(n: number, check?: string, run = 1) {
+  const tag = `${n}${check ? '-checked' : ''}${REPS > 1 ? `-run${run}` : ''}`;
   console.log(
-    `\n### ${n} Services x ${M} endpoints${check ? `, every backend health-checked (${check})` : ''}`,
+    `\n### ${n} Services x ${M} endpoints${check ? `, every backend health-checked (${check})` : ''}${REPS > 1 ? `, run ${run} of ${REPS}` : ''}`,
   );
   freshIpvsModule('mh');
   const seedFile = seed(n, check);
@@ -750,6 +762,7 @@ async function runSize(n: number, check?: string) {
       return {
         services: 0,
         endpoints: M,
+        run,
         readyMs,
         readyCpu,
         afterSync,
@@ -915,6 +928,7 @@ async function runSize(n: number, check?: string) {
       ...(check ? { healthCheck: check, health } : {}),
       services: n,
       endpoints: M,
+      run,
       readyMs,
       readyCpu,
       afterSync,
@@ -966,27 +980,65 @@ if (CHECK) {
   ]);
 }
 const sized: Awaited<ReturnType<typeof runSize>>[] = [];
-let baseline: Awaited<ReturnType<typeof runSize>> | undefined;
+const baselines: Awaited<ReturnType<typeof runSize>>[] = [];
 for (const n of sizes) {
-  if (n === 0) {
-    baseline = await runSize(0);
-    continue;
+  for (let run = 1; run <= REPS; run++) {
+    if (n === 0) {
+      baselines.push(await runSize(0, undefined, run));
+      continue;
+    }
+    // With checks, the same size without them first: the baseline of the same boot.
+    if (CHECK) sized.push(await runSize(n, undefined, run));
+    sized.push(await runSize(n, CHECK, run));
+    // What is done so far is kept, should a larger size not finish.
+    save(true);
   }
-  // With checks, the same size without them first: the baseline of the same boot.
-  if (CHECK) sized.push(await runSize(n));
-  sized.push(await runSize(n, CHECK));
-  // What is done so far is kept, should a larger size not finish.
-  save(true);
 }
 type Sized = Extract<Awaited<ReturnType<typeof runSize>>, { latency: unknown }>;
 const results = sized.filter((r): r is Sized => 'latency' in r);
+/** The median run's RSS of the agent holding nothing (one run: that run's). */
+const baseline = baselines.length
+  ? {
+      rssMb: median(baselines.map((b) => b.afterSync.rssMb)),
+      heapUsedMb: median(baselines.map((b) => b.afterSync.heapUsedMb)),
+    }
+  : undefined;
+
+/** Each size's figures against the targets over its runs: median, min and max. */
+function summary(runs: readonly Sized[]) {
+  const of = (f: (r: Sized) => number | undefined) => {
+    const xs = runs.map(f).filter((x): x is number => x !== undefined);
+    return xs.length ? spread(xs) : undefined;
+  };
+  return {
+    services: runs[0]!.services,
+    ...('healthCheck' in runs[0]! ? { healthCheck: runs[0]!.healthCheck } : {}),
+    runs: runs.length,
+    readyMs: of((r) => r.readyMs),
+    rssAfterSyncMb: of((r) => r.afterSync.rssMb),
+    rssAfterChangesMb: of((r) => r.afterChanges.rssMb),
+    changeP50Ms: of((r) => r.latency.p50),
+    changeP99Ms: of((r) => r.latency.p99),
+    changeAfterWriteP99Ms: of((r) => r.latency.afterWrite.p99),
+    loopMaxMs: of((r) => r.eventLoop.maxMs),
+    createKernelP50Ms: of((r) => r.creates?.kernelMs.p50),
+  };
+}
+const groups = new Map<string, Sized[]>();
+for (const r of results) {
+  const key = `${r.services}${'healthCheck' in r ? '-checked' : ''}`;
+  groups.set(key, [...(groups.get(key) ?? []), r]);
+}
+const summaries = [...groups.values()].map(summary);
 
 function save(partial: boolean): void {
   writeResults(CHECK ? 'agent-health-checks' : 'agent', {
     description: `the whole agent in its own process (Kubernetes mode, fake API server in another process, UML kernel IPVS, no speaker)${CHECK ? `; every backend health-checked: ${CHECK}` : ''}`,
     ...(partial ? { partial: `sizes done so far of ${sizes.join(', ')}` } : {}),
     targets: TARGETS,
-    ...(baseline ? { baseline } : {}),
+    reps: REPS,
+    ...(baselines.length ? { baseline: REPS > 1 ? baselines : baselines[0] } : {}),
+    ...(partial ? {} : { summary: summaries }),
     results: sized.filter((r): r is Sized => 'latency' in r),
   });
 }
@@ -994,15 +1046,27 @@ function save(partial: boolean): void {
 console.log('\nagainst the targets (issue 11):');
 if (baseline)
   console.log(
-    `  no Service (the baseline): RSS ${baseline.afterSync.rssMb.toFixed(0)} MB, heap used ${baseline.afterSync.heapUsedMb.toFixed(0)} MB`,
+    `  no Service (the baseline${REPS > 1 ? `, median of ${REPS} runs` : ''}): RSS ${baseline.rssMb.toFixed(0)} MB, heap used ${baseline.heapUsedMb.toFixed(0)} MB`,
   );
+if (REPS > 1) {
+  const fig = (s: { median: number; min: number; max: number } | undefined, f: (x: number) => string) =>
+    s ? `${f(s.median)} (${f(s.min)}-${f(s.max)})` : '-';
+  const MB = (x: number) => `${x.toFixed(0)} MB`;
+  for (const s of summaries) {
+    const at10k = s.services >= 10_000;
+    console.log(
+      `  ${s.services} Services${'healthCheck' in s ? ' (checked)' : ''}, median of ${s.runs} runs (min-max): start -> ready ${fig(s.readyMs, fmtMs)}; RSS after sync ${fig(s.rssAfterSyncMb, MB)}, after the changes ${fig(s.rssAfterChangesMb, MB)}${at10k ? ` (target <= ${TARGETS.rssMb10k} MB)` : ''}; change -> kernel p50 ${fig(s.changeP50Ms, fmtMs)}, p99 ${fig(s.changeP99Ms, fmtMs)}${at10k ? ` (target <= ${TARGETS.p99Ms10k} ms)` : ''}, of it after the API's answer p99 ${fig(s.changeAfterWriteP99Ms, fmtMs)}; event loop longest ${fig(s.loopMaxMs, fmtMs)} (target <= ${TARGETS.loopMaxMs} ms)${s.createKernelP50Ms ? `; Service created -> in IPVS p50 ${fig(s.createKernelP50Ms, fmtMs)}` : ''}`,
+    );
+  }
+  console.log('  each run:');
+}
 for (const r of results) {
   const at10k = r.services >= 10_000;
   const over = baseline
-    ? ` (${(r.afterChanges.rssMb - baseline.afterSync.rssMb).toFixed(0)} MB over the baseline)`
+    ? ` (${(r.afterChanges.rssMb - baseline.rssMb).toFixed(0)} MB over the baseline)`
     : '';
   console.log(
-    `  ${r.services} Services${'healthCheck' in r ? ' (checked)' : ''}: RSS after sync ${r.afterSync.rssMb.toFixed(0)} MB, after ${r.changes} changes ${r.afterChanges.rssMb.toFixed(0)} MB${over}${at10k ? ` (target <= ${TARGETS.rssMb10k} MB)` : ''}; change -> kernel p99 ${fmtMs(r.latency.p99)}${at10k ? ` (target <= ${TARGETS.p99Ms10k} ms)` : ''}; event loop longest ${fmtMs(r.eventLoop.maxMs)} (target <= ${TARGETS.loopMaxMs} ms)${r.creates ? `; Service created -> in IPVS p50 ${fmtMs(r.creates.kernelMs.p50)} / p99 ${fmtMs(r.creates.kernelMs.p99)}, let in by the VIP filter p50 ${fmtMs(r.creates.filterMs.p50)} / p99 ${fmtMs(r.creates.filterMs.p99)}` : ''}`,
+    `  ${r.services} Services${'healthCheck' in r ? ' (checked)' : ''}${REPS > 1 ? `, run ${r.run}` : ''}: RSS after sync ${r.afterSync.rssMb.toFixed(0)} MB, after ${r.changes} changes ${r.afterChanges.rssMb.toFixed(0)} MB${over}${at10k ? ` (target <= ${TARGETS.rssMb10k} MB)` : ''}; change -> kernel p99 ${fmtMs(r.latency.p99)}${at10k ? ` (target <= ${TARGETS.p99Ms10k} ms)` : ''}; event loop longest ${fmtMs(r.eventLoop.maxMs)} (target <= ${TARGETS.loopMaxMs} ms)${r.creates ? `; Service created -> in IPVS p50 ${fmtMs(r.creates.kernelMs.p50)} / p99 ${fmtMs(r.creates.kernelMs.p99)}, let in by the VIP filter p50 ${fmtMs(r.creates.filterMs.p50)} / p99 ${fmtMs(r.creates.filterMs.p99)}` : ''}`,
   );
 }
 if (CHECK) {

@@ -57,6 +57,8 @@ export interface LoadResult {
     at: number[];
     /** The client's port of each (the first 20): its flow's state can be looked up on the replicas. */
     ports: number[];
+    /** When each started (epoch ms, the first 1000): a test tells its own phases apart. */
+    startedAt: number[];
     retransSegs: number;
     synRetrans: number;
   };
@@ -69,7 +71,7 @@ const result: LoadResult = {
   failedAt: [],
   byBackend: {},
   bySource: {},
-  stalls: { over900ms: 0, at: [], ports: [], retransSegs: 0, synRetrans: 0 },
+  stalls: { over900ms: 0, at: [], ports: [], startedAt: [], retransSegs: 0, synRetrans: 0 },
 };
 const latencies: number[] = [];
 const runStarted = performance.now();
@@ -105,6 +107,8 @@ function recordLatency(started: number, port: number): void {
       result.stalls.at.push(Math.round((started - runStarted) / 100) / 10);
       result.stalls.ports.push(port);
     }
+    if (result.stalls.startedAt.length < 1000)
+      result.stalls.startedAt.push(Math.round(performance.timeOrigin + started));
   }
 }
 
